@@ -1,0 +1,1 @@
+"""indis: instance-aware discretizations for few-step diffusion sampling."""
