@@ -1,0 +1,68 @@
+"""Command-line entry point `indis` (also `python -m indis`).
+
+Each subcommand lives in its own module that exposes `register(subparsers)`; the handler it sets with
+`set_defaults(func=...)` takes the parsed args and returns an exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from .errors import IndisError
+
+# Modules that add subcommands. A module that is missing (optional extra) is skipped.
+COMMAND_MODULES = [
+    "indis.commands.demo",
+    "indis.commands.sampling",
+    "indis.commands.schedule",
+    "indis.commands.teacher",
+    "indis.commands.train",
+    "indis.commands.bench",
+    "indis.zoo.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="indis", description="Instance-aware discretizations for few-step diffusion sampling.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("indis: interrupted; work saved so far is kept and the job resumes when run again", file=sys.stderr)
+        return 130
+    except IndisError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"indis: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # unexpected: keep the one-line contract, offer --debug
+        if debug:
+            raise
+        print(f"indis: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metrics: point-cloud (toy), feature-based (FD/KID), and real-model metrics."""
