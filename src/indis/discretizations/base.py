@@ -1,0 +1,327 @@
+"""The common discretization object.
+
+Every method (heuristic, GITS, DMN, GOD/LD3, INDIS, the per-instance oracle) is a `Discretizer`: given x_T
+(and cond) it returns `Steps` = per-sample times [B, N+1], shift [B, N] and scale [B, N], which go straight into
+`indis.sample`. Discretizers save to a folder (weights.safetensors + config.json) and load back with checks
+against the model shape and N they are used with.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..denoiser import Cond, Denoiser
+from ..errors import InputError
+from ..io import atomic_write_json, ensure_dir, load_json, load_tensors, save_tensors
+from ..schedules import NoiseSchedule, schedule_from_config
+from ..solvers import SOLVERS, check_times, sample
+from .param import SHIFT_MODES, SPACES, logits_to_times, scale_from_logits, shift_from_logits, times_to_logits
+from .prior_net import PriorNet
+
+FORMAT = "indis-discretization"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Steps:
+    """Per-sample discretization: times [B, N+1], shift [B, N] or None, scale [B, N] or None."""
+
+    times: Tensor
+    shift: Tensor | None = None
+    scale: Tensor | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.times.shape[-1] - 1
+
+    def detach(self) -> "Steps":
+        return Steps(self.times.detach(), None if self.shift is None else self.shift.detach(),
+                     None if self.scale is None else self.scale.detach())
+
+
+class Discretizer(nn.Module):
+    """Base class: holds N, the solver, the schedule, the data shape; subclasses implement `forward`."""
+
+    method: ClassVar[str] = "base"
+    registry: ClassVar[dict[str, type["Discretizer"]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        Discretizer.registry[cls.__name__] = cls
+
+    def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", *, afs: bool = False,
+                 data_shape: Sequence[int] | None = None, t_max: float | None = None, t_min: float | None = None,
+                 name: str | None = None):
+        super().__init__()
+        if not isinstance(steps, int) or steps < 1:
+            raise InputError(f"steps (N) must be an integer >= 1, got {steps!r}")
+        if solver not in SOLVERS:
+            raise InputError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise InputError("schedule must be an indis noise schedule (indis.EDM(), indis.VP(), indis.FlowMatching())")
+        self.steps, self.schedule, self.solver, self.afs = steps, schedule, solver, bool(afs)
+        self.data_shape = tuple(int(s) for s in data_shape) if data_shape is not None else None
+        self.t_max = float(schedule.t_max if t_max is None else t_max)
+        self.t_min = float(schedule.t_min if t_min is None else t_min)
+        self.name = name or self.method
+        self.extra: dict[str, Any] = {}  # free-form provenance (teacher, metrics, training time)
+
+    # -- interface
+    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
+        raise NotImplementedError
+
+    def sample(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, **kw: Any) -> Tensor:
+        """Compute this discretization for x_T and run `indis.sample` with it."""
+        self.check_compatible(denoiser.schedule, tuple(x_T.shape[1:]))
+        s = self(x_T, cond, index)
+        kw.setdefault("afs", self.afs)
+        return sample(denoiser, x_T, s.times, solver=self.solver, shift=s.shift, scale=s.scale, cond=cond, **kw)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        """Constructor keyword arguments beyond the common ones (for save/load)."""
+        return {}
+
+    # -- compatibility checks
+    def check_compatible(self, schedule: NoiseSchedule | None = None, data_shape: Sequence[int] | None = None,
+                         steps: int | None = None, where: str = "this discretization") -> None:
+        if steps is not None and steps != self.steps:
+            raise InputError(f"{where} has N={self.steps} steps but N={steps} was requested; train or load one for N={steps}")
+        if data_shape is not None and self.data_shape is not None and tuple(data_shape) != self.data_shape:
+            raise InputError(f"{where} was made for data of shape {list(self.data_shape)} but the model's data has shape {list(data_shape)}; use one made for this model")
+        if schedule is not None and schedule.name != self.schedule.name:
+            raise InputError(f"{where} was made for the {self.schedule.name} schedule but the model uses {schedule.name}")
+
+    # -- persistence
+    def config(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "indis_version": __version__,
+            "class": type(self).__name__, "method": self.method, "name": self.name, "steps": self.steps,
+            "solver": self.solver, "afs": self.afs, "schedule": self.schedule.config(),
+            "data_shape": list(self.data_shape) if self.data_shape is not None else None,
+            "t_max": self.t_max, "t_min": self.t_min, "kwargs": self.init_kwargs(), "extra": self.extra,
+            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write `path/weights.safetensors` and `path/config.json` (each atomically; config last)."""
+        p = ensure_dir(path)
+        state = {k: v for k, v in self.state_dict().items()}
+        cfg = self.config()
+        save_tensors(p / "weights.safetensors", state, {"indis_config": json.dumps(cfg)})
+        atomic_write_json(p / "config.json", cfg)
+        return p
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Discretizer":
+        klass = Discretizer.registry.get(cfg.get("class", ""))
+        if klass is None:
+            raise InputError(f"unknown discretization class {cfg.get('class')!r}")
+        obj = klass(steps=int(cfg["steps"]), schedule=schedule_from_config(cfg["schedule"]), solver=cfg["solver"],
+                    afs=bool(cfg.get("afs", False)), data_shape=cfg.get("data_shape"), t_max=cfg.get("t_max"),
+                    t_min=cfg.get("t_min"), name=cfg.get("name"), **cfg.get("kwargs", {}))
+        obj.extra = dict(cfg.get("extra", {}))
+        return obj
+
+
+def load_discretization(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int] | None = None,
+                        schedule: NoiseSchedule | None = None, map_location: str | torch.device = "cpu") -> Discretizer:
+    """Load a saved discretization and check it against the N, data shape and schedule it will be used with."""
+    p = Path(path)
+    if p.is_file() and p.name in ("config.json", "weights.safetensors"):
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"no saved discretization at '{p}' (expected a folder with config.json and weights.safetensors)")
+    cfg = load_json(p / "config.json")
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise InputError(f"'{p / 'config.json'}' is not an indis discretization config")
+    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputError(f"'{p}' was written by a newer indis (format {cfg['format_version']}); upgrade indis")
+    tensors, meta = load_tensors(p / "weights.safetensors", device=map_location)
+    if "indis_config" in meta and json.loads(meta["indis_config"]).get("class") != cfg.get("class"):
+        raise InputError(f"'{p}': config.json and weights.safetensors belong to different discretizations")
+    obj = Discretizer.from_config(cfg)
+    try:
+        obj.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"weights in '{p}' do not match its config ({str(exc).splitlines()[0]})") from exc
+    obj.check_compatible(schedule, data_shape, steps, where=f"the discretization in '{p}'")
+    return obj.to(map_location)
+
+
+def _batch(v: Tensor, B: int) -> Tensor:
+    return v.unsqueeze(0).expand(B, *v.shape)
+
+
+class FixedSchedule(Discretizer):
+    """One fixed schedule for all samples (heuristics, AYS, GITS, DMN), optionally with fixed shift/scale."""
+
+    method = "fixed"
+
+    def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", *, times: Tensor | Sequence[float] | None = None,
+                 shift: Tensor | Sequence[float] | None = None, scale: Tensor | Sequence[float] | None = None, **kw: Any):
+        super().__init__(steps, schedule, solver, **kw)
+        t = torch.zeros(steps + 1, dtype=torch.float64) if times is None else torch.as_tensor(times, dtype=torch.float64)
+        if times is not None:
+            check_times(t, schedule)
+        if t.shape != (steps + 1,):
+            raise InputError(f"times must have N+1 = {steps + 1} entries, got {list(t.shape)}")
+        self.register_buffer("times", t.clone())
+        self.register_buffer("shift_v", torch.as_tensor(shift if shift is not None else torch.zeros(steps), dtype=torch.float64).clone())
+        self.register_buffer("scale_v", torch.as_tensor(scale if scale is not None else torch.ones(steps), dtype=torch.float64).clone())
+        self._has_shift, self._has_scale = shift is not None, scale is not None
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {"times": self.times.tolist(), "shift": self.shift_v.tolist() if self._has_shift else None,
+                "scale": self.scale_v.tolist() if self._has_scale else None}
+
+    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
+        B, dt = x_T.shape[0], x_T.dtype
+        return Steps(_batch(self.times.to(dt), B), _batch(self.shift_v.to(dt), B) if self._has_shift else None,
+                     _batch(self.scale_v.to(dt), B) if self._has_scale else None)
+
+
+class _Parameterized(Discretizer):
+    """Shared logic of learned discretizations: logits -> times (eq. 7), shift and scale (eq. 6)."""
+
+    def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", *, init_times: Sequence[float] | Tensor | None = None,
+                 space: str = "time", free_last: bool = False, learn_shift: bool = True, learn_scale: bool = True,
+                 shift_bound: float = 0.5, shift_mode: str = "relative", scale_bound: float = 0.1, **kw: Any):
+        super().__init__(steps, schedule, solver, **kw)
+        if space not in SPACES:
+            raise InputError(f"space must be one of {SPACES}, got {space!r}")
+        if shift_mode not in SHIFT_MODES:
+            raise InputError(f"shift_mode must be one of {SHIFT_MODES}, got {shift_mode!r}")
+        if shift_bound < 0 or scale_bound < 0:
+            raise InputError("shift_bound and scale_bound must be >= 0")
+        self.space, self.free_last = space, bool(free_last)
+        self.learn_shift, self.learn_scale = bool(learn_shift), bool(learn_scale)
+        self.shift_bound, self.shift_mode, self.scale_bound = float(shift_bound), shift_mode, float(scale_bound)
+        if init_times is None:
+            from .param import _from_space, _to_space
+
+            a, b = (_to_space(schedule, torch.tensor(v, dtype=torch.float64), space) for v in (self.t_max, self.t_min))
+            init_times = _from_space(schedule, a + torch.linspace(0, 1, steps + 1, dtype=torch.float64) * (b - a), space)
+        it = torch.as_tensor(init_times, dtype=torch.float64)
+        if it.shape != (steps + 1,):
+            raise InputError(f"init_times must have N+1 = {steps + 1} entries, got {list(it.shape)}")
+        self.init_times = it.tolist()
+        self.n_tau = steps + (1 if self.free_last else 0)
+        self._init_logits = times_to_logits(it, schedule, space, self.free_last, self.t_min if self.free_last else None)
+
+    def common_kwargs(self) -> dict[str, Any]:
+        return {"init_times": self.init_times, "space": self.space, "free_last": self.free_last,
+                "learn_shift": self.learn_shift, "learn_scale": self.learn_scale, "shift_bound": self.shift_bound,
+                "shift_mode": self.shift_mode, "scale_bound": self.scale_bound}
+
+    def steps_from_outputs(self, o_tau: Tensor, o_shift: Tensor | None, o_scale: Tensor | None) -> Steps:
+        times = logits_to_times(o_tau, self.schedule, self.t_max, self.t_min, self.space, self.free_last)
+        shift = shift_from_logits(o_shift, times, self.shift_bound, self.shift_mode) if (self.learn_shift and o_shift is not None) else None
+        scale = scale_from_logits(o_scale, self.scale_bound) if (self.learn_scale and o_scale is not None) else None
+        return Steps(times, shift, scale)
+
+
+class GlobalSchedule(_Parameterized):
+    """GOD / LD3: one learned schedule (plus optional shift and scale) shared by all samples."""
+
+    method = "global"
+
+    def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", **kw: Any):
+        super().__init__(steps, schedule, solver, **kw)
+        self.logits = nn.Parameter(self._init_logits.clone())
+        self.shift_logits = nn.Parameter(torch.zeros(steps, dtype=torch.float64), requires_grad=self.learn_shift)
+        self.scale_logits = nn.Parameter(torch.zeros(steps, dtype=torch.float64), requires_grad=self.learn_scale)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return self.common_kwargs()
+
+    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
+        B, dt = x_T.shape[0], x_T.dtype
+        s = self.steps_from_outputs(self.logits.to(dt), self.shift_logits.to(dt), self.scale_logits.to(dt))
+        return Steps(_batch(s.times, B), None if s.shift is None else _batch(s.shift, B), None if s.scale is None else _batch(s.scale, B))
+
+
+class InstanceOracle(_Parameterized):
+    """The per-instance "overfitted" upper bound: separate parameters for each of `num_samples` training priors,
+    selected by the sample index; optimised jointly (the losses are independent) in one batched run."""
+
+    method = "instance-oracle"
+
+    def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", *, num_samples: int = 1, **kw: Any):
+        super().__init__(steps, schedule, solver, **kw)
+        if num_samples < 1:
+            raise InputError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.logits = nn.Parameter(self._init_logits.clone().repeat(num_samples, 1))
+        self.shift_logits = nn.Parameter(torch.zeros(num_samples, steps, dtype=torch.float64), requires_grad=self.learn_shift)
+        self.scale_logits = nn.Parameter(torch.zeros(num_samples, steps, dtype=torch.float64), requires_grad=self.learn_scale)
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {**self.common_kwargs(), "num_samples": self.num_samples}
+
+    @classmethod
+    def from_global(cls, g: "GlobalSchedule", num_samples: int) -> "InstanceOracle":
+        kw = g.init_kwargs()
+        o = cls(g.steps, g.schedule, g.solver, afs=g.afs, data_shape=g.data_shape, t_max=g.t_max, t_min=g.t_min, num_samples=num_samples, **kw)
+        with torch.no_grad():
+            o.logits.copy_(g.logits.detach().expand_as(o.logits))
+            o.shift_logits.copy_(g.shift_logits.detach().expand_as(o.shift_logits))
+            o.scale_logits.copy_(g.scale_logits.detach().expand_as(o.scale_logits))
+        return o
+
+    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
+        if index is None:
+            raise InputError("the per-instance oracle needs the sample index of each x_T (it has one schedule per training prior)")
+        index = index.to(self.logits.device).long()
+        if bool((index < 0).any()) or bool((index >= self.num_samples).any()):
+            raise InputError(f"sample index out of range for an oracle of {self.num_samples} samples")
+        dt = x_T.dtype
+        return self.steps_from_outputs(self.logits[index].to(dt), self.shift_logits[index].to(dt), self.scale_logits[index].to(dt))
+
+
+class InstanceSchedule(_Parameterized):
+    """INDIS: phi(x_T, c) -> O in R^{3 x N} -> per-sample times (eq. 7), shift and scale (eq. 6).
+
+    The head starts at zero weight with bias = warm-start logits, so an untrained phi reproduces the warm-start
+    schedule exactly (heuristic or a trained global one) with zero shift and unit scale.
+    """
+
+    method = "indis"
+
+    def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", *, net: Mapping[str, Any] | None = None, **kw: Any):
+        super().__init__(steps, schedule, solver, **kw)
+        if self.data_shape is None:
+            raise InputError("InstanceSchedule needs data_shape (the shape of one x_T)")
+        self.net_kwargs = dict(net or {})
+        if "input_scale" not in self.net_kwargs:
+            self.net_kwargs["input_scale"] = 1.0 / float(schedule.sigma(torch.tensor(self.t_max, dtype=torch.float64)))
+        self.phi = PriorNet(self.data_shape, self.n_tau + 2 * steps, **self.net_kwargs)
+        with torch.no_grad():
+            self.phi.head.bias[: self.n_tau].copy_(self._init_logits.float())
+
+    def init_kwargs(self) -> dict[str, Any]:
+        return {**self.common_kwargs(), "net": self.net_kwargs}
+
+    def warm_start(self, g: GlobalSchedule) -> "InstanceSchedule":
+        """Start phi at a trained global schedule: its logits, shift and scale become the head's bias."""
+        if g.steps != self.steps or g.free_last != self.free_last or g.space != self.space:
+            raise InputError("warm start needs a global schedule with the same N, space and free_last")
+        with torch.no_grad():
+            b = self.phi.head.bias
+            b[: self.n_tau].copy_(g.logits.detach().to(b.dtype))
+            b[self.n_tau : self.n_tau + self.steps].copy_(g.shift_logits.detach().to(b.dtype))
+            b[self.n_tau + self.steps :].copy_(g.scale_logits.detach().to(b.dtype))
+            self.phi.head.weight.zero_()
+        return self
+
+    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
+        o = self.phi(x_T.to(self.phi.head.weight.dtype), cond).to(x_T.dtype)
+        n = self.n_tau
+        return self.steps_from_outputs(o[:, :n], o[:, n : n + self.steps], o[:, n + self.steps :])

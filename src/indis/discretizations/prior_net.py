@@ -1,0 +1,146 @@
+"""The prior-conditioning network phi(x_T, c) of INDIS (paper fig. 4): a small encoder of the starting noise
+(MLP for vectors, strided 2-D convolutions for images/latents, 3-D for videos) plus an optional condition
+branch (class one-hot scaled by 1/sqrt(num_classes) then linear; or pooled prompt embeddings), an MLP trunk and
+a zero-initialised head whose bias holds the warm-start logits."""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
+
+Cond = Tensor | Mapping[str, Tensor] | None
+
+
+def pool_condition(cond: Cond, keys: Sequence[str] | None = None) -> Tensor | None:
+    """Turn a float condition into one vector per sample: [B, L, D] sequences are mean-pooled (T5), [B, D]
+    vectors kept (pooled CLIP), and a dict's entries concatenated in key order (or `keys` order)."""
+    if cond is None:
+        return None
+    if isinstance(cond, Mapping):
+        names = list(keys) if keys is not None else sorted(cond)
+        parts = []
+        for k in names:
+            if k not in cond:
+                raise InputError(f"condition dict lacks key {k!r} needed by the prior network (has {sorted(cond)})")
+            v = pool_condition(cond[k])
+            if v is not None:
+                parts.append(v)
+        return torch.cat(parts, -1) if parts else None
+    if not cond.is_floating_point():
+        raise InputError("an integer condition needs a prior network built with num_classes > 0")
+    if cond.dim() == 3:
+        return cond.mean(1)
+    if cond.dim() == 2:
+        return cond
+    if cond.dim() == 1:
+        return cond[:, None]
+    raise InputError(f"cannot pool a condition of shape {list(cond.shape)}; expected [B, D] or [B, L, D]")
+
+
+class _ConvEncoder(nn.Module):
+    """Strided convolutions down to <= 4 per spatial axis, then flatten."""
+
+    def __init__(self, shape: Sequence[int], channels: int, max_channels: int = 128):
+        super().__init__()
+        dims = len(shape) - 1
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        c_in, spatial = shape[0], list(shape[1:])
+        layers: list[nn.Module] = [conv(c_in, channels, 3, padding=1), nn.SiLU()]
+        ch = channels
+        while max(spatial) > 4:
+            stride = [2 if s > 4 else 1 for s in spatial]
+            nxt = min(ch * 2, max_channels)
+            layers += [conv(ch, nxt, 3, stride=stride, padding=1), nn.SiLU()]
+            spatial = [(s + 2 - 3) // st + 1 for s, st in zip(spatial, stride)]
+            ch = nxt
+        self.net = nn.Sequential(*layers, nn.Flatten())
+        self.out_dim = ch * math.prod(spatial)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class PriorNet(nn.Module):
+    """phi: (x_T, c) -> out_dim raw outputs (the lead's InstanceSchedule splits them into tau/shift/scale logits)."""
+
+    def __init__(
+        self,
+        data_shape: Sequence[int],
+        out_dim: int,
+        *,
+        hidden: int = 256,
+        depth: int = 2,
+        channels: int = 16,
+        num_classes: int = 0,
+        cond_dim: int = 0,
+        cond_keys: Sequence[str] | None = None,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
+        input_scale: float = 1.0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.num_classes, self.cond_dim = int(num_classes), int(cond_dim)
+        self.cond_keys = list(cond_keys) if cond_keys is not None else None
+        self.input_scale = float(input_scale)
+        g = torch.Generator().manual_seed(seed)
+        if len(self.data_shape) == 1:
+            d = self.data_shape[0]
+            self.encoder: nn.Module = nn.Flatten()
+            feat = d
+            if fourier_features:
+                self.register_buffer("fourier", torch.randn(d, fourier_features, generator=g) * fourier_scale)
+                feat = d + 2 * fourier_features
+        elif len(self.data_shape) in (3, 4):
+            self.encoder = _ConvEncoder(self.data_shape, channels)
+            feat = self.encoder.out_dim
+        else:
+            raise InputError(f"prior network supports data shapes (D,), (C,H,W) or (C,F,H,W), got {self.data_shape}")
+        cfeat = 0
+        if self.num_classes:
+            self.cond_proj: nn.Module | None = nn.Linear(self.num_classes, hidden)
+            cfeat = hidden
+        elif self.cond_dim:
+            self.cond_proj = nn.Linear(self.cond_dim, hidden)
+            cfeat = hidden
+        else:
+            self.cond_proj = None
+        layers: list[nn.Module] = [nn.Linear(feat + cfeat, hidden), nn.SiLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden, out_dim)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def features(self, x_T: Tensor, cond: Cond = None) -> Tensor:
+        if tuple(x_T.shape[1:]) != self.data_shape:
+            raise InputError(f"prior network expects x_T of shape [B, {', '.join(map(str, self.data_shape))}], got {list(x_T.shape)}")
+        x = x_T * self.input_scale
+        h = self.encoder(x)
+        if hasattr(self, "fourier"):
+            proj = h @ self.fourier.to(h.dtype)
+            h = torch.cat([h, torch.sin(proj), torch.cos(proj)], -1)
+        if self.cond_proj is not None:
+            if cond is None:
+                raise InputError("this prior network was built with a condition; pass cond (class labels or embeddings)")
+            if self.num_classes:
+                if isinstance(cond, Mapping) or cond.is_floating_point():
+                    raise InputError("class-conditional prior network needs integer labels [B] as cond")
+                c = torch.nn.functional.one_hot(cond.long().clamp(0, self.num_classes - 1), self.num_classes).to(h.dtype)
+                c = c * (cond >= 0).to(h.dtype)[:, None] / math.sqrt(self.num_classes)  # label -1: unconditional
+            else:
+                c = pool_condition(cond, self.cond_keys)
+                if c is None or c.shape[-1] != self.cond_dim:
+                    raise InputError(f"prior network expects pooled condition features of size {self.cond_dim}, got {None if c is None else c.shape[-1]}")
+                c = c.to(h.dtype)
+            h = torch.cat([h, self.cond_proj(c)], -1)
+        return h
+
+    def forward(self, x_T: Tensor, cond: Cond = None) -> Tensor:
+        return self.head(self.trunk(self.features(x_T, cond)))

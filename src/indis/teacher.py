@@ -1,0 +1,316 @@
+"""Teacher data (paper Algorithm 1): tuples (c, x_T, x0*) with x0* from a many-step teacher solver.
+
+Only a generator seed per sample is stored, never the noise: x_T is regenerated exactly from it on any device.
+Endpoints x0* are written in shards of `shard_size` samples (safetensors, atomic), so generation resumes after
+an interruption and can be split across torch.distributed ranks (shard k is made by rank k % world_size); the
+result is identical to a single-process run with the same seeds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .denoiser import Cond, Denoiser
+from .errors import InputError
+from .io import atomic_write_json, ensure_dir, load_json, load_tensors, save_tensors
+from .schedules import NoiseSchedule
+from .solvers import SOLVERS, sample
+
+MANIFEST = "manifest.json"
+FORMAT = "indis-teacher"
+_SEED_STRIDE = 1 << 32
+
+
+def sample_seed(base_seed: int, index: int) -> int:
+    """The generator seed of sample `index`: distinct for every (base_seed, index) pair."""
+    return int(base_seed) * _SEED_STRIDE + int(index)
+
+
+def prior_std(schedule: NoiseSchedule, t_max: float | None = None) -> float:
+    """Standard deviation of the prior x_T ~ N(0, sigma(T)^2 I) (80 for EDM, ~1 for VP, T for flow matching)."""
+    return float(schedule.sigma(torch.tensor(schedule.t_max if t_max is None else t_max, dtype=torch.float64)))
+
+
+def prior_noise(indices: Sequence[int] | Tensor, base_seed: int, shape: Sequence[int], std: float,
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Tensor:
+    """Regenerate x_T for the given sample indices (CPU generators, so identical on every device)."""
+    out = torch.empty(len(indices), *shape, dtype=torch.float32)
+    for j, i in enumerate(torch.as_tensor(indices).tolist()):
+        g = torch.Generator().manual_seed(sample_seed(base_seed, i))
+        out[j] = torch.randn(*shape, generator=g)
+    return (out * std).to(device=device, dtype=dtype)
+
+
+@dataclass
+class CondSpec:
+    """How sample i gets its condition: none; a class label (uniform over num_classes, from its own generator);
+    or row i % P of a stored table (e.g. P prompt embeddings)."""
+
+    kind: str = "none"  # "none" | "class" | "table"
+    num_classes: int = 0
+    table_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "class", "table"):
+            raise InputError(f"condition kind must be none, class or table, got {self.kind!r}")
+        if self.kind == "class" and self.num_classes < 1:
+            raise InputError("class conditions need num_classes >= 1")
+
+
+def class_labels(indices: Sequence[int] | Tensor, base_seed: int, num_classes: int) -> Tensor:
+    """Per-sample class label drawn from a generator seeded independently of the noise."""
+    out = []
+    for i in torch.as_tensor(indices).tolist():
+        g = torch.Generator().manual_seed(sample_seed(base_seed + 7919, i))
+        out.append(int(torch.randint(num_classes, (1,), generator=g)))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _index_cond(table: Cond, rows: Tensor) -> Cond:
+    if table is None:
+        return None
+    if isinstance(table, Mapping):
+        return {k: _index_cond(v, rows) for k, v in table.items()}
+    return table[rows.to(table.device)]
+
+
+@dataclass
+class TeacherConfig:
+    """Everything that defines a teacher set; stored in the manifest and checked on resume."""
+
+    num_samples: int
+    data_shape: list[int]
+    schedule: dict[str, Any]
+    seed: int = 0
+    solver: str = "ipndm"
+    steps: int = 30
+    times: list[float] = field(default_factory=list)
+    afs: bool = False
+    shard_size: int = 1000
+    cond: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    model: str = ""
+    fingerprint: list[float] = field(default_factory=list)
+    prior_std: float = 1.0
+    dtype: str = "float32"
+
+
+def model_fingerprint(denoiser: Denoiser, data_shape: Sequence[int], cond: Cond = None, device: str | torch.device = "cpu") -> list[float]:
+    """A few output statistics of the model on a fixed probe input, to tell teacher sets of different models apart."""
+    g = torch.Generator().manual_seed(12345)
+    x = torch.randn(2, *data_shape, generator=g).to(device)
+    s = denoiser.schedule
+    t = torch.full((2,), float(s.from_edm_sigma(torch.tensor(1.0, dtype=torch.float64))), device=device)
+    with torch.no_grad():
+        x0, _ = denoiser(x, t, cond)
+    x0 = x0.double().cpu()
+    return [float(x0.mean()), float(x0.std()), float(x0.flatten()[0]), float(x0.flatten()[-1])]
+
+
+def fingerprints_match(a: Sequence[float], b: Sequence[float], rtol: float = 1e-3, atol: float = 1e-4) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= atol + rtol * abs(y) for x, y in zip(a, b))
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class TeacherSet:
+    """A generated teacher set on disk: regenerates x_T and cond, serves x0* by sample index."""
+
+    def __init__(self, path: str | Path, cond_table: Cond = None):
+        self.path = Path(path)
+        raw = load_json(self.path / MANIFEST)
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise InputError(f"'{self.path}' is not an indis teacher set (no valid {MANIFEST})")
+        self.config = TeacherConfig(**raw["config"])
+        self.cond_spec = CondSpec(**self.config.cond)
+        self.cond_table = cond_table
+        if self.cond_spec.kind == "table" and cond_table is None:
+            table_file = self.path / "cond_table.safetensors"
+            if table_file.is_file():
+                t, meta = load_tensors(table_file)
+                self.cond_table = t["cond"] if set(t) == {"cond"} else {k.removeprefix("cond."): v for k, v in t.items()}
+        self._x0: Tensor | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return self.config.num_samples
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.config.num_samples / self.config.shard_size)
+
+    def shard_path(self, k: int) -> Path:
+        return self.path / f"shard-{k:05d}.safetensors"
+
+    def missing_shards(self) -> list[int]:
+        return [k for k in range(self.num_shards) if not self.shard_path(k).is_file()]
+
+    def is_complete(self) -> bool:
+        return not self.missing_shards()
+
+    def x0(self) -> Tensor:
+        """All teacher endpoints [M, ...] in index order (loaded once)."""
+        if self._x0 is None:
+            missing = self.missing_shards()
+            if missing:
+                raise InputError(f"teacher set '{self.path}' is incomplete ({len(missing)} of {self.num_shards} shards missing); rerun `indis teacher` with the same arguments to resume")
+            parts = []
+            for k in range(self.num_shards):
+                t, _ = load_tensors(self.shard_path(k))
+                lo = k * self.config.shard_size
+                expect = torch.arange(lo, min(lo + self.config.shard_size, self.num_samples))
+                if not torch.equal(t["index"], expect):
+                    raise InputError(f"shard '{self.shard_path(k)}' holds the wrong sample indices; delete it and resume generation")
+                parts.append(t["x0"])
+            self._x0 = torch.cat(parts)
+        return self._x0
+
+    def x_T(self, indices: Sequence[int] | Tensor, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Tensor:
+        return prior_noise(indices, self.config.seed, self.config.data_shape, self.config.prior_std, dtype, device)
+
+    def cond(self, indices: Sequence[int] | Tensor, device: str | torch.device = "cpu") -> Cond:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.cond_spec.kind == "class":
+            return class_labels(idx, self.config.seed, self.cond_spec.num_classes).to(device)
+        if self.cond_spec.kind == "table":
+            if self.cond_table is None:
+                raise InputError(f"teacher set '{self.path}' uses a condition table; pass cond_table=")
+            c = _index_cond(self.cond_table, idx % self.cond_spec.table_size)
+            return {k: v.to(device) for k, v in c.items()} if isinstance(c, Mapping) else c.to(device)
+        return None
+
+    def batch(self, indices: Sequence[int] | Tensor, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, Cond, Tensor]:
+        """(index, x_T, cond, x0*) for the given sample indices."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return idx, self.x_T(idx, dtype, device), self.cond(idx, device), self.x0()[idx].to(device=device, dtype=dtype)
+
+    def check_model(self, denoiser: Denoiser, data_shape: Sequence[int], model: str = "", device: str | torch.device = "cpu") -> None:
+        """Refuse to train on a teacher set that another model produced."""
+        if list(data_shape) != list(self.config.data_shape):
+            raise InputError(f"teacher set '{self.path}' was made for data of shape {self.config.data_shape}, not {list(data_shape)}")
+        if denoiser.schedule.config()["type"] != self.config.schedule.get("type"):
+            raise InputError(f"teacher set '{self.path}' was made with the {self.config.schedule.get('type')} schedule, not {denoiser.schedule.name}")
+        cond = self.cond(torch.arange(2), device) if self.cond_spec.kind != "none" else None
+        fp = model_fingerprint(denoiser, data_shape, cond, device)
+        if self.config.fingerprint and not fingerprints_match(fp, self.config.fingerprint):
+            who = f" ({self.config.model})" if self.config.model else ""
+            raise InputError(f"teacher set '{self.path}' was generated by a different model{who}; generate a teacher set with this model")
+
+
+def generate_teacher(
+    denoiser: Denoiser,
+    out_dir: str | Path,
+    data_shape: Sequence[int],
+    num_samples: int,
+    *,
+    times: Tensor | Sequence[float] | None = None,
+    solver: str = "ipndm",
+    steps: int = 30,
+    afs: bool = False,
+    seed: int = 0,
+    shard_size: int = 1000,
+    batch_size: int = 256,
+    cond: CondSpec | None = None,
+    cond_table: Cond = None,
+    model: str = "",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after_shards: int | None = None,
+) -> TeacherSet:
+    """Generate (or resume) a teacher set in `out_dir`. Default teacher: 30-step iPNDM on EDM rho=7 times."""
+    if num_samples < 1:
+        raise InputError(f"num_samples must be >= 1, got {num_samples}")
+    if shard_size < 1 or batch_size < 1:
+        raise InputError("shard_size and batch_size must be >= 1")
+    if solver not in SOLVERS:
+        raise InputError(f"unknown teacher solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    cond = cond or CondSpec()
+    if cond.kind == "table":
+        if cond_table is None:
+            raise InputError("a table condition needs cond_table (e.g. prompt embeddings)")
+        first = next(iter(cond_table.values())) if isinstance(cond_table, Mapping) else cond_table
+        cond = CondSpec("table", table_size=int(first.shape[0]))
+    sched = denoiser.schedule
+    if times is None:
+        from .discretizations.heuristic import heuristic
+
+        times = heuristic("edm", steps, schedule=sched)
+    times_t = torch.as_tensor(times, dtype=torch.float64)
+    out = ensure_dir(out_dir)
+    rank, world = _dist()
+    cond_probe = None
+    if cond.kind == "class":
+        cond_probe = class_labels(torch.arange(2), seed, cond.num_classes).to(device)
+    elif cond.kind == "table":
+        cond_probe = {k: v[:2].to(device) for k, v in cond_table.items()} if isinstance(cond_table, Mapping) else cond_table[:2].to(device)
+    cfg = TeacherConfig(
+        num_samples=int(num_samples), data_shape=[int(s) for s in data_shape], schedule=sched.config(), seed=int(seed),
+        solver=solver, steps=int(times_t.numel() - 1), times=times_t.tolist(), afs=bool(afs), shard_size=int(shard_size),
+        cond=asdict(cond), model=model, fingerprint=model_fingerprint(denoiser, data_shape, cond_probe, device),
+        prior_std=prior_std(sched, float(times_t[0])), dtype=str(dtype).removeprefix("torch."),
+    )
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        old = load_json(manifest)
+        oldcfg = dict(old.get("config", {})) if isinstance(old, dict) else {}
+        newcfg = asdict(cfg)
+        diffs = [k for k in newcfg if k != "fingerprint" and oldcfg.get(k) != newcfg[k]]
+        if diffs or not fingerprints_match(cfg.fingerprint, oldcfg.get("fingerprint", [])):
+            what = ", ".join(diffs) if diffs else "the model (its outputs differ)"
+            raise InputError(f"'{out}' already holds a teacher set with different settings ({what}); use another --out folder or the same settings to resume")
+    elif rank == 0:
+        if cond.kind == "table":
+            tensors = {"cond": cond_table} if not isinstance(cond_table, Mapping) else {f"cond.{k}": v for k, v in cond_table.items()}
+            save_tensors(out / "cond_table.safetensors", tensors)
+        atomic_write_json(manifest, {"format": FORMAT, "version": 1, "config": asdict(cfg)})
+    if world > 1:
+        torch.distributed.barrier()
+    ts = TeacherSet(out, cond_table=cond_table)
+    todo = [k for k in ts.missing_shards() if k % world == rank]
+    total = sum(min(shard_size, num_samples - k * shard_size) for k in todo)
+    bar = None
+    if progress and total:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"teacher ({solver}, {cfg.steps} steps)" + (f" rank {rank}" if world > 1 else ""), unit="sample")
+    done_shards = 0
+    try:
+        for k in todo:
+            lo, hi = k * shard_size, min((k + 1) * shard_size, num_samples)
+            xs = []
+            for b0 in range(lo, hi, batch_size):
+                idx = torch.arange(b0, min(b0 + batch_size, hi))
+                _, xT, c, _ = idx, ts.x_T(idx, dtype, device), ts.cond(idx, device), None
+                with torch.no_grad():
+                    x0 = sample(denoiser, xT, times_t, solver=solver, cond=c, afs=afs)
+                xs.append(x0.float().cpu())
+                if bar is not None:
+                    bar.update(len(idx))
+            save_tensors(ts.shard_path(k), {"index": torch.arange(lo, hi), "x0": torch.cat(xs)}, {"shard": str(k)})
+            done_shards += 1
+            if stop_after_shards is not None and done_shards >= stop_after_shards:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if world > 1:
+        torch.distributed.barrier()
+    return TeacherSet(out, cond_table=cond_table)
+
+
+def iter_batches(indices: Tensor, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> Iterator[Tensor]:
+    """Deterministic mini-batches of sample indices for one epoch (same order on resume)."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        indices = indices[torch.randperm(len(indices), generator=g)]
+    for i in range(0, len(indices), batch_size):
+        yield indices[i : i + batch_size]
