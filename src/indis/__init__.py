@@ -2,17 +2,25 @@
 
     import indis
     den = indis.Denoiser(model, indis.EDM(), prediction="x0")
-    times = indis.heuristic("edm", steps=5, schedule=den.schedule)
+    times = indis.heuristic("edm", 5, den.schedule)
     x0 = indis.sample(den, x_T, times, solver="ipndm")
 """
 from .denoiser import PREDICTIONS, Denoiser
 from .errors import IndisError, InputError, ModelOutputError
 from .schedules import EDM, VP, FlowMatching, NoiseSchedule, get_schedule, schedule_from_config
 from .solvers import SOLVERS, Trajectory, sample, solver_nfe
+from .discretizations import (Discretizer, FixedSchedule, GlobalSchedule, InstanceOracle, InstanceSchedule, Steps,
+                              dmn, gits, heuristic, load_discretization)
+from .models import ModelHandle, load_model
+from .teacher import TeacherSet, generate_teacher
+from .training import TrainConfig, train_discretizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Denoiser", "PREDICTIONS", "EDM", "VP", "FlowMatching", "NoiseSchedule", "get_schedule", "schedule_from_config",
     "SOLVERS", "Trajectory", "sample", "solver_nfe", "IndisError", "InputError", "ModelOutputError", "__version__",
+    "Discretizer", "FixedSchedule", "GlobalSchedule", "InstanceOracle", "InstanceSchedule", "Steps", "dmn", "gits",
+    "heuristic", "load_discretization", "ModelHandle", "load_model", "TeacherSet", "generate_teacher", "TrainConfig",
+    "train_discretizer",
 ]

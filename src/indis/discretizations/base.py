@@ -149,7 +149,7 @@ def load_discretization(path: str | Path, *, steps: int | None = None, data_shap
         raise InputError(f"'{p}': config.json and weights.safetensors belong to different discretizations")
     obj = Discretizer.from_config(cfg)
     try:
-        obj.load_state_dict(tensors, strict=True)
+        obj.load_state_dict(tensors, strict=True, assign=True)  # keep the saved dtypes
     except RuntimeError as exc:
         raise InputError(f"weights in '{p}' do not match its config ({str(exc).splitlines()[0]})") from exc
     obj.check_compatible(schedule, data_shape, steps, where=f"the discretization in '{p}'")

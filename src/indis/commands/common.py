@@ -1,0 +1,48 @@
+"""Arguments and helpers shared by the CLI subcommands."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="model spec: toy:tree[:A|B|AB], zoo:digits, zoo:digits-cond, python:module:callable, diffusers:PATH, edm:PATH")
+    p.add_argument("--trust-pickle", action="store_true", help="allow loading pickled checkpoints (edm:PATH.pkl); only for files you trust")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="solver dtype")
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if getattr(args, "trust_pickle", False):
+        opts["trust_pickle"] = True
+    return opts
+
+
+def load(args: argparse.Namespace):
+    from ..models import load_model
+
+    h = load_model(args.model, **model_options(args))
+    h.denoiser.to(args.device)
+    return h
+
+
+def dtype_of(args: argparse.Namespace) -> torch.dtype:
+    return DTYPES[args.dtype]
+
+
+def check_steps(n: int, name: str = "--steps") -> int:
+    if n < 1 or n > 1000:
+        raise InputError(f"{name} must be between 1 and 1000, got {n}")
+    return n
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))

@@ -1,0 +1,96 @@
+"""`indis sample`: draw samples with a saved discretization or a heuristic, save them (and a picture)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..discretizations.base import load_discretization
+from ..errors import InputError
+from ..io import ensure_dir, save_tensors
+from ..methods import fixed
+from ..teacher import class_labels, prior_noise, prior_std
+from .common import add_model_args, check_steps, dtype_of, load
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="sample with a saved discretization (--discretization) or a heuristic (--method)")
+    add_model_args(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--discretization", help="folder of a saved discretization (indis train/schedule --out)")
+    g.add_argument("--method", help="heuristic name (edm, uniform, logsnr, ...), gits or dmn")
+    p.add_argument("--steps", type=int, default=None, help="N (required with --method)")
+    p.add_argument("--solver", default="ipndm")
+    p.add_argument("--num", type=int, default=16)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--label", type=int, default=None, help="class label for class-conditional models (default: random)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    h = load(args)
+    if args.num < 1:
+        raise InputError(f"--num must be >= 1, got {args.num}")
+    if args.discretization:
+        d = load_discretization(args.discretization, steps=args.steps, data_shape=h.data_shape, schedule=h.schedule)
+    else:
+        if args.steps is None:
+            raise InputError("--steps is required with --method")
+        d = fixed(h, args.method, check_steps(args.steps), args.solver)
+    d.to(args.device)
+    dt = dtype_of(args)
+    xT = prior_noise(range(args.num), args.seed, h.data_shape, prior_std(h.schedule, d.t_max), dt, args.device)
+    cond = None
+    if h.cond_kind == "class":
+        cond = (torch.full((args.num,), args.label, dtype=torch.long) if args.label is not None
+                else class_labels(range(args.num), args.seed, h.num_classes)).to(args.device)
+    elif h.cond_kind == "table":
+        idx = torch.arange(args.num) % next(iter(h.cond_table.values())).shape[0] if isinstance(h.cond_table, dict) else torch.arange(args.num) % h.cond_table.shape[0]
+        cond = {k: v[idx].to(args.device) for k, v in h.cond_table.items()} if isinstance(h.cond_table, dict) else h.cond_table[idx].to(args.device)
+    with torch.no_grad():
+        x = d.sample(h.denoiser, xT, cond)
+        if h.decode is not None:
+            x = h.decode(x)
+    out = ensure_dir(args.out)
+    tensors = {"samples": x.float().cpu()}
+    if isinstance(cond, torch.Tensor):
+        tensors["cond"] = cond.cpu()
+    save_tensors(out / "samples.safetensors", tensors, {"model": h.spec, "method": d.name, "steps": str(d.steps)})
+    picture = _save_picture(x.float().cpu(), out / "samples.png", h)
+    print(json.dumps({"samples": str(out / "samples.safetensors"), "picture": picture, "method": d.name, "steps": d.steps, "solver": d.solver}))
+    return 0
+
+
+def _save_picture(x: torch.Tensor, path: Path, h) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_write_bytes
+    import io as _io
+
+    if x.dim() == 2 and x.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.scatter(x[:, 0], x[:, 1], s=4)
+        ax.set_aspect("equal")
+    elif x.dim() == 4 and x.shape[1] in (1, 3):
+        n = x.shape[0]
+        cols = int(n**0.5 + 0.999)
+        rows = (n + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < n:
+                img = ((x[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+    else:
+        return None
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return str(path)

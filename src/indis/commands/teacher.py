@@ -1,0 +1,38 @@
+"""`indis teacher`: generate (or resume) a teacher set of (c, x_T, x0*) tuples."""
+from __future__ import annotations
+
+import argparse
+
+from ..discretizations.heuristic import heuristic
+from ..teacher import CondSpec, generate_teacher
+from .common import add_model_args, check_steps, dtype_of, load
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teacher", help="generate teacher endpoints with a many-step solver (resumable, torchrun-aware)")
+    add_model_args(p)
+    p.add_argument("--out", required=True, help="output folder (shards + manifest); rerun to resume")
+    p.add_argument("--num", type=int, default=10000, help="number of teacher samples")
+    p.add_argument("--solver", default="ipndm")
+    p.add_argument("--steps", type=int, default=30, help="teacher steps (default 30)")
+    p.add_argument("--schedule", default="edm", help="teacher heuristic schedule (default edm, rho=7)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .dist import maybe_init_distributed
+
+    maybe_init_distributed()
+    check_steps(args.steps)
+    h = load(args)
+    times = heuristic(args.schedule, args.steps, h.schedule)
+    cond = CondSpec("class", num_classes=h.num_classes) if h.cond_kind == "class" else (CondSpec("table") if h.cond_kind == "table" else None)
+    ts = generate_teacher(h.denoiser, args.out, h.data_shape, args.num, times=times, solver=args.solver, seed=args.seed,
+                          shard_size=args.shard_size, batch_size=args.batch_size, cond=cond, cond_table=h.cond_table,
+                          model=h.spec, device=args.device, dtype=dtype_of(args), progress=not args.no_progress)
+    print(f"teacher set: {ts.path} ({ts.num_samples} samples, {ts.num_shards} shards, {args.solver} {args.steps} steps, complete={ts.is_complete()})")
+    return 0

@@ -1,0 +1,117 @@
+"""Model specs for the CLI and the Python API: `toy:tree[:A|B|AB]`, `toy:gaussian`, `zoo:NAME`,
+`python:module:callable`, and (with integrations) `diffusers:PATH` and `edm:PATH`.
+
+A spec resolves to a `ModelHandle`: the Denoiser plus what sampling and training need to know about the
+model (shape of one x_T, the kind of condition, a latent decoder if any)."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .denoiser import Cond, Denoiser
+from .errors import InputError
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model: `denoiser`, `data_shape` of one sample, the condition kind ("none", "class" or "table"),
+    `num_classes`, an optional `cond_table` (e.g. prompt embeddings), an optional `decode` (latents -> pixels)."""
+
+    denoiser: Denoiser
+    data_shape: tuple[int, ...]
+    spec: str = ""
+    cond_kind: str = "none"
+    num_classes: int = 0
+    cond_table: Cond = None
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    default_heuristic: str = "edm"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def schedule(self):
+        return self.denoiser.schedule
+
+
+LOADERS: dict[str, Callable[..., ModelHandle]] = {}
+
+
+def register_loader(prefix: str, fn: Callable[..., ModelHandle]) -> None:
+    """Make `prefix:REST` specs resolve through `fn(rest, **options)`."""
+    LOADERS[prefix] = fn
+
+
+def _toy(rest: str, **_: Any) -> ModelHandle:
+    from .schedules import FlowMatching
+    from .toy import tree_mixture
+
+    parts = rest.split(":")
+    if parts[0] != "tree":
+        raise InputError(f"unknown toy model {parts[0]!r}; available: toy:tree, toy:tree:A, toy:tree:B, toy:tree:AB")
+    classes = parts[1] if len(parts) > 1 else "A"
+    if classes not in ("A", "B", "AB"):
+        raise InputError(f"toy:tree class must be A, B or AB, got {classes!r}")
+    sched = FlowMatching()
+    gmm = tree_mixture(classes)
+    den = Denoiser(gmm.x0_fn(sched), sched, "x0")
+    kind = "class" if classes == "AB" else "none"
+    return ModelHandle(den, (2,), f"toy:tree:{classes}", kind, 2 if kind == "class" else 0, default_heuristic="uniform",
+                       meta={"mixture": gmm, "classes": classes})
+
+
+def _zoo(rest: str, **_: Any) -> ModelHandle:
+    from .schedules import EDM
+    from .zoo import load_zoo
+
+    z = load_zoo(rest)
+    den = Denoiser(z.fn, EDM(), z.prediction)
+    return ModelHandle(den, tuple(z.shape), f"zoo:{rest}", "class" if z.num_classes else "none", int(z.num_classes),
+                       default_heuristic="edm", meta={"zoo": z})
+
+
+def _python(rest: str, **options: Any) -> ModelHandle:
+    if ":" not in rest:
+        raise InputError(f"python model spec must be python:module:callable, got python:{rest}")
+    mod_name, attr = rest.rsplit(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise InputError(f"cannot import module {mod_name!r} for python:{rest} ({exc})") from exc
+    fn = getattr(mod, attr, None)
+    if fn is None or not callable(fn):
+        raise InputError(f"module {mod_name!r} has no callable {attr!r}")
+    out = fn(**options) if options else fn()
+    if isinstance(out, ModelHandle):
+        out.spec = out.spec or f"python:{rest}"
+        return out
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Denoiser):
+        return ModelHandle(out[0], tuple(out[1]), f"python:{rest}")
+    raise InputError(f"python:{rest} must return an indis.models.ModelHandle or a (Denoiser, data_shape) tuple, got {type(out).__name__}")
+
+
+register_loader("toy", _toy)
+register_loader("zoo", _zoo)
+register_loader("python", _python)
+
+
+def _maybe_register_integrations() -> None:
+    for name in ("indis.integrations.diffusers", "indis.integrations.edm"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the integration exists but a dependency is missing: registered lazily
+                pass
+
+
+def load_model(spec: str, **options: Any) -> ModelHandle:
+    """Resolve a model spec such as `toy:tree`, `zoo:digits-cond`, `python:pkg.mod:make_model`."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise InputError(f"model spec must look like PREFIX:NAME (toy:tree, zoo:digits, python:module:callable, diffusers:PATH, edm:PATH), got {spec!r}")
+    prefix, rest = spec.split(":", 1)
+    if prefix not in LOADERS:
+        _maybe_register_integrations()
+    if prefix not in LOADERS:
+        raise InputError(f"unknown model prefix {prefix!r}; known: {', '.join(sorted(set(LOADERS) | {'diffusers', 'edm'}))}")
+    return LOADERS[prefix](rest, **options)
