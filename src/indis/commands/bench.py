@@ -1,0 +1,42 @@
+"""`indis bench {solvers,digits}`: long measurements kept out of the timed test suite."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+BENCHES = {"solvers": "indis.bench.solvers", "digits": "indis.bench.digits"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks: solvers (overhead, memory), digits (the paper's table-1 protocol)")
+    bs = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    s = bs.add_parser("solvers", help="solver overhead at NFE 5 and backprop memory NFE 3 vs 10 with checkpointing")
+    s.add_argument("--json", action="store_true", help="print the result as JSON only")
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--size", type=int, default=32)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_solvers)
+    try:
+        mod = importlib.import_module(BENCHES["digits"])
+    except ModuleNotFoundError:
+        mod = None
+    if mod is not None and hasattr(mod, "add_arguments"):
+        d = bs.add_parser("digits", help="FD-digits / KID / teacher-MSE of every method at NFE 3, 5, 7 on zoo:digits")
+        mod.add_arguments(d)
+        d.set_defaults(func=mod.main)
+
+
+def _solvers(args: argparse.Namespace) -> int:
+    from ..bench.solvers import run
+
+    res = run(args.batch, args.size, args.device, args.threads)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for o in res["overhead"]:
+            print(f"{o['solver']:>9} NFE {o['nfe']}: sample {o['sample_s']*1e3:.1f} ms vs {o['nfe']} model calls {o['model_calls_s']*1e3:.1f} ms -> overhead x{o['overhead_ratio']:.3f}")
+        m = res["memory"]
+        print(f"backprop peak extra memory with checkpoint: NFE3 {m['peak_extra_mib_nfe3']:.1f} MiB, NFE10 {m['peak_extra_mib_nfe10']:.1f} MiB, ratio {m['ratio_nfe10_over_nfe3']:.3f}")
+    return 0
