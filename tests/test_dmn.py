@@ -7,7 +7,7 @@ import torch
 
 import indis
 from indis.discretizations.dmn import dmn, dmn_objective
-from indis.discretizations.heuristic import heuristic
+from indis.discretizations.heuristics import heuristic
 
 DT = torch.float64
 

@@ -8,7 +8,7 @@ import torch
 
 import indis
 from indis.discretizations.gits import gits, gits_cost_matrix, gits_dp, gits_teacher
-from indis.discretizations.heuristic import heuristic
+from indis.discretizations.heuristics import heuristic
 
 DT = torch.float64
 

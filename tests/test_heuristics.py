@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import indis
-from indis.discretizations import heuristic as H
+from indis.discretizations import heuristics as H
 from indis.solvers import check_times
 
 # notes §1c table: sigma_min 0.002, sigma_max 80, 4-decimal values

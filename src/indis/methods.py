@@ -13,7 +13,7 @@ import torch
 
 from .discretizations.base import (Discretizer, FixedSchedule, GlobalSchedule, InstanceOracle, InstanceSchedule,
                                    load_discretization)
-from .discretizations.heuristic import HEURISTICS, heuristic
+from .discretizations.heuristics import HEURISTICS, heuristic
 from .errors import InputError
 from .models import ModelHandle
 

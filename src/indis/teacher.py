@@ -241,7 +241,7 @@ def generate_teacher(
         cond = CondSpec("table", table_size=int(first.shape[0]))
     sched = denoiser.schedule
     if times is None:
-        from .discretizations.heuristic import heuristic
+        from .discretizations.heuristics import heuristic
 
         times = heuristic("edm", steps, schedule=sched)
     times_t = torch.as_tensor(times, dtype=torch.float64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..discretizations.heuristic import HEURISTICS
+from ..discretizations.heuristics import HEURISTICS
 from ..methods import fixed
 from .common import add_model_args, check_steps, load
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..discretizations.heuristic import heuristic
+from ..discretizations.heuristics import heuristic
 from ..teacher import CondSpec, generate_teacher
 from .common import add_model_args, check_steps, dtype_of, load
 

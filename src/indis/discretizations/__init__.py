@@ -8,7 +8,7 @@ from .base import (Discretizer, FixedSchedule, GlobalSchedule, InstanceOracle, I
                    load_discretization)
 from .dmn import dmn, dmn_objective
 from .gits import gits, gits_cost_matrix, gits_dp, gits_teacher
-from .heuristic import (AYS_SIGMAS, HEURISTICS, ays, ays_sigmas, edm, fitted_vp_betas, flow_shift, heuristic, logsnr,
+from .heuristics import (AYS_SIGMAS, HEURISTICS, ays, ays_sigmas, edm, fitted_vp_betas, flow_shift, heuristic, logsnr,
                         quadratic, rds, rds_mu, time_quadratic, time_uniform, uniform)
 from .param import logits_to_times, times_to_logits
 

@@ -17,7 +17,7 @@ from scipy.optimize import LinearConstraint, minimize
 
 from ..errors import InputError
 from ..schedules import EDM, NoiseSchedule
-from .heuristic import _check_schedule, _check_steps, _endpoints, _finish, _t, edm, logsnr, quadratic, uniform
+from .heuristics import _check_schedule, _check_steps, _endpoints, _finish, _t, edm, logsnr, quadratic, uniform
 
 __all__ = ["DMN_INITS", "DMN_WEIGHTS", "dmn", "dmn_objective"]
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from ..denoiser import Cond, Denoiser
 from ..errors import InputError
 from ..solvers import SOLVERS, sample
-from .heuristic import _check_steps, heuristic
+from .heuristics import _check_steps, heuristic
 
 __all__ = ["GITS_METRICS", "gits", "gits_cost_matrix", "gits_dp", "gits_teacher"]
 
