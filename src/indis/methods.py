@@ -91,8 +91,12 @@ def learned(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm",
         elif handle.cond_kind == "table":
             from .discretizations.prior_net import pool_condition
 
-            feats = pool_condition(handle.cond_table[:1] if not isinstance(handle.cond_table, dict) else {k: v[:1] for k, v in handle.cond_table.items()})
+            keys = netkw.get("cond_keys") or handle.meta.get("cond_keys")  # e.g. FLUX: T5 sequence + pooled CLIP
+            table = handle.cond_table
+            feats = pool_condition({k: v[:1] for k, v in table.items()} if isinstance(table, dict) else table[:1], keys)
             netkw.setdefault("cond_dim", int(feats.shape[-1]))
+            if keys is not None:
+                netkw.setdefault("cond_keys", list(keys))
         d = InstanceSchedule(steps, handle.schedule, solver, learn_shift=learn_shift, learn_scale=learn_scale, net=netkw, **common)
         if warm is not None:
             d.warm_start(warm)

@@ -141,6 +141,10 @@ class FlowMatching(NoiseSchedule):
         self.t_max, self.t_min = float(t_max), float(t_min)
         self.domain = (0.0, 1.0)
 
+    def clamp_eval(self, t: Tensor) -> Tensor:
+        # shifted evaluation times stay inside (0, 1]: the velocity form divides by t
+        return t.clamp(min=1e-5, max=1.0)
+
     def alpha(self, t: Tensor) -> Tensor:
         return 1 - _as_tensor(t)
 

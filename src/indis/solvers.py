@@ -60,12 +60,16 @@ class _Evaluator:
     def _eval(self, x: Tensor, tau: Tensor, sh: Tensor | None, sc: Tensor | None) -> Tensor:
         s = self.sched
         t_eval = tau if sh is None else s.clamp_eval(tau + sh)
-        x0, eps = self.den(x, t_eval, self.cond)
+        x0, _ = self.den(x, t_eval, self.cond)
         if sh is None and sc is None:
             return x0
+        # The model's output as a derivative in the ODE coordinates at its evaluation time: eps for EDM and VP
+        # (VE coordinates), the velocity for flow matching. Scaling it (eq. 5) stays well conditioned up to
+        # t = 1, where an eps scale would be divided by alpha = 1 - t.
+        d = (x / bcast(s.ode_scale(t_eval), x) - x0) / bcast(s.ode_time(t_eval), x)
         if sc is not None:
-            eps = eps * bcast(sc, x)
-        return (x - bcast(s.sigma(tau), x) * eps) / bcast(s.alpha(tau), x)
+            d = d * bcast(sc, x)
+        return x / bcast(s.ode_scale(tau), x) - bcast(s.ode_time(tau), x) * d
 
     def __call__(self, x: Tensor, tau: Tensor, n: int) -> Tensor:
         sh = None if self.shift is None else self.shift[:, n]
@@ -91,7 +95,8 @@ class _Evaluator:
         eps = x / torch.sqrt(a * a + sg * sg)
         if self.scale is not None:
             eps = eps * bcast(self.scale[:, n], x)
-        d = (x - sg * eps) / a
+        pos = a > 0
+        d = torch.where(pos, (x - sg * eps) / torch.where(pos, a, torch.ones_like(a)), torch.zeros_like(x))  # D = 0 at alpha = 0
         if self.traj is not None:
             self.traj.denoised.append(d)
             self.traj.eval_times.append(tau)
@@ -422,7 +427,8 @@ def sample(
     """Integrate the probability-flow ODE from x_T along `times` and return x_0.
 
     times: decreasing, [N+1] or per sample [B, N+1]. shift, scale: [N] or [B, N]; the model is evaluated at
-    times[n] + shift[n] and its eps output is multiplied by scale[n] (INDIS eq. 5). checkpoint: recompute each
+    times[n] + shift[n] and its output, as a derivative of the ODE in the schedule's coordinates (eps for EDM and
+    VP, the velocity for flow matching), is multiplied by scale[n] (INDIS eq. 5). checkpoint: recompute each
     model call in the backward pass, so memory does not grow with N. Solver options (max_order, variant,
     lower_order_final, history) are passed through. Gradients flow to times, shift, scale, x_T and the model.
     """
