@@ -1,0 +1,101 @@
+"""Shipped, self-trained models: an EDM denoiser on scikit-learn's 8x8 digits and a digits feature classifier.
+
+``load_zoo("zoo:digits-cond")`` is a class-conditional EDM x0-predictor (VE, sigma in [0.002, 80]);
+``load_zoo("zoo:digits")`` serves the same network with its learned null label (trained by label dropout), i.e. the
+unconditional model. Both stand in for the CIFAR-10 EDM checkpoints of the paper's table-1 protocol.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import InputError
+from .nets import DigitsClassifier, EDMPrecond, TinyUNet
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+ZOO_NAMES: tuple[str, ...] = ("zoo:digits", "zoo:digits-cond")
+
+__all__ = ["ZOO_NAMES", "WEIGHTS_DIR", "ZooModel", "load_zoo", "load_classifier"]
+
+
+@dataclass
+class ZooModel:
+    """A shipped denoiser: ``fn(x, sigma, cond) -> x0`` with x [B,C,H,W], sigma [B] (EDM sigma = t), cond [B] or None."""
+
+    name: str
+    fn: nn.Module
+    shape: tuple[int, int, int]
+    num_classes: int
+    sigma_data: float
+    meta: dict = field(default_factory=dict)
+    schedule_name: str = "edm"
+    prediction: str = "x0"
+
+
+class NullLabel(nn.Module):
+    """Unconditional view of a conditional denoiser: every sample gets the learned null label; `cond` is ignored."""
+
+    def __init__(self, inner: EDMPrecond):
+        super().__init__()
+        self.inner = inner
+        self.sigma_data = inner.sigma_data
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.inner(x, sigma, None)
+
+
+def _freeze(m: nn.Module) -> nn.Module:
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _read_meta(stem: str, weights_dir: Path) -> dict:
+    path = weights_dir / f"{stem}.json"
+    if not path.exists():
+        raise InputError(f"zoo weights missing: {path} not found (reinstall indis or run `indis zoo train digits`)")
+    return json.loads(path.read_text())
+
+
+def load_zoo(name: str, weights_dir: str | Path | None = None) -> ZooModel:
+    """Load a shipped zoo model by name ('zoo:digits' or 'zoo:digits-cond'; the 'zoo:' prefix is optional).
+
+    ``weights_dir`` overrides the packaged weights folder (e.g. the output of ``indis zoo train digits``).
+    """
+    if not isinstance(name, str):
+        raise InputError(f"name must be a string, one of {', '.join(ZOO_NAMES)}; got {type(name).__name__}")
+    full = name if name.startswith("zoo:") else f"zoo:{name}"
+    if full not in ZOO_NAMES:
+        raise InputError(f"unknown zoo model name {name!r}; valid names: {', '.join(ZOO_NAMES)}")
+    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    meta = _read_meta("digits-cond", wdir)
+    r = meta["recipe"]
+    a = r["arch"]
+    net = TinyUNet(in_ch=a["in_ch"], ch=tuple(a["ch"]), emb_dim=a["emb_dim"], num_classes=a["num_classes"])
+    net.load_state_dict({k: v.float() for k, v in load_file(str(wdir / meta["weights"])).items()})
+    model = EDMPrecond(net, r["sigma_data"])
+    meta = dict(meta, served_as=full)
+    if full == "zoo:digits":
+        fn: nn.Module = NullLabel(model)
+        num_classes = 0
+        meta["served_note"] = "unconditional: the class-conditional network with the learned null label for all samples"
+    else:
+        fn, num_classes = model, a["num_classes"]
+    return ZooModel(name=full, fn=_freeze(fn), shape=(a["in_ch"], 8, 8), num_classes=num_classes,
+                    sigma_data=float(r["sigma_data"]), meta=meta)
+
+
+def load_classifier(weights_dir: str | Path | None = None) -> DigitsClassifier:
+    """The shipped digits classifier (eval mode, frozen); inputs [N,1,8,8] in [-1, 1]."""
+    wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    meta = _read_meta("digits-classifier", wdir)
+    model = DigitsClassifier()
+    model.load_state_dict({k: v.float() for k, v in load_file(str(wdir / meta["weights"])).items()})
+    model.meta = meta  # type: ignore[attr-defined]
+    return _freeze(model)  # type: ignore[return-value]
