@@ -23,6 +23,10 @@ COMMAND_MODULES = [
     "indis.zoo.cli",
 ]
 
+# Optional packages -> what to install when one is missing.
+OPTIONAL_PACKAGES = {"diffusers": "indis[diffusers]", "transformers": "indis[diffusers]", "accelerate": "indis[diffusers]",
+                     "torchmetrics": "indis[metrics]", "lpips": "lpips"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="indis", description="Instance-aware discretizations for few-step diffusion sampling.")
@@ -37,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.register(sub)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,12 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     except IndisError as exc:
         if debug:
             traceback.print_exc()
-        print(f"indis: error: {exc}", file=sys.stderr)
+        print(f"indis: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional dependency that a code path imports directly
+        pkg = (getattr(exc, "name", None) or "").split(".")[0]
+        if pkg not in OPTIONAL_PACKAGES or debug:
+            if debug:
+                raise
+            print(f"indis: error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
+            return 2
+        print(f"indis: error: this needs the optional package '{pkg}', which is not installed; fix: pip install '{OPTIONAL_PACKAGES[pkg]}'", file=sys.stderr)
         return 2
     except Exception as exc:  # unexpected: keep the one-line contract, offer --debug
         if debug:
             raise
-        print(f"indis: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"indis: error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
         return 2
 
 

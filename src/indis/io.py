@@ -83,6 +83,33 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return out, meta
 
 
+def check_tensors(path: str | os.PathLike) -> None:
+    """Check that a safetensors file is complete (header and data extent) without reading its tensors."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            f.keys()
+    except Exception as exc:
+        raise InputError(
+            f"'{p}' is not a readable safetensors file (corrupt or truncated: {exc}); delete it and regenerate it"
+        ) from exc
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Delete temp files that `atomic_write_bytes` left behind for files named `name` (a glob) when a
+    process was killed mid-write (they are never mistaken for real files: `.NAME.XXXX.tmp`)."""
+    removed = []
+    for t in Path(folder).glob(f".{name}.*.tmp"):
+        try:
+            t.unlink()
+            removed.append(t)
+        except OSError:
+            pass
+    return removed
+
+
 def load_json(path: str | os.PathLike) -> Any:
     """Read a JSON file, raising InputError for missing or malformed files."""
     p = Path(path)

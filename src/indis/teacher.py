@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .denoiser import Cond, Denoiser
-from .errors import InputError
-from .io import atomic_write_json, ensure_dir, load_json, load_tensors, save_tensors
+from .errors import InputError, ModelOutputError
+from .io import atomic_write_json, check_tensors, ensure_dir, load_json, load_tensors, remove_stale_temps, save_tensors
 from .schedules import NoiseSchedule
 from .solvers import SOLVERS, sample
 
@@ -126,6 +126,8 @@ class TeacherSet:
 
     def __init__(self, path: str | Path, cond_table: Cond = None):
         self.path = Path(path)
+        if not (self.path / MANIFEST).is_file():
+            raise InputError(f"'{self.path}' is not an indis teacher set (no {MANIFEST}); make one with `indis teacher --out {self.path}`")
         raw = load_json(self.path / MANIFEST)
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise InputError(f"'{self.path}' is not an indis teacher set (no valid {MANIFEST})")
@@ -164,7 +166,11 @@ class TeacherSet:
                 raise InputError(f"teacher set '{self.path}' is incomplete ({len(missing)} of {self.num_shards} shards missing); rerun `indis teacher` with the same arguments to resume")
             parts = []
             for k in range(self.num_shards):
-                t, _ = load_tensors(self.shard_path(k))
+                try:
+                    t, _ = load_tensors(self.shard_path(k))
+                except InputError as exc:
+                    raise InputError(f"shard '{self.shard_path(k)}' is corrupt or truncated ({str(exc.__cause__ or exc).splitlines()[0]}); "
+                                     "delete that file and rerun `indis teacher` with the same arguments to regenerate it") from exc
                 lo = k * self.config.shard_size
                 expect = torch.arange(lo, min(lo + self.config.shard_size, self.num_samples))
                 if not torch.equal(t["index"], expect):
@@ -195,9 +201,9 @@ class TeacherSet:
     def check_model(self, denoiser: Denoiser, data_shape: Sequence[int], model: str = "", device: str | torch.device = "cpu") -> None:
         """Refuse to train on a teacher set that another model produced."""
         if list(data_shape) != list(self.config.data_shape):
-            raise InputError(f"teacher set '{self.path}' was made for data of shape {self.config.data_shape}, not {list(data_shape)}")
+            raise InputError(f"teacher set '{self.path}' was made for data of shape {self.config.data_shape}, not {list(data_shape)}; generate a teacher set with this model")
         if denoiser.schedule.config()["type"] != self.config.schedule.get("type"):
-            raise InputError(f"teacher set '{self.path}' was made with the {self.config.schedule.get('type')} schedule, not {denoiser.schedule.name}")
+            raise InputError(f"teacher set '{self.path}' was made with the {self.config.schedule.get('type')} schedule, not {denoiser.schedule.name}; generate a teacher set with this model")
         cond = self.cond(torch.arange(2), device) if self.cond_spec.kind != "none" else None
         fp = model_fingerprint(denoiser, data_shape, cond, device)
         if self.config.fingerprint and not fingerprints_match(fp, self.config.fingerprint):
@@ -237,7 +243,11 @@ def generate_teacher(
     if cond.kind == "table":
         if cond_table is None:
             raise InputError("a table condition needs cond_table (e.g. prompt embeddings)")
+        if isinstance(cond_table, Mapping) and not cond_table:
+            raise InputError("the condition table (prompt list) is empty; give at least one prompt")
         first = next(iter(cond_table.values())) if isinstance(cond_table, Mapping) else cond_table
+        if first.dim() == 0 or int(first.shape[0]) < 1:
+            raise InputError("the condition table (prompt list) is empty; give at least one prompt (one row per condition)")
         cond = CondSpec("table", table_size=int(first.shape[0]))
     sched = denoiser.schedule
     if times is None:
@@ -258,6 +268,9 @@ def generate_teacher(
         cond=asdict(cond), model=model, fingerprint=model_fingerprint(denoiser, data_shape, cond_probe, device),
         prior_std=prior_std(sched, float(times_t[0])), dtype=str(dtype).removeprefix("torch."),
     )
+    if not all(math.isfinite(v) for v in cfg.fingerprint):
+        raise ModelOutputError(f"the model{f' {model}' if model else ''} returns NaN or Inf on a probe input (sigma = 1); "
+                               "check the model, its weights and its dtype before generating a teacher set")
     manifest = out / MANIFEST
     if manifest.is_file():
         old = load_json(manifest)
@@ -272,6 +285,17 @@ def generate_teacher(
             tensors = {"cond": cond_table} if not isinstance(cond_table, Mapping) else {f"cond.{k}": v for k, v in cond_table.items()}
             save_tensors(out / "cond_table.safetensors", tensors)
         atomic_write_json(manifest, {"format": FORMAT, "version": 1, "config": asdict(cfg)})
+    for k in range(math.ceil(num_samples / shard_size)):  # every rank checks (read-only): all agree before the barrier
+        f = out / f"shard-{k:05d}.safetensors"
+        if f.is_file():
+            try:
+                check_tensors(f)
+            except InputError as exc:
+                raise InputError(f"shard '{f}' is corrupt or truncated ({str(exc.__cause__ or exc).splitlines()[0]}); delete that "
+                                 "file and rerun `indis teacher` with the same arguments to regenerate it") from exc
+    if rank == 0:  # temp files of a killed run (never counted as shards); other ranks have not started writing
+        for name in ("shard-*.safetensors", MANIFEST, "cond_table.safetensors"):
+            remove_stale_temps(out, name)
     if world > 1:
         torch.distributed.barrier()
     ts = TeacherSet(out, cond_table=cond_table)

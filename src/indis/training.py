@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from torch import Tensor, nn
 from .denoiser import Denoiser
 from .discretizations.base import Discretizer, InstanceOracle
 from .errors import InputError
-from .io import atomic_write_json, ensure_dir, load_json, load_tensors, save_tensors
+from .io import atomic_write_json, ensure_dir, load_json, load_tensors, remove_stale_temps, save_tensors
 from .losses import LossFn, get_loss
 from .solvers import sample
 from .teacher import TeacherSet, _dist, iter_batches
@@ -99,10 +101,37 @@ def _save_state(path: Path, disc: Discretizer, opt: torch.optim.Optimizer, meta:
     save_tensors(path / "train_state.safetensors", tensors, {"meta": json.dumps(meta)})
 
 
-def _load_state(path: Path, disc: Discretizer, opt: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
-    tensors, md = load_tensors(path / "train_state.safetensors")
-    meta = json.loads(md["meta"])
-    disc.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+def _disc_signature(disc: Discretizer) -> dict[str, Any]:
+    return {"class": type(disc).__name__, "name": disc.name, "steps": disc.steps, "solver": disc.solver,
+            "data_shape": list(disc.data_shape) if disc.data_shape is not None else None, "schedule": disc.schedule.name}
+
+
+def _load_state(path: Path, disc: Discretizer, opt: torch.optim.Optimizer, cfg: TrainConfig | None = None) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
+    f = path / "train_state.safetensors"
+    try:
+        tensors, md = load_tensors(f)
+    except InputError as exc:
+        raise InputError(f"training checkpoint '{f}' is corrupt or truncated ({str(exc.__cause__ or exc).splitlines()[0]}); "
+                         "delete it to start this run over, or use another --out folder") from exc
+    try:
+        meta = json.loads(md["meta"])
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"'{f}' is not an indis training checkpoint (no valid metadata); delete it to start over or use another --out folder") from exc
+    other = f"'{path}' holds a training run with other settings"
+    fix = "use another --out folder, or the same settings to resume"
+    sig, old = _disc_signature(disc), meta.get("disc")
+    if old is not None and old != sig:
+        diffs = ", ".join(f"{k} {old.get(k)} (not {sig[k]})" for k in sig if old.get(k) != sig[k])
+        raise InputError(f"{other}: {diffs}; {fix}")
+    if cfg is not None:
+        oc = meta.get("config", {})
+        diffs = [k for k in ("iterations", "seed", "batch_size", "loss", "optimizer") if oc.get(k) != getattr(cfg, k)]
+        if diffs:
+            raise InputError(f"{other} ({', '.join(f'{k}={oc.get(k)!r}' for k in diffs)}); {fix}")
+    try:
+        disc.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:
+        raise InputError(f"{other}: its parameters do not fit this discretization ({str(exc).splitlines()[0]}); {fix}") from exc
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
@@ -112,8 +141,51 @@ def _load_state(path: Path, disc: Discretizer, opt: torch.optim.Optimizer) -> tu
     for k, v in meta.pop("opt_scalars").items():
         pid, name = k.split(".", 1)
         state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta.pop("opt_groups")})
+    try:
+        opt.load_state_dict({"state": state, "param_groups": meta.pop("opt_groups")})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(f"{other}: its optimizer state does not fit ({exc}); {fix}") from exc
     return meta, best
+
+
+class _DeferredInterrupt:
+    """Turn Ctrl-C (SIGINT) and SIGTERM (schedulers, torchrun shutting down) into a flag checked between iterations,
+    so the run stops at a clean iteration boundary and saves. In a single process a second Ctrl-C interrupts at
+    once (the last checkpoint is kept); under torchrun, which forwards the terminal's Ctrl-C to the workers a
+    second time, repeated signals are ignored and every rank stops at the same iteration."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, hard_on_second: bool = True) -> None:
+        self.flag = False
+        self.hard_on_second = hard_on_second
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is None:
+                    continue
+                try:
+                    self._old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):  # not supported here (embedded interpreter)
+                    pass
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.flag and self.hard_on_second:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old if old is not None else signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
+        self._old = {}
 
 
 def evaluate_loss(disc: Discretizer, denoiser: Denoiser, teacher: TeacherSet, indices: Tensor, loss_fn: LossFn,
@@ -182,10 +254,11 @@ def train_discretizer(
     result = TrainResult()
     start, best_state = 0, None
     out = ensure_dir(out_dir) if out_dir is not None else None
+    if out is not None and rank == 0:
+        for name in ("train_state.safetensors", "history.json"):
+            remove_stale_temps(out, name)  # left by a killed run; never read
     if out is not None and (out / "train_state.safetensors").is_file():
-        meta, best_state = _load_state(out, disc, opt)
-        if meta.get("config", {}).get("iterations") != cfg.iterations or meta.get("config", {}).get("seed") != cfg.seed:
-            raise InputError(f"'{out}' holds a training run with other settings; use another --out folder or the same settings to resume")
+        meta, best_state = _load_state(out, disc, opt, cfg)
         start = int(meta["iteration"])
         result.history = meta.get("history", [])
         result.best_val, result.best_iter = float(meta.get("best_val", math.inf)), int(meta.get("best_iter", -1))
@@ -200,17 +273,32 @@ def train_discretizer(
     def checkpoint(it: int) -> None:
         if out is None or rank != 0:
             return
-        meta = {"iteration": it, "config": asdict(cfg), "history": result.history, "best_val": result.best_val, "best_iter": result.best_iter}
+        meta = {"iteration": it, "config": asdict(cfg), "disc": _disc_signature(disc), "history": result.history,
+                "best_val": result.best_val, "best_iter": result.best_iter}
         _save_state(out, disc, opt, meta, best_state)
+        atomic_write_json(out / "history.json", {"iteration": it, "world_size": world, "history": result.history,
+                                                 "best_val": result.best_val, "best_iter": result.best_iter})
+
+    def stop_requested() -> bool:
+        if world == 1:
+            return intr.flag
+        f = torch.tensor([1.0 if intr.flag else 0.0])
+        torch.distributed.all_reduce(f, op=torch.distributed.ReduceOp.MAX)  # every rank stops at the same iteration
+        return bool(f.item())
 
     it = start
+    clean = True  # False while an update is half applied (params stepped, bookkeeping not yet done)
+    intr = _DeferredInterrupt(hard_on_second=world == 1)
     try:
+        intr.__enter__()
         while it < cfg.iterations:
             epoch, pos = divmod(it, per_epoch)
             batches = list(iter_batches(tr, cfg.batch_size, cfg.seed, epoch))
             for b in batches[pos:]:
                 if it >= cfg.iterations or (stop_at is not None and it >= stop_at):
                     break
+                if stop_requested():
+                    raise KeyboardInterrupt
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr * _lr_factor(cfg, it)
                 local = b.tensor_split(world)[rank] if world > 1 else b
@@ -220,14 +308,21 @@ def train_discretizer(
                 x = sample(denoiser, xT, s.times, solver=disc.solver, shift=s.shift, scale=s.scale, cond=c,
                            afs=disc.afs, checkpoint=cfg.grad_checkpoint)
                 per = loss_fn(x, x0)
-                loss = per.sum() / len(local) if not oracle else per.sum()
+                # DDP averages gradients over ranks, so each rank scales by world / global count: the average is then
+                # the mean over the global batch even when the slices are unequal (a short last batch); the oracle's
+                # per-sample losses are summed, so only the averaging is undone there
+                loss = per.sum() * world / len(b) if not oracle else per.sum() * world
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip and not oracle:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                clean = False
                 opt.step()
                 it += 1
-                lv = float(per.detach().mean())
+                tot = per.detach().sum().double().reshape(1)
+                if world > 1:
+                    torch.distributed.all_reduce(tot)
+                lv = float(tot) / len(b)  # mean over the global batch, identical on every rank
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{lv:.4g}", best_val=f"{result.best_val:.4g}")
@@ -242,15 +337,18 @@ def train_discretizer(
                         result.best_val, result.best_iter = v, it
                         best_state = {k: t.detach().clone() for k, t in disc.state_dict().items()}
                 result.history.append(rec)
+                clean = True
                 if it % cfg.ckpt_every == 0:
                     checkpoint(it)
             else:
                 continue
             break
     except KeyboardInterrupt:
-        checkpoint(it)
+        if clean:  # at an iteration boundary: save exactly where we stopped
+            checkpoint(it)
         raise
     finally:
+        intr.__exit__()
         if bar is not None:
             bar.close()
     result.seconds = time.time() - t0

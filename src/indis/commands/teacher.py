@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("teacher", help="generate teacher endpoints with a many-step solver (resumable, torchrun-aware)")
     add_model_args(p)
     p.add_argument("--out", required=True, help="output folder (shards + manifest); rerun to resume")
-    p.add_argument("--num", type=int, default=10000, help="number of teacher samples")
+    p.add_argument("--num", "--num-samples", dest="num", type=int, default=10000,
+                   help="number of teacher samples (under torchrun write --num-samples: torchrun takes --num for its --numa-binding)")
     p.add_argument("--solver", default="ipndm")
     p.add_argument("--steps", type=int, default=30, help="teacher steps (default 30)")
     p.add_argument("--schedule", default="edm", help="teacher heuristic schedule (default edm, rho=7)")
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .dist import maybe_init_distributed
 
-    maybe_init_distributed()
+    rank, _ = maybe_init_distributed()
     check_steps(args.steps)
     h = load(args)
     times = heuristic(args.schedule, args.steps, h.schedule)
@@ -34,5 +35,6 @@ def run(args: argparse.Namespace) -> int:
     ts = generate_teacher(h.denoiser, args.out, h.data_shape, args.num, times=times, solver=args.solver, seed=args.seed,
                           shard_size=args.shard_size, batch_size=args.batch_size, cond=cond, cond_table=h.cond_table,
                           model=h.spec, device=args.device, dtype=dtype_of(args), progress=not args.no_progress)
-    print(f"teacher set: {ts.path} ({ts.num_samples} samples, {ts.num_shards} shards, {args.solver} {args.steps} steps, complete={ts.is_complete()})")
+    if rank == 0:
+        print(f"teacher set: {ts.path} ({ts.num_samples} samples, {ts.num_shards} shards, {args.solver} {args.steps} steps, complete={ts.is_complete()})")
     return 0

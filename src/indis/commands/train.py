@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from ..errors import InputError
 from ..methods import LEARNED, learned
 from ..teacher import TeacherSet
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", default="mse", help="mse, l1, pseudo_huber, lpips, stlpips")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--ckpt-every", type=int, default=200, help="save a resumable checkpoint every this many iterations (and on Ctrl-C)")
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute each model call in backward (memory flat in N)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     h = load(args)
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
     ts.check_model(h.denoiser, h.data_shape, h.spec, args.device)
+    torch.manual_seed(args.seed)  # parameter init (e.g. phi's layers) depends only on --seed, not on what ran before
     d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=args.init, space=args.space, free_last=args.free_last,
                 shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
                 learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed)
@@ -54,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "oracle" and args.val_fraction:
         args.val_fraction = 0.0
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=lr, loss=args.loss, val_fraction=args.val_fraction,
-                      val_every=args.val_every, grad_checkpoint=args.grad_checkpoint, seed=args.seed,
+                      val_every=args.val_every, grad_checkpoint=args.grad_checkpoint, seed=args.seed, ckpt_every=args.ckpt_every,
                       optimizer="rmsprop" if args.method == "ld3" else "adam")
-    if args.batch_size < 1 or args.iterations < 1:
-        raise InputError("--batch-size and --iterations must be >= 1")
+    if args.batch_size < 1 or args.iterations < 1 or args.ckpt_every < 1 or args.val_every < 1:
+        raise InputError("--batch-size, --iterations, --ckpt-every and --val-every must be >= 1")
     d.extra.update({"model": h.spec, "teacher": str(ts.path)})
     res = train_discretizer(d, h.denoiser, ts, cfg, out_dir=args.out, device=args.device, dtype=dtype_of(args), progress=not args.no_progress)
     if rank == 0:
