@@ -147,7 +147,10 @@ def load_discretization(path: str | Path, *, steps: int | None = None, data_shap
     tensors, meta = load_tensors(p / "weights.safetensors", device=map_location)
     if "indis_config" in meta and json.loads(meta["indis_config"]).get("class") != cfg.get("class"):
         raise InputError(f"'{p}': config.json and weights.safetensors belong to different discretizations")
-    obj = Discretizer.from_config(cfg)
+    try:
+        obj = Discretizer.from_config(cfg)
+    except (InputError, KeyError, TypeError) as exc:
+        raise InputError(f"'{p / 'config.json'}' describes an invalid discretization ({exc}); re-save it with indis") from exc
     try:
         obj.load_state_dict(tensors, strict=True, assign=True)  # keep the saved dtypes
     except RuntimeError as exc:

@@ -65,7 +65,7 @@ class _ConvEncoder(nn.Module):
 
 
 class PriorNet(nn.Module):
-    """phi: (x_T, c) -> out_dim raw outputs (the lead's InstanceSchedule splits them into tau/shift/scale logits)."""
+    """phi: (x_T, c) -> out_dim raw outputs (InstanceSchedule splits them into tau, shift and scale logits)."""
 
     def __init__(
         self,
@@ -88,13 +88,17 @@ class PriorNet(nn.Module):
         self.num_classes, self.cond_dim = int(num_classes), int(cond_dim)
         self.cond_keys = list(cond_keys) if cond_keys is not None else None
         self.input_scale = float(input_scale)
-        g = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # phi's initial weights depend on its seed only, not on the global RNG
+            self._build(out_dim, hidden, depth, channels, fourier_features, fourier_scale)
+
+    def _build(self, out_dim: int, hidden: int, depth: int, channels: int, fourier_features: int, fourier_scale: float) -> None:
         if len(self.data_shape) == 1:
             d = self.data_shape[0]
             self.encoder: nn.Module = nn.Flatten()
             feat = d
             if fourier_features:
-                self.register_buffer("fourier", torch.randn(d, fourier_features, generator=g) * fourier_scale)
+                self.register_buffer("fourier", torch.randn(d, fourier_features) * fourier_scale)
                 feat = d + 2 * fourier_features
         elif len(self.data_shape) in (3, 4):
             self.encoder = _ConvEncoder(self.data_shape, channels)
