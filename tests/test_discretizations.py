@@ -159,3 +159,20 @@ def test_teacher_regenerates_noise_and_resumes(toy, tmp_path):
     assert torch.equal(full.x0(), ts.x0())
     with pytest.raises(ValueError, match="different settings"):
         generate_teacher(den, tmp_path / "t", [2], 1400, **kw)
+
+
+def test_ld3_learnable_noise_stays_in_ball_and_resumes(toy, tmp_path):
+    from safetensors.torch import load_file
+
+    sched, den, ts = toy
+    g = GlobalSchedule(3, sched, "euler", data_shape=[2], init_times=heuristic("uniform", 3, sched), space="lambda",
+                       learn_scale=False)
+    r = 0.05
+    cfg = TrainConfig(iterations=20, batch_size=100, lr=5e-3, optimizer="rmsprop", train_indices=list(range(200)),
+                      val_indices=list(range(200, 300)), noise_radius=r, noise_lr=1.0, ckpt_every=10)
+    train_discretizer(g, den, ts, cfg, dtype=DT, progress=False, out_dir=tmp_path / "ld3")
+    off = load_file(str(tmp_path / "ld3" / "train_state.safetensors"))["noise_offsets"]
+    norms = off.flatten(1).norm(dim=1)
+    assert off.shape == (ts.num_samples, 2)
+    assert float(norms[:200].max()) <= r * (1 + 1e-9) and float(norms[:200].max()) > 0.5 * r  # moved, within the ball
+    assert float(norms[200:].abs().max()) == 0.0  # validation noise never moves

@@ -46,6 +46,12 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine | constant
     train_indices: list[int] | None = None
     val_indices: list[int] | None = None
+    #: LD3's learnable-noise soft bound: each training prior's standard-normal noise eps may move within an L2 ball
+    #: of this radius (LD3: 0.001 * D / N^2) by SGD at `noise_lr` (LD3: 12 / N); 0 turns it off. Validation and
+    #: evaluation always use the original noise. LD3 also keeps a move only if that sample's loss went down; here
+    #: every projected step is kept.
+    noise_radius: float = 0.0
+    noise_lr: float = 0.0
 
 
 @dataclass
@@ -85,8 +91,11 @@ def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim
 
 
 # -- checkpoints without pickle --------------------------------------------------------------------------------
-def _save_state(path: Path, disc: Discretizer, opt: torch.optim.Optimizer, meta: dict[str, Any], best: dict[str, Tensor] | None) -> None:
+def _save_state(path: Path, disc: Discretizer, opt: torch.optim.Optimizer, meta: dict[str, Any], best: dict[str, Tensor] | None,
+                noise: Tensor | None = None) -> None:
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in disc.state_dict().items()}
+    if noise is not None:
+        tensors["noise_offsets"] = noise
     if best is not None:
         tensors.update({f"best.{k}": v for k, v in best.items()})
     osd = opt.state_dict()
@@ -247,6 +256,14 @@ def train_discretizer(
     params = [p for p in disc.parameters() if p.requires_grad]
     if not params:
         raise InputError(f"{disc.method} has no trainable parameters")
+    noise = None
+    if cfg.noise_radius < 0 or cfg.noise_lr < 0:
+        raise InputError("noise_radius and noise_lr must be >= 0")
+    if cfg.noise_radius > 0:
+        if world > 1:
+            raise InputError("LD3's learnable noise (noise_radius > 0) runs in a single process; drop it or run without torchrun")
+        noise = torch.zeros(teacher.num_samples, *teacher.config.data_shape, dtype=dtype, device=device)
+        noise_lr = cfg.noise_lr or 12.0 / disc.steps
     model: nn.Module = disc
     if world > 1:
         model = nn.parallel.DistributedDataParallel(disc)
@@ -259,6 +276,10 @@ def train_discretizer(
             remove_stale_temps(out, name)  # left by a killed run; never read
     if out is not None and (out / "train_state.safetensors").is_file():
         meta, best_state = _load_state(out, disc, opt, cfg)
+        if noise is not None:
+            saved, _ = load_tensors(out / "train_state.safetensors")
+            if "noise_offsets" in saved:
+                noise.copy_(saved["noise_offsets"])
         start = int(meta["iteration"])
         result.history = meta.get("history", [])
         result.best_val, result.best_iter = float(meta.get("best_val", math.inf)), int(meta.get("best_iter", -1))
@@ -275,7 +296,7 @@ def train_discretizer(
             return
         meta = {"iteration": it, "config": asdict(cfg), "disc": _disc_signature(disc), "history": result.history,
                 "best_val": result.best_val, "best_iter": result.best_iter}
-        _save_state(out, disc, opt, meta, best_state)
+        _save_state(out, disc, opt, meta, best_state, noise)
         atomic_write_json(out / "history.json", {"iteration": it, "world_size": world, "history": result.history,
                                                  "best_val": result.best_val, "best_iter": result.best_iter})
 
@@ -303,6 +324,9 @@ def train_discretizer(
                     g["lr"] = cfg.lr * _lr_factor(cfg, it)
                 local = b.tensor_split(world)[rank] if world > 1 else b
                 idx, xT, c, x0 = teacher.batch(local, dtype, device)
+                if noise is not None:
+                    off = noise[idx.to(device)].clone().requires_grad_(True)
+                    xT = xT + teacher.config.prior_std * off  # x_T = sigma_T (eps + offset)
                 disc.train()
                 s = model(xT, c, idx.to(device))
                 x = sample(denoiser, xT, s.times, solver=disc.solver, shift=s.shift, scale=s.scale, cond=c,
@@ -318,6 +342,11 @@ def train_discretizer(
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 clean = False
                 opt.step()
+                if noise is not None:
+                    with torch.no_grad():  # SGD on eps, projected onto the ball ||offset|| <= radius
+                        new = off - noise_lr * off.grad
+                        norm = new.flatten(1).norm(dim=1).clamp_min(1e-30)
+                        noise[idx.to(device)] = new * (cfg.noise_radius / norm).clamp(max=1.0).view(-1, *[1] * (new.dim() - 1))
                 it += 1
                 tot = per.detach().sum().double().reshape(1)
                 if world > 1:

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--ckpt-every", type=int, default=200, help="save a resumable checkpoint every this many iterations (and on Ctrl-C)")
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute each model call in backward (memory flat in N)")
+    p.add_argument("--noise-radius", type=float, default=None,
+                   help="LD3 learnable-noise ball radius in units of the standard-normal noise (default for ld3: 0.001*D/N^2; 0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         args.val_fraction = 0.0
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=lr, loss=args.loss, val_fraction=args.val_fraction,
                       val_every=args.val_every, grad_checkpoint=args.grad_checkpoint, seed=args.seed, ckpt_every=args.ckpt_every,
-                      optimizer="rmsprop" if args.method == "ld3" else "adam")
+                      optimizer="rmsprop" if args.method == "ld3" else "adam", noise_radius=_noise_radius(args, h.data_shape))
     if args.batch_size < 1 or args.iterations < 1 or args.ckpt_every < 1 or args.val_every < 1:
         raise InputError("--batch-size, --iterations, --ckpt-every and --val-every must be >= 1")
     d.extra.update({"model": h.spec, "teacher": str(ts.path)})
@@ -68,3 +70,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"method": args.method, "steps": args.steps, "best_val": res.best_val, "best_iter": res.best_iter,
                           "seconds": round(res.seconds, 1), "saved": f"{args.out}/best"}))
     return 0
+
+
+def _noise_radius(args: argparse.Namespace, data_shape: tuple[int, ...]) -> float:
+    """LD3's soft bound r = 0.001 * D / N^2 for --method ld3 unless --noise-radius says otherwise."""
+    if args.noise_radius is not None:
+        if args.noise_radius < 0:
+            raise InputError(f"--noise-radius must be >= 0, got {args.noise_radius}")
+        return args.noise_radius
+    if args.method != "ld3":
+        return 0.0
+    import math
+
+    return 0.001 * math.prod(data_shape) / args.steps**2
