@@ -1,0 +1,73 @@
+"""Small plotting helpers (matplotlib, no pyplot: safe on headless machines and inside other programs).
+
+Figures are built with `new_figure`, drawn with ordinary matplotlib Axes calls and written atomically with
+`save_figure` (PNG), so an interrupted run never leaves a half-written image.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .io import atomic_write_bytes
+
+__all__ = ["new_figure", "save_figure", "density_grid", "positive_for_log", "METHOD_STYLES", "style_for"]
+
+# A consistent look for the usual methods across figures; unknown names get a default.
+METHOD_STYLES: dict[str, dict[str, Any]] = {
+    "uniform": {"color": "#7f7f7f", "marker": "o", "linestyle": "-"},
+    "best-heuristic": {"color": "#bcbd22", "marker": "v", "linestyle": "-"},
+    "global": {"color": "#1f77b4", "marker": "s", "linestyle": "-"},
+    "global-times-only": {"color": "#1f77b4", "marker": "s", "linestyle": ":"},
+    "instance-oracle": {"color": "#2ca02c", "marker": "^", "linestyle": "--"},
+    "indis": {"color": "#d62728", "marker": "D", "linestyle": "-"},
+    "indis-no-shift-scale": {"color": "#d62728", "marker": "D", "linestyle": ":"},
+}
+
+
+def style_for(name: str) -> dict[str, Any]:
+    return dict(METHOD_STYLES.get(name, {"color": "#9467bd", "marker": "x", "linestyle": "-."}))
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, *, panel: tuple[float, float] = (4.0, 3.6), **subplot_kw: Any):
+    """A matplotlib Figure with an nrows x ncols grid of Axes (returned as a flat list)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    return fig, [ax for row in axes for ax in row]
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Write `fig` as PNG to `path` atomically (temp file + rename)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def density_grid(log_prob: Callable[[np.ndarray], np.ndarray], xlim: Sequence[float], ylim: Sequence[float],
+                 n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate a 2-D log-density on an n x n grid: returns (X, Y, logp) ready for `contour`/`contourf`."""
+    xs = np.linspace(float(xlim[0]), float(xlim[1]), n)
+    ys = np.linspace(float(ylim[0]), float(ylim[1]), n)
+    X, Y = np.meshgrid(xs, ys)
+    pts = np.stack([X.ravel(), Y.ravel()], 1)
+    return X, Y, np.asarray(log_prob(pts), dtype=np.float64).reshape(n, n)
+
+
+def positive_for_log(values: Sequence[float], floor: float | None = None) -> tuple[np.ndarray, bool]:
+    """Values to draw on a log axis: entries <= 0 (e.g. a noisy KL estimate) become `floor` (default: a tenth of
+    the smallest positive entry). Returns (array, whether anything was floored)."""
+    v = np.asarray(values, dtype=np.float64)
+    pos = v[np.isfinite(v) & (v > 0)]
+    if floor is None:
+        floor = float(pos.min()) / 10 if pos.size else 1e-6
+    bad = ~(np.isfinite(v) & (v > 0))
+    out = np.where(bad, floor, v)
+    return out, bool(bad.any()) and not math.isnan(floor)
