@@ -388,4 +388,6 @@ def train_discretizer(
                                  "seconds": round(result.seconds, 2), "loss": cfg.loss}})
     if out is not None and rank == 0 and it >= cfg.iterations:
         disc.save(out / "best")
+    if world > 1:
+        torch.distributed.barrier()  # no rank tears the process group down while rank 0 is still saving
     return result
