@@ -129,3 +129,25 @@ def test_cli_zoo_list_and_errors(capsys):
     assert "digits-classifier" in capsys.readouterr().err
     assert main(["zoo", "train", "digits", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_zoo_check_saves_grid_and_classifier_recognises_samples(tmp_path):
+    from indis.zoo.cli import check_digits
+
+    r = check_digits(str(tmp_path), per_class=3, steps=30)
+    assert (tmp_path / "digits-samples.png").stat().st_size > 1000
+    assert r["samples"] == 30 and r["classifier_accuracy"] >= 0.8
+
+
+def test_cli_sample_writes_samples_and_picture(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from indis.cli import main
+
+    assert main(["sample", "--model", "zoo:digits-cond", "--method", "edm", "--steps", "5", "--num", "6",
+                 "--out", str(tmp_path)]) == 0
+    x = load_file(str(tmp_path / "samples.safetensors"))
+    assert x["samples"].shape == (6, 1, 8, 8) and x["cond"].shape == (6,)
+    assert (tmp_path / "samples.png").stat().st_size > 500

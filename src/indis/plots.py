@@ -71,3 +71,33 @@ def positive_for_log(values: Sequence[float], floor: float | None = None) -> tup
     bad = ~(np.isfinite(v) & (v > 0))
     out = np.where(bad, floor, v)
     return out, bool(bad.any()) and not math.isnan(floor)
+
+
+def save_image_grid(x: Any, path: str | Path, rows: int | None = None, cell: float = 0.8) -> Path:
+    """Save images [N, C, H, W] in [-1, 1] (C = 1 or 3) as one grid PNG, atomically."""
+    import torch
+
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"save_image_grid needs images [N, 1 or 3, H, W], got {list(x.shape)}")
+    n = x.shape[0]
+    rows = rows or max(1, int(n**0.5))
+    cols = -(-n // rows)
+    fig, axes = new_figure(cols, rows, panel=(cell, cell))
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < n:
+            img = ((x[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+    return save_figure(fig, path)
+
+
+def save_point_cloud(x: Any, path: str | Path) -> Path:
+    """Save 2-D points [N, 2] as a scatter PNG, atomically."""
+    import torch
+
+    x = torch.as_tensor(x).detach().float().cpu()
+    fig, (ax,) = new_figure(1, 1, panel=(5.0, 5.0))
+    ax.scatter(x[:, 0], x[:, 1], s=4)
+    ax.set_aspect("equal")
+    return save_figure(fig, path)

@@ -65,32 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save_picture(x: torch.Tensor, path: Path, h) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_write_bytes
-    import io as _io
+    """A scatter plot for 2-D points, a grid for images; nothing for other shapes."""
+    from ..plots import save_image_grid, save_point_cloud
 
     if x.dim() == 2 and x.shape[1] == 2:
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter(x[:, 0], x[:, 1], s=4)
-        ax.set_aspect("equal")
-    elif x.dim() == 4 and x.shape[1] in (1, 3):
-        n = x.shape[0]
-        cols = int(n**0.5 + 0.999)
-        rows = (n + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2), squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i < n:
-                img = ((x[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
-    else:
-        return None
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return str(path)
+        return str(save_point_cloud(x, path))
+    if x.dim() == 4 and x.shape[1] in (1, 3):
+        return str(save_image_grid(x, path))
+    return None

@@ -24,6 +24,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, steps: int = 100, seed: int = 0) -> dict:
+    """Sanity check of the digits model: `per_class` 100-step iPNDM samples of each class (EDM rho=7), saved as a
+    grid PNG, and the share the shipped classifier recognises as the requested class."""
+    import torch
+
+    from .. import Denoiser, EDM, heuristic, sample
+    from ..io import ensure_dir
+    from ..plots import save_image_grid
+    from . import load_classifier, load_zoo
+
+    m = load_zoo("zoo:digits-cond", weights_dir=weights_dir)
+    den = Denoiser(m.fn, EDM(), m.prediction)
+    labels = torch.arange(10).repeat_interleave(per_class)
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn(len(labels), *m.shape, generator=g) * 80
+    with torch.no_grad():
+        x = sample(den, x_T, heuristic("edm", steps, den.schedule), solver="ipndm", cond=labels)
+        acc = float((load_classifier()(x.clamp(-1, 1)).argmax(1) == labels).float().mean())
+    path = ensure_dir(out) / "digits-samples.png"
+    save_image_grid(x, path, rows=10)
+    return {"grid": str(path), "samples": len(labels), "steps": steps, "classifier_accuracy": acc}
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    r = check_digits(args.out, args.weights_dir, seed=args.seed)
+    print(f"{r['samples']} samples ({r['steps']}-step iPNDM, 10 per class) -> {r['grid']}; "
+          f"classifier recognises {100 * r['classifier_accuracy']:.1f}% as the requested digit")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train_classifier, train_digits
 
@@ -42,6 +72,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         meta = train_digits(out, seed=args.seed, minutes=args.minutes, **kw)
         print(f"saved {out}/digits-cond.safetensors: {meta['steps']} steps in {meta['training_time_s']} s, "
               f"final loss {meta['final_loss_last500']:.4f}; load with indis.zoo.load_zoo(name, weights_dir={out!r})")
+        r = check_digits(out, out, seed=args.seed)
+        print(f"sanity: {r['grid']}; classifier recognises {100 * r['classifier_accuracy']:.1f}% as the requested digit")
     else:
         meta = train_classifier(out, seed=args.seed, steps=args.steps)
         print(f"saved {out}/digits-classifier.safetensors: held-out accuracy {meta['heldout_accuracy']:.4f}")
@@ -54,6 +86,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     pl = sub.add_parser("list", help="list the shipped zoo models")
     pl.set_defaults(func=_cmd_list)
+    pc = sub.add_parser("check", help="sample 100 digits (10 per class, 100 steps), save a grid PNG, report classifier accuracy")
+    pc.add_argument("--out", default="runs/zoo", help="folder for digits-samples.png")
+    pc.add_argument("--weights-dir", default=None, help="weights folder (default: the shipped weights)")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.set_defaults(func=_cmd_check)
     pt = sub.add_parser("train", help="retrain a shipped model with its recipe (single CPU thread recommended)")
     pt.add_argument("target", help=f"what to train: {', '.join(TRAIN_TARGETS)}")
     pt.add_argument("--out", default=None, help="output folder (default runs/zoo/TARGET)")
