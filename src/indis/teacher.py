@@ -71,11 +71,18 @@ def class_labels(indices: Sequence[int] | Tensor, base_seed: int, num_classes: i
     return torch.tensor(out, dtype=torch.long)
 
 
-def _index_cond(table: Cond, rows: Tensor) -> Cond:
+def table_rows(table: Cond) -> int:
+    """Number of rows of a condition table (a tensor or a dict of tensors sharing the first axis)."""
+    first = next(iter(table.values()), None) if isinstance(table, Mapping) else table
+    return 0 if first is None else int(first.shape[0])
+
+
+def index_cond(table: Cond, rows: Tensor) -> Cond:
+    """Rows of a condition table (tensor or dict of tensors)."""
     if table is None:
         return None
     if isinstance(table, Mapping):
-        return {k: _index_cond(v, rows) for k, v in table.items()}
+        return {k: index_cond(v, rows) for k, v in table.items()}
     return table[rows.to(table.device)]
 
 
@@ -189,7 +196,7 @@ class TeacherSet:
         if self.cond_spec.kind == "table":
             if self.cond_table is None:
                 raise InputError(f"teacher set '{self.path}' uses a condition table; pass cond_table=")
-            c = _index_cond(self.cond_table, idx % self.cond_spec.table_size)
+            c = index_cond(self.cond_table, idx % self.cond_spec.table_size)
             return {k: v.to(device) for k, v in c.items()} if isinstance(c, Mapping) else c.to(device)
         return None
 
@@ -246,9 +253,9 @@ def generate_teacher(
         if isinstance(cond_table, Mapping) and not cond_table:
             raise InputError("the condition table (prompt list) is empty; give at least one prompt")
         first = next(iter(cond_table.values())) if isinstance(cond_table, Mapping) else cond_table
-        if first.dim() == 0 or int(first.shape[0]) < 1:
+        if first.dim() == 0 or table_rows(cond_table) < 1:
             raise InputError("the condition table (prompt list) is empty; give at least one prompt (one row per condition)")
-        cond = CondSpec("table", table_size=int(first.shape[0]))
+        cond = CondSpec("table", table_size=table_rows(cond_table))
     sched = denoiser.schedule
     if times is None:
         from .discretizations.heuristics import heuristic

@@ -11,7 +11,7 @@ from ..discretizations.base import load_discretization
 from ..errors import InputError
 from ..io import ensure_dir, save_tensors
 from ..methods import fixed
-from ..teacher import class_labels, prior_noise, prior_std
+from ..teacher import class_labels, index_cond, prior_noise, prior_std, table_rows
 from .common import add_model_args, check_steps, dtype_of, load
 
 
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         cond = (torch.full((args.num,), args.label, dtype=torch.long) if args.label is not None
                 else class_labels(range(args.num), args.seed, h.num_classes)).to(args.device)
     elif h.cond_kind == "table":
-        idx = torch.arange(args.num) % next(iter(h.cond_table.values())).shape[0] if isinstance(h.cond_table, dict) else torch.arange(args.num) % h.cond_table.shape[0]
-        cond = {k: v[idx].to(args.device) for k, v in h.cond_table.items()} if isinstance(h.cond_table, dict) else h.cond_table[idx].to(args.device)
+        c = index_cond(h.cond_table, torch.arange(args.num) % table_rows(h.cond_table))
+        cond = {k: v.to(args.device) for k, v in c.items()} if isinstance(c, dict) else c.to(args.device)
     with torch.no_grad():
         x = d.sample(h.denoiser, xT, cond)
         if h.decode is not None:
