@@ -140,8 +140,6 @@ def test_zoo_check_saves_grid_and_classifier_recognises_samples(tmp_path):
 
 
 def test_cli_sample_writes_samples_and_picture(tmp_path):
-    import json
-
     from safetensors.torch import load_file
 
     from indis.cli import main

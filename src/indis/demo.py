@@ -753,10 +753,10 @@ def _discussion(demo: _Demo, nfes, gains, avg, avg36, gt, gtimes, gap) -> list[s
     rev = [(n, a, b) for n, a, b in rev if a is not None and b is not None]
     if rev:
         worse = [n for n, a, b in rev if a > b]
-        D.append(f"- Direction matters for KL. KL(ground truth || generated) (the main tables) penalises ground-truth mass the "
-                 f"sampler misses; few-step global schedules pull samples inward onto the dense inner branches, which it "
-                 f"punishes. KL(generated || ground truth) barely penalises that contraction (mass stays where the data is "
-                 f"dense) and is dominated by a few off-branch points; there INDIS is "
+        D.append("- Direction matters for KL. KL(ground truth || generated) (the main tables) penalises ground-truth mass the "
+                 "sampler misses; few-step global schedules pull samples inward onto the dense inner branches, which it "
+                 "punishes. KL(generated || ground truth) barely penalises that contraction (mass stays where the data is "
+                 "dense) and is dominated by a few off-branch points; there INDIS is "
                  + (f"worse than global at NFE {worse}" if worse else "also better than global at every NFE")
                  + " (table above), although its MSE and W2 are lower.")
     D.append(f"- KL is a k-NN estimate on {c.num_test} points: noisy and biased at this size (the held-out ground truth "

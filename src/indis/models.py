@@ -34,6 +34,16 @@ class ModelHandle:
     def schedule(self):
         return self.denoiser.schedule
 
+    def cond_spec(self):
+        """How teacher samples of this model get their condition (`indis.teacher.CondSpec`), or None."""
+        from .teacher import CondSpec
+
+        if self.cond_kind == "class":
+            return CondSpec("class", num_classes=self.num_classes)
+        if self.cond_kind == "table":
+            return CondSpec("table")
+        return None
+
 
 LOADERS: dict[str, Callable[..., ModelHandle]] = {}
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .denoiser import Denoiser
 from .discretizations.base import Discretizer, InstanceOracle
 from .errors import InputError
-from .io import atomic_write_json, ensure_dir, load_json, load_tensors, remove_stale_temps, save_tensors
+from .io import atomic_write_json, ensure_dir, load_tensors, remove_stale_temps, save_tensors
 from .losses import LossFn, get_loss
 from .solvers import sample
 from .teacher import TeacherSet, _dist, iter_batches

@@ -161,10 +161,9 @@ class _Bench:
 
     # -- data
     def teachers(self) -> None:
-        from ..teacher import CondSpec, generate_teacher
+        from ..teacher import generate_teacher
 
-        cs = CondSpec("class", num_classes=self.h.num_classes) if self.cond else None
-        common = dict(solver=self.s["teacher_solver"], steps=self.s["teacher_steps"], cond=cs, model=self.s["model"],
+        common = dict(solver=self.s["teacher_solver"], steps=self.s["teacher_steps"], cond=self.h.cond_spec(), model=self.s["model"],
                       device=self.device, progress=self.progress, batch_size=500)
         t0 = time.time()
         self.train_ts = generate_teacher(self.den, self.out / f"teacher-train-{self.tag}-{self.s['num_teacher']}-s{self.s['seed']}",

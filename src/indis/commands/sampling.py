@@ -59,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(cond, torch.Tensor):
         tensors["cond"] = cond.cpu()
     save_tensors(out / "samples.safetensors", tensors, {"model": h.spec, "method": d.name, "steps": str(d.steps)})
-    picture = _save_picture(x.float().cpu(), out / "samples.png", h)
+    picture = _save_picture(x.float().cpu(), out / "samples.png")
     print(json.dumps({"samples": str(out / "samples.safetensors"), "picture": picture, "method": d.name, "steps": d.steps, "solver": d.solver}))
     return 0
 
 
-def _save_picture(x: torch.Tensor, path: Path, h) -> str | None:
+def _save_picture(x: torch.Tensor, path: Path) -> str | None:
     """A scatter plot for 2-D points, a grid for images; nothing for other shapes."""
     from ..plots import save_image_grid, save_point_cloud
 

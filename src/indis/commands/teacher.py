@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..discretizations.heuristics import heuristic
-from ..teacher import CondSpec, generate_teacher
+from ..teacher import generate_teacher
 from .common import add_model_args, check_steps, dtype_of, load
 
 
@@ -31,9 +31,8 @@ def run(args: argparse.Namespace) -> int:
     check_steps(args.steps)
     h = load(args)
     times = heuristic(args.schedule, args.steps, h.schedule)
-    cond = CondSpec("class", num_classes=h.num_classes) if h.cond_kind == "class" else (CondSpec("table") if h.cond_kind == "table" else None)
     ts = generate_teacher(h.denoiser, args.out, h.data_shape, args.num, times=times, solver=args.solver, seed=args.seed,
-                          shard_size=args.shard_size, batch_size=args.batch_size, cond=cond, cond_table=h.cond_table,
+                          shard_size=args.shard_size, batch_size=args.batch_size, cond=h.cond_spec(), cond_table=h.cond_table,
                           model=h.spec, device=args.device, dtype=dtype_of(args), progress=not args.no_progress)
     if rank == 0:
         print(f"teacher set: {ts.path} ({ts.num_samples} samples, {ts.num_shards} shards, {args.solver} {args.steps} steps, complete={ts.is_complete()})")

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..denoiser import Cond, Denoiser
 from ..errors import InputError, MissingDependencyError
 from ..models import ModelHandle, register_loader
-from ..schedules import VP, FlowMatching, NoiseSchedule
+from ..schedules import VP, FlowMatching
 
 FAMILIES = ("unet", "sd", "flux", "ltx")
 _PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_prediction": "velocity"}
