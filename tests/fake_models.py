@@ -93,11 +93,12 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def cli_env(**extra: str) -> dict:
-    """Environment for `python -m indis` subprocesses: tests/ importable, one thread per process."""
+    """Environment for `python -m indis` subprocesses: tests/ importable, the suite's thread count per process."""
     env = dict(os.environ)
+    threads = str(max(1, int(os.environ.get("INDIS_TEST_THREADS") or os.environ.get("OMP_NUM_THREADS") or 1)))
     src = os.path.join(os.path.dirname(TESTS_DIR), "src")
     env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR, src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
     env.pop("FAKE_MODEL_DELAY", None)
     env.update(extra)
     return env

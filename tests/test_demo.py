@@ -20,7 +20,6 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     rc = main(["demo", "--out", str(out), *TINY])
     assert rc == 0
-    torch.set_num_threads(1)
     return out
 
 

@@ -32,7 +32,7 @@ from indis.teacher import CondSpec  # noqa: E402
 
 GMM = "python:fake_models:make_gmm"
 TEACHER = ["--num-samples", "24", "--steps", "8", "--shard-size", "8", "--batch-size", "8", "--no-progress"]
-TRAIN = ["--method", "god", "--steps", "3", "--iterations", "6", "--batch-size", "8", "--val-every", "3",
+TRAIN = ["--method", "god", "--steps", "3", "--iterations", "6", "--batch-size", "8", "--val-every", "3", "--starts", "1",
          "--ckpt-every", "3", "--no-progress"]
 BAD_INPUTS = 30  # distinct bad inputs exercised below (see the numbered comments)
 

@@ -176,10 +176,12 @@ def test_flux_teacher_train_sample_save_load(flux_pipe, tmp_path):
     idx = torch.arange(8)
     loss = get_loss("mse")
     before = evaluate_loss(d, h.denoiser, teacher, idx, loss)
-    cfg = indis.TrainConfig(iterations=10, batch_size=4, lr=1e-3, val_fraction=0.0, grad_checkpoint=True, lr_schedule="constant")
+    cfg = indis.TrainConfig(iterations=40, batch_size=8, lr=2e-3, val_fraction=0.0, grad_checkpoint=True, lr_schedule="constant")
     indis.train_discretizer(d, h.denoiser, teacher, cfg, progress=False)
     after = evaluate_loss(d, h.denoiser, teacher, idx, loss)
     print(f"FLUX INDIS loss {before:.6f} -> {after:.6f}")
+    # full-batch Adam on fixed, seeded inputs: measured 0.005128 -> 0.004960 (-3.3%); the 1% bar leaves a margin four
+    # orders of magnitude above float32 rounding differences between machines
     assert after < 0.99 * before
     # per-sample schedules through the pipeline entry
     with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 from indis.errors import InputError
 from indis.metrics.features import DigitsFeatureExtractor, fd_digits, frechet_distance, kid, real_digits_features
 
-torch.set_num_threads(1)
+
 
 
 def test_fd_matches_closed_form_for_diagonal_gaussians():

@@ -7,7 +7,7 @@ import torch
 
 from indis.metrics.pointcloud import kl_divergence, kl_histogram, kl_knn, mse, w2
 
-torch.set_num_threads(1)
+
 
 
 def _gaussian_kl(m0: np.ndarray, s0: np.ndarray, m1: np.ndarray, s1: np.ndarray) -> float:

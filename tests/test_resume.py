@@ -84,7 +84,8 @@ def test_teacher_ctrl_c_exits_130_and_rerun_completes(tmp_path, ref_teacher):
 
 
 TRAIN = ["--model", MODEL, "--method", "god", "--steps", "3", "--iterations", "40", "--batch-size", "8",
-         "--val-every", "10", "--ckpt-every", "5", "--dtype", "float64", "--no-progress", "--seed", "2"]
+         "--val-every", "10", "--ckpt-every", "5", "--dtype", "float64", "--no-progress", "--seed", "2", "--starts", "1",
+         "--patience", "0"]
 
 
 @pytest.fixture(scope="module")

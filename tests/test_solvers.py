@@ -40,8 +40,11 @@ def gaussian_endpoint(xT, sched, T, t0):
 
 
 SCHEDULES = {"edm": indis.EDM(), "vp": indis.VP(), "flow": indis.FlowMatching(), "vp-discrete": indis.VP(discrete=True)}
-# first-order solvers need many steps for 1e-4; the high-order ones need few
-STEPS = {"euler": 32000, "ddim": 32000, "heun": 1000, "dpmpp_2m": 1000, "ipndm": 300, "ipndm_v": 300, "dpmpp_3m": 300, "unipc": 300}
+# High-order solvers reach 1e-4 in a few hundred steps. First- and second-order ones would need tens of thousands,
+# so for them the test runs n and 2n steps and checks the Richardson extrapolation (2^p x_2n - x_n) / (2^p - 1),
+# whose error is O(n^-(p+1)): it can only be small if the solver converges to the closed form with order p.
+STEPS = {"ipndm": 300, "ipndm_v": 300, "dpmpp_3m": 300, "unipc": 300}
+RICHARDSON = {"euler": (1, 200), "ddim": (1, 200), "heun": (2, 200), "dpmpp_2m": (2, 200)}  # solver: (order p, n)
 CASES = [(s, p) for s in ("edm", "vp", "flow") for p in ("eps", "x0", "v", "velocity")] + [("vp-discrete", "eps"), ("vp-discrete", "v")]
 
 
@@ -61,13 +64,23 @@ def test_gaussian_endpoint_all_solvers(sname, pred):
     sched = SCHEDULES[sname]
     g = torch.Generator().manual_seed(0)
     den = gaussian_fn(sched, pred)
-    for solver, n in STEPS.items():
+
+    def run(solver, n, xT):
         times, T, t0 = edm_grid(sched, n)
+        return indis.sample(den, xT, times, solver=solver), gaussian_endpoint(xT, sched, T, t0)
+
+    def rel(a, b):
+        return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+    for solver, n in STEPS.items():
+        out, ref = run(solver, n, torch.randn(3, 2, generator=g, dtype=DT) * 1.5)
+        assert rel(out, ref) < 1e-4, (solver, rel(out, ref))
+    for solver, (p, n) in RICHARDSON.items():
         xT = torch.randn(3, 2, generator=g, dtype=DT) * 1.5
-        ref = gaussian_endpoint(xT, sched, T, t0)
-        out = indis.sample(den, xT, times, solver=solver)
-        rel = float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref))
-        assert rel < 1e-4, (solver, rel)
+        (a, ref), (b, _) = run(solver, n, xT), run(solver, 2 * n, xT)
+        extrapolated = (2**p * b - a) / (2**p - 1)
+        assert rel(extrapolated, ref) < 1e-4, (solver, rel(extrapolated, ref))
+        assert rel(b, ref) < 0.6 * rel(a, ref), (solver, rel(a, ref), rel(b, ref))  # errors shrink: ~2^-p per doubling
 
 
 # --- convergence order against solve_ivp on a 2-D Gaussian mixture (EDM) -----------------------------------

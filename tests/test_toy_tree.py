@@ -6,7 +6,6 @@ explicit matrix inverses.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from scipy.stats import multivariate_normal
 
 from indis.toy import CLASS_NAMES, GaussianMixture, tree_mixture
 
-torch.set_num_threads(1)
+
 
 
 class FlowMatchingStandIn:
@@ -305,12 +304,9 @@ def test_tree_moments_match_reference() -> None:
     assert abs(comp_std.min().item() - 0.0039) < 6e-5 and abs(comp_std.max().item() - 0.0217) < 6e-5
 
 
-def test_posterior_mean_timing_20000_points() -> None:
+def test_posterior_mean_of_20000_points_is_finite() -> None:
+    """A demo-sized batch in one call (chunked internally); its speed is measured by `indis bench solvers`, not here."""
     gmm = tree_mixture("A")
     x = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(0))
-    start = time.perf_counter()
     out = gmm.posterior_mean(x, 0.5, 0.5)
-    elapsed = time.perf_counter() - start
-    assert torch.isfinite(out).all()
-    print(f"posterior_mean B=20000 K=1016: {elapsed:.2f} s")
-    assert elapsed < 10.0  # ~1 s on one idle core; generous for shared CI machines
+    assert out.shape == (20_000, 2) and torch.isfinite(out).all()

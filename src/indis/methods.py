@@ -1,8 +1,11 @@
 """Build any discretization method by name, on one footing, for a loaded model.
 
 Fixed: the heuristics (uniform, logsnr, edm, quadratic, time_uniform, time_quadratic, shift, rds, ays), gits,
-dmn. Learned: god (global schedule with INDIS's shift/scale freedoms), ld3 (LD3: log-SNR softmax schedule with
-a decoupled evaluation time, no scale), indis (instance-aware phi), oracle (per-instance upper bound).
+dmn. Learned: god (global schedule with INDIS's shift/scale freedoms), ld3 (LD3: log-SNR softmax schedule started
+at uniform log-SNR, a decoupled evaluation time, no scale), indis (instance-aware phi), oracle (per-instance upper
+bound). Learned methods start from an `init` spec: a heuristic name, "dmn", a saved global schedule folder (warm
+start), or "NAME~K" (NAME's log-gaps perturbed by seed K); `global_starts` lists the default starts of multi-start
+training.
 """
 from __future__ import annotations
 
@@ -14,18 +17,51 @@ import torch
 from .discretizations.base import (Discretizer, FixedSchedule, GlobalSchedule, InstanceOracle, InstanceSchedule,
                                    load_discretization)
 from .discretizations.heuristics import HEURISTICS, heuristic
+from .discretizations.param import logits_to_times, times_to_logits
 from .errors import InputError
 from .models import ModelHandle
 
 LEARNED = ("god", "ld3", "indis", "oracle")
+PERTURB_STD = 0.5  # std of the log-gap perturbation of a "NAME~K" start
 
 
 def default_space(handle: ModelHandle) -> str:
     return "time" if handle.schedule.name == "flow" else "lambda"
 
 
-def init_times(handle: ModelHandle, steps: int, init: str | None) -> torch.Tensor:
+def global_starts(handle: ModelHandle, n: int, first: str | None = None) -> list[str]:
+    """`n` start specs for multi-start training of a global schedule: distinct heuristics first (and DMN), then
+    perturbations of the first one."""
+    if n < 1:
+        raise InputError(f"the number of starts must be >= 1, got {n}")
+    base = ["uniform", "logsnr", "edm", "quadratic"] if handle.schedule.name == "flow" else ["logsnr", "edm", "dmn", "time_uniform", "quadratic"]
+    if first is not None:
+        base = [first] + [b for b in base if b != first]
+    out = base[:n]
+    out += [f"{base[0]}~{k}" for k in range(1, n - len(out) + 1)]
+    return out
+
+
+def init_times(handle: ModelHandle, steps: int, init: str | None, space: str | None = None) -> torch.Tensor:
+    """N+1 starting times for a learned schedule from an init spec (see the module docstring)."""
     name = init or handle.default_heuristic
+    if "~" in name:
+        base, _, k = name.partition("~")
+        if not k.isdigit():
+            raise InputError(f"perturbed start must look like NAME~K with an integer K, got {name!r}")
+        t = init_times(handle, steps, base)
+        sp = space or default_space(handle)
+        logits = times_to_logits(t, handle.schedule, sp)
+        g = torch.Generator().manual_seed(int(k))
+        logits = logits + PERTURB_STD * torch.randn(logits.shape, generator=g, dtype=logits.dtype)
+        return logits_to_times(logits, handle.schedule, float(t[0]), float(t[-1]), sp).detach()
+    if name == "dmn":
+        from .discretizations.dmn import dmn
+
+        return dmn(steps, handle.schedule)
+    if name not in HEURISTICS:
+        raise InputError(f"unknown start {name!r}: give a heuristic ({', '.join(sorted(HEURISTICS))}), dmn, NAME~K, "
+                         "or the folder of a saved global schedule (it does not exist)")
     return heuristic(name, steps, handle.schedule)
 
 
@@ -33,15 +69,12 @@ def fixed(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", a
     """A heuristic, GITS or DMN schedule wrapped as a Discretizer."""
     if method == "gits":
         from .discretizations.gits import gits
-        from .teacher import prior_noise, prior_std
+        from .teacher import class_labels, prior_noise, prior_std
 
-        n = int(kw.pop("warmup", 256))
-        xT = prior_noise(range(n), int(kw.pop("seed", 0)) + 99, handle.data_shape, prior_std(handle.schedule))
-        cond = None
-        if handle.cond_kind == "class":
-            from .teacher import class_labels
-
-            cond = class_labels(range(n), 99, handle.num_classes)
+        # GITS' warm-up trajectories start from priors 0..warmup-1 of base seed `seed` (pass the training priors' seed)
+        n, seed = int(kw.pop("warmup", 256)), int(kw.pop("seed", 0))
+        xT = prior_noise(range(n), seed, handle.data_shape, prior_std(handle.schedule))
+        cond = class_labels(range(n), seed, handle.num_classes) if handle.cond_kind == "class" else None
         times = gits(handle.denoiser, xT, steps, cond=cond, **kw)
     elif method == "dmn":
         from .discretizations.dmn import dmn
@@ -54,50 +87,65 @@ def fixed(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", a
     return FixedSchedule(steps, handle.schedule, solver, times=times, afs=afs, data_shape=handle.data_shape, name=method)
 
 
+def _warm(handle: ModelHandle, steps: int, init: str | None) -> GlobalSchedule | None:
+    if init is None or not Path(init).exists():
+        return None
+    w = load_discretization(init, steps=steps, data_shape=handle.data_shape, schedule=handle.schedule)
+    if not isinstance(w, GlobalSchedule):
+        raise InputError(f"--init {init} must be a saved global (god/ld3) schedule")
+    return w
+
+
+def _phi_net(handle: ModelHandle, net: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    netkw = dict(net or {})
+    netkw.setdefault("seed", seed)
+    if handle.cond_kind == "class":
+        netkw.setdefault("num_classes", handle.num_classes)
+    elif handle.cond_kind == "table":
+        from .discretizations.prior_net import pool_condition
+
+        keys = netkw.get("cond_keys") or handle.meta.get("cond_keys")  # e.g. FLUX: T5 sequence + pooled CLIP
+        table = handle.cond_table
+        feats = pool_condition({k: v[:1] for k, v in table.items()} if isinstance(table, dict) else table[:1], keys)
+        netkw.setdefault("cond_dim", int(feats.shape[-1]))
+        if keys is not None:
+            netkw.setdefault("cond_keys", list(keys))
+    return netkw
+
+
 def learned(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", *, afs: bool = False, init: str | None = None,
             space: str | None = None, free_last: bool = False, shift_bound: float = 0.5, scale_bound: float = 0.1,
             shift_mode: str = "relative", learn_shift: bool = True, learn_scale: bool = True, num_samples: int = 0,
             net: dict[str, Any] | None = None, seed: int = 0) -> Discretizer:
-    """A trainable discretization; `init` is a heuristic name or the folder of a saved global schedule (warm start)."""
+    """A trainable discretization; `init` is a start spec or the folder of a saved global schedule (warm start)."""
     if method not in LEARNED:
         raise InputError(f"unknown learned method {method!r}; choose one of {', '.join(LEARNED)}")
     space = space or default_space(handle)
-    warm: GlobalSchedule | None = None
-    if init is not None and Path(init).exists():
-        w = load_discretization(init, steps=steps, data_shape=handle.data_shape, schedule=handle.schedule)
-        if not isinstance(w, GlobalSchedule):
-            raise InputError(f"--init {init} must be a saved global (god/ld3) schedule")
-        warm, space, free_last = w, w.space, w.free_last
-        it = w(torch.zeros(1, *handle.data_shape, dtype=torch.float64)).times[0].detach()
+    warm = _warm(handle, steps, init)
+    if warm is not None:
+        space, free_last = warm.space, warm.free_last
+        it = warm(torch.zeros(1, *handle.data_shape, dtype=torch.float64)).times[0].detach()
     else:
-        it = init_times(handle, steps, init)
+        it = init_times(handle, steps, init if init is not None or method != "ld3" else "logsnr", space)
     common = dict(afs=afs, data_shape=handle.data_shape, init_times=it, space=space, free_last=free_last,
                   shift_bound=shift_bound, scale_bound=scale_bound, shift_mode=shift_mode, name=method)
-    if method == "ld3":
-        d: Discretizer = GlobalSchedule(steps, handle.schedule, solver, **{**common, "learn_shift": True, "learn_scale": False, "shift_bound": 0.5, "shift_mode": "relative"})
-    elif method == "god":
-        d = GlobalSchedule(steps, handle.schedule, solver, learn_shift=learn_shift, learn_scale=learn_scale, **common)
-    elif method == "oracle":
+    if method == "ld3":  # LD3: times in log-SNR, a decoupled evaluation time within half a step, no scale, no first shift
+        return GlobalSchedule(steps, handle.schedule, solver, **{**common, "learn_shift": True, "learn_scale": False,
+                                                                  "shift_bound": 0.5, "shift_mode": "relative", "shift_first": False})
+    if method == "god":
+        d: Discretizer = GlobalSchedule(steps, handle.schedule, solver, learn_shift=learn_shift, learn_scale=learn_scale, **common)
+        if warm is not None:
+            d.load_state_dict(warm.state_dict())
+        return d
+    if method == "oracle":
         if num_samples < 1:
             raise InputError("the oracle needs num_samples (the number of priors it is fitted to)")
-        d = InstanceOracle(steps, handle.schedule, solver, num_samples=num_samples, learn_shift=learn_shift, learn_scale=learn_scale, **common)
         if warm is not None:
-            d = InstanceOracle.from_global(warm, num_samples)
-    else:
-        netkw = dict(net or {})
-        netkw.setdefault("seed", seed)
-        if handle.cond_kind == "class":
-            netkw.setdefault("num_classes", handle.num_classes)
-        elif handle.cond_kind == "table":
-            from .discretizations.prior_net import pool_condition
-
-            keys = netkw.get("cond_keys") or handle.meta.get("cond_keys")  # e.g. FLUX: T5 sequence + pooled CLIP
-            table = handle.cond_table
-            feats = pool_condition({k: v[:1] for k, v in table.items()} if isinstance(table, dict) else table[:1], keys)
-            netkw.setdefault("cond_dim", int(feats.shape[-1]))
-            if keys is not None:
-                netkw.setdefault("cond_keys", list(keys))
-        d = InstanceSchedule(steps, handle.schedule, solver, learn_shift=learn_shift, learn_scale=learn_scale, net=netkw, **common)
-        if warm is not None:
-            d.warm_start(warm)
+            return InstanceOracle.from_global(warm, num_samples)
+        return InstanceOracle(steps, handle.schedule, solver, num_samples=num_samples, learn_shift=learn_shift,
+                              learn_scale=learn_scale, **common)
+    d = InstanceSchedule(steps, handle.schedule, solver, learn_shift=learn_shift, learn_scale=learn_scale,
+                         net=_phi_net(handle, net, seed), **common)
+    if warm is not None:
+        d.warm_start(warm)
     return d

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,12 +24,26 @@ from .solvers import SOLVERS, sample
 
 MANIFEST = "manifest.json"
 FORMAT = "indis-teacher"
-_SEED_STRIDE = 1 << 32
+#: How x_T and class labels are derived from (seed, index). Version 1 (indis <= 0.1.0) seeded a torch generator with
+#: seed * 2^32 + index, which torch's CPU generator truncates to 32 bits, so every seed gave the same priors.
+SEEDING = {"scheme": "numpy-seedsequence-pcg64", "version": 2}
+MAX_SEED = 2**63 - 1
+_NOISE, _LABEL = 0, 1  # stream ids: the noise and the class label of one sample come from independent streams
 
 
-def sample_seed(base_seed: int, index: int) -> int:
-    """The generator seed of sample `index`: distinct for every (base_seed, index) pair."""
-    return int(base_seed) * _SEED_STRIDE + int(index)
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A seed as an int in [0, 2^63 - 1]; anything else raises InputError naming `name`."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"{name} must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise InputError(f"{name} must be an integer in [0, {MAX_SEED}] (2^63 - 1), got {seed}")
+    return int(seed)
+
+
+def sample_rng(seed: int, index: int, stream: int = _NOISE) -> np.random.Generator:
+    """The random stream of sample `index` under base `seed`: every (seed, index, stream) triple hashes (numpy
+    SeedSequence) to its own PCG64 state, so no two seeds or indices share a stream."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(index), int(stream)])))
 
 
 def prior_std(schedule: NoiseSchedule, t_max: float | None = None) -> float:
@@ -36,14 +51,23 @@ def prior_std(schedule: NoiseSchedule, t_max: float | None = None) -> float:
     return float(schedule.sigma(torch.tensor(schedule.t_max if t_max is None else t_max, dtype=torch.float64)))
 
 
+def _indices(indices: Sequence[int] | Tensor) -> list[int]:
+    idx = torch.as_tensor(indices).tolist() if not isinstance(indices, range) else list(indices)
+    if any(i < 0 for i in idx):
+        raise InputError("sample indices must be >= 0")
+    return idx
+
+
 def prior_noise(indices: Sequence[int] | Tensor, base_seed: int, shape: Sequence[int], std: float,
                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Tensor:
-    """Regenerate x_T for the given sample indices (CPU generators, so identical on every device)."""
-    out = torch.empty(len(indices), *shape, dtype=torch.float32)
-    for j, i in enumerate(torch.as_tensor(indices).tolist()):
-        g = torch.Generator().manual_seed(sample_seed(base_seed, i))
-        out[j] = torch.randn(*shape, generator=g)
-    return (out * std).to(device=device, dtype=dtype)
+    """Regenerate x_T = std * eps for the given sample indices, eps ~ N(0, I) from `sample_rng(base_seed, index)`
+    (computed on the CPU, so identical on every device)."""
+    seed = check_seed(base_seed)
+    idx = _indices(indices)
+    out = np.empty((len(idx), *shape), dtype=np.float32)
+    for j, i in enumerate(idx):
+        out[j] = sample_rng(seed, i, _NOISE).standard_normal(tuple(shape), dtype=np.float32)
+    return (torch.from_numpy(out) * std).to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -63,12 +87,11 @@ class CondSpec:
 
 
 def class_labels(indices: Sequence[int] | Tensor, base_seed: int, num_classes: int) -> Tensor:
-    """Per-sample class label drawn from a generator seeded independently of the noise."""
-    out = []
-    for i in torch.as_tensor(indices).tolist():
-        g = torch.Generator().manual_seed(sample_seed(base_seed + 7919, i))
-        out.append(int(torch.randint(num_classes, (1,), generator=g)))
-    return torch.tensor(out, dtype=torch.long)
+    """Per-sample class label, uniform over num_classes, from a stream independent of the sample's noise."""
+    seed = check_seed(base_seed)
+    if num_classes < 1:
+        raise InputError(f"num_classes must be >= 1, got {num_classes}")
+    return torch.tensor([int(sample_rng(seed, i, _LABEL).integers(num_classes)) for i in _indices(indices)], dtype=torch.long)
 
 
 def table_rows(table: Cond) -> int:
@@ -104,6 +127,49 @@ class TeacherConfig:
     fingerprint: list[float] = field(default_factory=list)
     prior_std: float = 1.0
     dtype: str = "float32"
+    seeding: dict[str, Any] = field(default_factory=lambda: dict(SEEDING))
+
+
+def _check_seeding(raw: Mapping[str, Any], where: Path) -> None:
+    """Refuse a teacher set whose x_T were drawn with another seeding scheme: its endpoints would be paired with
+    priors they were not computed from."""
+    got = raw.get("seeding") if isinstance(raw, Mapping) else None
+    if got != SEEDING:
+        what = "the old seeding scheme (version 1, torch seeds base*2^32+index, which collide across base seeds)" \
+            if got is None else f"seeding scheme {got}"
+        raise InputError(f"teacher set '{where}' was written with {what}; this indis draws x_T with {SEEDING['scheme']} "
+                         f"version {SEEDING['version']}, so its endpoints would not match their priors; delete the folder "
+                         "and generate it again with `indis teacher`")
+
+
+def _teacher_config(raw: Any, where: Path) -> TeacherConfig:
+    """Build a TeacherConfig from a manifest's "config", naming the file and the field that is wrong."""
+    import dataclasses
+
+    if not isinstance(raw, Mapping):
+        raise InputError(f"'{where}' has no valid \"config\" object; delete the folder and regenerate it")
+    fields = {f.name: f for f in dataclasses.fields(TeacherConfig)}
+    unknown = sorted(set(raw) - set(fields))
+    missing = sorted(k for k, f in fields.items() if k not in raw and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if unknown or missing:
+        raise InputError(f"'{where}': config has {'unknown field(s) ' + str(unknown) if unknown else ''}"
+                         f"{' and ' if unknown and missing else ''}{'missing field(s) ' + str(missing) if missing else ''}; "
+                         "delete the folder and regenerate it with `indis teacher`")
+    types = {"num_samples": int, "seed": int, "steps": int, "shard_size": int, "data_shape": list, "schedule": dict,
+             "times": list, "cond": dict, "fingerprint": list, "solver": str, "model": str, "dtype": str, "afs": bool,
+             "prior_std": (int, float)}
+    for k, t in types.items():
+        if k in raw and (not isinstance(raw[k], t) or (t is int and isinstance(raw[k], bool))):
+            raise InputError(f"'{where}': field {k!r} must be {getattr(t, '__name__', 'a number')}, got {raw[k]!r}; "
+                             "delete the folder and regenerate it with `indis teacher`")
+    cfg = TeacherConfig(**raw)
+    if cfg.num_samples < 1 or cfg.shard_size < 1 or not cfg.data_shape or any(not isinstance(v, int) or v < 1 for v in cfg.data_shape):
+        raise InputError(f"'{where}': num_samples, shard_size and data_shape must be positive; delete the folder and regenerate it")
+    if not math.isfinite(cfg.prior_std) or cfg.prior_std <= 0:
+        raise InputError(f"'{where}': prior_std must be a positive finite number, got {cfg.prior_std}")
+    check_seed(cfg.seed, f"'{where}' field 'seed'")
+    return cfg
 
 
 def model_fingerprint(denoiser: Denoiser, data_shape: Sequence[int], cond: Cond = None, device: str | torch.device = "cpu") -> list[float]:
@@ -138,7 +204,8 @@ class TeacherSet:
         raw = load_json(self.path / MANIFEST)
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise InputError(f"'{self.path}' is not an indis teacher set (no valid {MANIFEST})")
-        self.config = TeacherConfig(**raw["config"])
+        _check_seeding(raw.get("config", {}), self.path)
+        self.config = _teacher_config(raw.get("config"), self.path / MANIFEST)
         self.cond_spec = CondSpec(**self.config.cond)
         self.cond_table = cond_table
         if self.cond_spec.kind == "table" and cond_table is None:
@@ -240,8 +307,9 @@ def generate_teacher(
     stop_after_shards: int | None = None,
 ) -> TeacherSet:
     """Generate (or resume) a teacher set in `out_dir`. Default teacher: 30-step iPNDM on EDM rho=7 times."""
-    if num_samples < 1:
-        raise InputError(f"num_samples must be >= 1, got {num_samples}")
+    seed = check_seed(seed)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise InputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
     if shard_size < 1 or batch_size < 1:
         raise InputError("shard_size and batch_size must be >= 1")
     if solver not in SOLVERS:
@@ -282,6 +350,7 @@ def generate_teacher(
     if manifest.is_file():
         old = load_json(manifest)
         oldcfg = dict(old.get("config", {})) if isinstance(old, dict) else {}
+        _check_seeding(oldcfg, out)
         newcfg = asdict(cfg)
         diffs = [k for k in newcfg if k != "fingerprint" and oldcfg.get(k) != newcfg[k]]
         if diffs or not fingerprints_match(cfg.fingerprint, oldcfg.get("fingerprint", [])):

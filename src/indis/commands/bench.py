@@ -38,5 +38,7 @@ def _solvers(args: argparse.Namespace) -> int:
         for o in res["overhead"]:
             print(f"{o['solver']:>9} NFE {o['nfe']}: sample {o['sample_s']*1e3:.1f} ms vs {o['nfe']} model calls {o['model_calls_s']*1e3:.1f} ms -> overhead x{o['overhead_ratio']:.3f}")
         m = res["memory"]
+        tp = res["tree_posterior_mean"]
+        print(f"tree toy posterior mean: {tp['points']} points x {tp['components']} components in {tp['seconds']:.2f} s")
         print(f"backprop peak extra memory with checkpoint: NFE3 {m['peak_extra_mib_nfe3']:.1f} MiB, NFE10 {m['peak_extra_mib_nfe10']:.1f} MiB, ratio {m['ratio_nfe10_over_nfe3']:.3f}")
     return 0

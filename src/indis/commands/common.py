@@ -38,6 +38,15 @@ def dtype_of(args: argparse.Namespace) -> torch.dtype:
     return DTYPES[args.dtype]
 
 
+def finite(v: float, name: str) -> float:
+    """A float flag that must be finite (NaN/Inf name the flag, not whatever later consumes the value)."""
+    import math
+
+    if not math.isfinite(v):
+        raise InputError(f"{name} must be a finite number, got {v}")
+    return v
+
+
 def check_steps(n: int, name: str = "--steps") -> int:
     if n < 1 or n > 1000:
         raise InputError(f"{name} must be between 1 and 1000, got {n}")

@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from pathlib import Path
 
 import torch
 
 from ..errors import InputError
-from ..methods import LEARNED, learned
+from ..methods import LEARNED, global_starts, learned
+from ..solvers import SOLVERS
 from ..teacher import TeacherSet
-from ..training import TrainConfig, train_discretizer
-from .common import add_model_args, check_steps, dtype_of, load
+from ..training import TrainConfig, train_with_starts
+from ..training.config import LR_SCHEDULES
+from .common import add_model_args, check_steps, dtype_of, finite, load
+
+#: defaults that find the good basin (see `indis.training.starts`): learning rate, number of starts
+DEFAULT_LR = {"god": 5e-2, "oracle": 5e-2, "ld3": 5e-3, "indis": 1e-3}
+DEFAULT_STARTS = {"god": 3, "ld3": 3, "oracle": 1, "indis": 1}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,29 +27,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", required=True, help="teacher set folder made by `indis teacher`")
     p.add_argument("--method", required=True, choices=LEARNED)
     p.add_argument("--steps", type=int, required=True, help="number of solver steps N")
-    p.add_argument("--solver", default="ipndm")
+    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="solver the schedule is trained for")
     p.add_argument("--afs", action="store_true", help="analytical first step (saves one NFE)")
     p.add_argument("--out", required=True, help="output folder: checkpoints (resumable) and best/ (the trained discretization)")
-    p.add_argument("--init", default=None, help="warm start: heuristic name (edm, uniform, logsnr, ...) or a saved global schedule folder")
+    p.add_argument("--init", default=None, help="start: heuristic name (edm, logsnr, ...), dmn, NAME~K (perturbed), or a saved "
+                   "global schedule folder (warm start; indis starts from it)")
+    p.add_argument("--starts", type=int, default=None, help="number of starts tried for --probe-iterations each, the best on "
+                   "validation loss trained on (default 3 for god/ld3, 1 for indis/oracle)")
+    p.add_argument("--probe-iterations", type=int, default=100, help="iterations of each start before one is chosen")
     p.add_argument("--space", choices=["time", "lambda"], default=None)
     p.add_argument("--free-last", action="store_true", help="let the last time move above t_min")
     p.add_argument("--shift-bound", type=float, default=0.5)
     p.add_argument("--scale-bound", type=float, default=0.1)
     p.add_argument("--no-shift", action="store_true")
     p.add_argument("--no-scale", action="store_true")
-    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--iterations", type=int, default=4000, help="iteration cap (rerun with a larger cap to extend a run)")
+    p.add_argument("--patience", type=int, default=8, help="stop after this many validations without improvement (0: run to the cap)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 indis, 1e-2 god/oracle, 5e-3 ld3)")
-    p.add_argument("--loss", default="mse", help="mse, l1, pseudo_huber, lpips, stlpips")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-2 god/oracle, 5e-3 ld3, 1e-3 indis)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
+                   help="plateau: halve the lr after 3 validations without improvement (default); cosine; constant")
+    p.add_argument("--loss", default="mse", choices=["mse", "l1", "pseudo_huber"], help="distance to the teacher endpoint")
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=200, help="save a resumable checkpoint every this many iterations (and on Ctrl-C)")
     p.add_argument("--grad-checkpoint", action="store_true", help="recompute each model call in backward (memory flat in N)")
     p.add_argument("--noise-radius", type=float, default=None,
                    help="LD3 learnable-noise ball radius in units of the standard-normal noise (default for ld3: 0.001*D/N^2; 0 = off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds phi's initial weights, the batch order and the validation split")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> TrainConfig:
+    for name in ("lr", "shift_bound", "scale_bound", "val_fraction", "noise_radius"):
+        v = getattr(args, name)
+        if v is not None:
+            finite(v, "--" + name.replace("_", "-"))
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
+    if lr <= 0:
+        raise InputError(f"--lr must be > 0, got {lr}")
+    val_fraction = 0.0 if args.method == "oracle" else args.val_fraction
+    cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=lr, lr_schedule=args.lr_schedule, loss=args.loss,
+                      val_fraction=val_fraction, val_every=args.val_every, patience=args.patience,
+                      grad_checkpoint=args.grad_checkpoint, seed=args.seed, ckpt_every=args.ckpt_every,
+                      optimizer="rmsprop" if args.method == "ld3" else "adam", noise_radius=_noise_radius(args, data_shape))
+    try:
+        return cfg.check()
+    except InputError as exc:  # name the flag rather than the config field
+        raise InputError(str(exc).replace("TrainConfig.", "--").replace("_", "-")) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,23 +86,34 @@ def run(args: argparse.Namespace) -> int:
     h = load(args)
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
     ts.check_model(h.denoiser, h.data_shape, h.spec, args.device)
-    torch.manual_seed(args.seed)  # parameter init (e.g. phi's layers) depends only on --seed, not on what ran before
-    d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=args.init, space=args.space, free_last=args.free_last,
-                shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
-                learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed)
-    lr = args.lr if args.lr is not None else {"indis": 1e-3, "ld3": 5e-3}.get(args.method, 1e-2)
-    if args.method == "oracle" and args.val_fraction:
-        args.val_fraction = 0.0
-    cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=lr, loss=args.loss, val_fraction=args.val_fraction,
-                      val_every=args.val_every, grad_checkpoint=args.grad_checkpoint, seed=args.seed, ckpt_every=args.ckpt_every,
-                      optimizer="rmsprop" if args.method == "ld3" else "adam", noise_radius=_noise_radius(args, h.data_shape))
-    if args.batch_size < 1 or args.iterations < 1 or args.ckpt_every < 1 or args.val_every < 1:
-        raise InputError("--batch-size, --iterations, --ckpt-every and --val-every must be >= 1")
-    d.extra.update({"model": h.spec, "teacher": str(ts.path)})
-    res = train_discretizer(d, h.denoiser, ts, cfg, out_dir=args.out, device=args.device, dtype=dtype_of(args), progress=not args.no_progress)
+    cfg = _config(args, h.data_shape)
+    n_starts = args.starts if args.starts is not None else DEFAULT_STARTS[args.method]
+    if n_starts < 1 or args.probe_iterations < 1:
+        raise InputError(f"--starts and --probe-iterations must be >= 1, got {n_starts} and {args.probe_iterations}")
+    warm = args.init is not None and Path(args.init).exists()  # a saved schedule to continue from: one start
+    if args.method in ("indis", "oracle") or warm or n_starts == 1:
+        starts = [args.init]
+    else:
+        starts = global_starts(h, n_starts, first=args.init)
+
+    def build(init: str | None):
+        torch.manual_seed(args.seed)  # parameter init (e.g. phi's layers) depends only on --seed
+        d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=init, space=args.space, free_last=args.free_last,
+                    shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
+                    learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed)
+        d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init})
+        return d
+
+    d, res = train_with_starts(build, starts, h.denoiser, ts, cfg, probe_iterations=args.probe_iterations, out_dir=args.out,
+                               device=args.device, dtype=dtype_of(args), progress=not args.no_progress,
+                               describe=lambda s: str(s or h.default_heuristic))
     if rank == 0:
         print(json.dumps({"method": args.method, "steps": args.steps, "best_val": res.best_val, "best_iter": res.best_iter,
-                          "seconds": round(res.seconds, 1), "saved": f"{args.out}/best"}))
+                          "iterations": res.iterations, "stop_reason": res.stop_reason, "seconds": round(res.seconds, 1),
+                          "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best"}))
+        if res.reused:
+            print(f"indis: '{args.out}' already holds this finished run; reused it (raise --iterations to train on)",
+                  file=__import__("sys").stderr)
     return 0
 
 
@@ -80,6 +125,4 @@ def _noise_radius(args: argparse.Namespace, data_shape: tuple[int, ...]) -> floa
         return args.noise_radius
     if args.method != "ld3":
         return 0.0
-    import math
-
     return 0.001 * math.prod(data_shape) / args.steps**2

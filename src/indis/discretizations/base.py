@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -196,17 +197,22 @@ class _Parameterized(Discretizer):
 
     def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", *, init_times: Sequence[float] | Tensor | None = None,
                  space: str = "time", free_last: bool = False, learn_shift: bool = True, learn_scale: bool = True,
-                 shift_bound: float = 0.5, shift_mode: str = "relative", scale_bound: float = 0.1, **kw: Any):
+                 shift_bound: float = 0.5, shift_mode: str = "relative", scale_bound: float = 0.1, shift_first: bool = True,
+                 **kw: Any):
         super().__init__(steps, schedule, solver, **kw)
         if space not in SPACES:
             raise InputError(f"space must be one of {SPACES}, got {space!r}")
         if shift_mode not in SHIFT_MODES:
             raise InputError(f"shift_mode must be one of {SHIFT_MODES}, got {shift_mode!r}")
-        if shift_bound < 0 or scale_bound < 0:
-            raise InputError("shift_bound and scale_bound must be >= 0")
+        for name, v in (("shift_bound", shift_bound), ("scale_bound", scale_bound)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        if scale_bound >= 1:
+            raise InputError(f"scale_bound must be < 1 (the scale 1 + b tanh(o/2) must stay positive), got {scale_bound}")
         self.space, self.free_last = space, bool(free_last)
         self.learn_shift, self.learn_scale = bool(learn_shift), bool(learn_scale)
         self.shift_bound, self.shift_mode, self.scale_bound = float(shift_bound), shift_mode, float(scale_bound)
+        self.shift_first = bool(shift_first)  # LD3 evaluates the first step at its own time (no shift there)
         if init_times is None:
             from .param import _from_space, _to_space
 
@@ -222,11 +228,13 @@ class _Parameterized(Discretizer):
     def common_kwargs(self) -> dict[str, Any]:
         return {"init_times": self.init_times, "space": self.space, "free_last": self.free_last,
                 "learn_shift": self.learn_shift, "learn_scale": self.learn_scale, "shift_bound": self.shift_bound,
-                "shift_mode": self.shift_mode, "scale_bound": self.scale_bound}
+                "shift_mode": self.shift_mode, "scale_bound": self.scale_bound, "shift_first": self.shift_first}
 
     def steps_from_outputs(self, o_tau: Tensor, o_shift: Tensor | None, o_scale: Tensor | None) -> Steps:
         times = logits_to_times(o_tau, self.schedule, self.t_max, self.t_min, self.space, self.free_last)
         shift = shift_from_logits(o_shift, times, self.shift_bound, self.shift_mode) if (self.learn_shift and o_shift is not None) else None
+        if shift is not None and not self.shift_first:
+            shift = torch.cat([torch.zeros_like(shift[..., :1]), shift[..., 1:]], -1)
         scale = scale_from_logits(o_scale, self.scale_bound) if (self.learn_scale and o_scale is not None) else None
         return Steps(times, shift, scale)
 
