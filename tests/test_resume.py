@@ -112,7 +112,7 @@ def _same_training(a, b):
         assert torch.equal(ta[k], tb[k]), k  # bit-exact: data order, optimizer state and lr all resume exactly
     ja, jb = json.loads(ma["meta"]), json.loads(mb["meta"])
     assert ja["iteration"] == jb["iteration"] == 40
-    assert ja["history"] == jb["history"] and len(ja["history"]) == 40
+    assert ja["history"] == jb["history"] and len(ja["history"]) == 41  # iterations 0 (validation of the start) to 40
     wa, _ = load_tensors(a / "best" / "weights.safetensors")
     wb, _ = load_tensors(b / "best" / "weights.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -134,7 +134,7 @@ def test_train_sigkill_then_resume_equals_uninterrupted(tmp_path, ref_teacher, r
     run_indis("train", "--teacher", str(t), "--out", str(out), *TRAIN)
     _same_training(ref, out)
     hist = json.loads((out / "history.json").read_text())
-    assert hist["iteration"] == 40 and len(hist["history"]) == 40
+    assert hist["iteration"] == 40 and len(hist["history"]) == 41
 
 
 def test_train_ctrl_c_saves_exits_130_and_rerun_completes(tmp_path, ref_teacher, ref_train):
@@ -151,6 +151,6 @@ def test_train_ctrl_c_saves_exits_130_and_rerun_completes(tmp_path, ref_teacher,
     k = _ckpt_iter(out)
     assert 5 <= k < 40, k
     hist = json.loads((out / "history.json").read_text())
-    assert hist["iteration"] == k and len(hist["history"]) == k  # saved exactly where it stopped
+    assert hist["iteration"] == k and len(hist["history"]) == k + 1  # saved exactly where it stopped
     run_indis("train", "--teacher", str(t), "--out", str(out), *TRAIN)
     _same_training(ref, out)

@@ -108,10 +108,11 @@ def test_multistart_chooses_the_lowest_validation_start(problem):
 def test_plateau_cuts_and_patience_stop(problem, monkeypatch):
     sched, den, ts = problem
     run = TrainRun(_god(sched, "edm"), den, ts, _cfg(lr=1e-2, val_every=1, patience=7, plateau_patience=3), dtype=DT)
-    vals = iter([1.0, 0.5] + [0.5] * 20)  # improves once, then never again
+    vals = iter([1.0, 0.9, 0.5] + [0.5] * 20)  # the start (iteration 0), two improvements, then none
     monkeypatch.setattr(run, "validate", lambda: {"val": next(vals)})
     r = run.run(progress=False)
-    lrs = [h["lr"] for h in r.history]
+    assert r.history[0] == {"iteration": 0, "val": 1.0}
+    lrs = [h["lr"] for h in r.history[1:]]
     assert r.stop_reason == "patience" and r.iterations == 2 + 7 and r.best_iter == 2
     # validations after iterations 3, 4, 5 fail to improve: the rate is halved for iterations 6-8, again for 9
     assert lrs == [1e-2] * 5 + [5e-3] * 3 + [2.5e-3]

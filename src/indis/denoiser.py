@@ -44,7 +44,8 @@ class Denoiser(nn.Module):
     optional condition, and returns `prediction`: "eps" (noise), "x0" (clean data), "v" (v-prediction,
     v = alpha * eps - sigma * x0) or "velocity" (flow matching, dx_t/dt = alpha' x0 + sigma' eps).
     With `guidance_scale` g != 1, conditional and unconditional outputs come from one batched call and are
-    combined as u + g (c - u) (classifier-free guidance); `uncond` is the unconditional condition.
+    combined as u + g (c - u) (classifier-free guidance); `uncond` is the unconditional condition. `bottleneck`
+    optionally names the model's U-Net bottleneck module (the feature AMED's predictor reads).
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class Denoiser(nn.Module):
         *,
         guidance_scale: float | Tensor | None = None,
         uncond: Cond = None,
+        bottleneck: nn.Module | None = None,
     ):
         super().__init__()
         if not callable(fn):
@@ -72,6 +74,9 @@ class Denoiser(nn.Module):
         self.prediction = prediction
         self.guidance_scale = guidance_scale
         self.uncond = uncond
+        # the model's U-Net bottleneck (a submodule whose forward output AMED's predictor reads); not registered as
+        # a child of the Denoiser: it already belongs to the model
+        object.__setattr__(self, "bottleneck", bottleneck)
 
     @property
     def model(self) -> Callable[..., Tensor]:

@@ -21,7 +21,7 @@ from .discretizations.param import logits_to_times, times_to_logits
 from .errors import InputError
 from .models import ModelHandle
 
-LEARNED = ("god", "ld3", "indis", "oracle")
+LEARNED = ("god", "ld3", "indis", "oracle", "amed", "epd")
 PERTURB_STD = 0.5  # std of the log-gap perturbation of a "NAME~K" start
 
 
@@ -113,13 +113,48 @@ def _phi_net(handle: ModelHandle, net: dict[str, Any] | None, seed: int) -> dict
     return netkw
 
 
+def amed_feature(handle: ModelHandle) -> tuple[str, int]:
+    """AMED's predictor input for this model: its U-Net bottleneck when it exposes one, else pooled D(x_n); and the
+    number of feature values (one probe call)."""
+    from .discretizations.amed import _Feature
+
+    kind = "bottleneck" if getattr(handle.denoiser, "bottleneck", None) is not None else "denoised"
+    x = torch.zeros(1, *handle.data_shape)
+    t = torch.full((1,), float(handle.schedule.t_max))
+    cond = None
+    if handle.cond_kind == "class":
+        cond = torch.zeros(1, dtype=torch.long)
+    elif handle.cond_kind == "table":
+        from .teacher import index_cond
+
+        cond = index_cond(handle.cond_table, torch.zeros(1, dtype=torch.long))
+    with torch.no_grad(), _Feature(handle.denoiser, kind) as f:
+        D, _ = handle.denoiser(x, t, cond)
+    return kind, int(f.get(1, D).shape[1])
+
+
+def learned_solver(handle: ModelHandle, method: str, steps: int, solver: str | None = None, *, afs: bool = False,
+                   num_points: int = 2, seed: int = 0) -> Discretizer:
+    """AMED (solver "amed" = AMED-Solver, "ipndm" = AMED-Plugin) or EPD (solver "epd" or "ipndm")."""
+    from .discretizations import AMED, EPD
+
+    if method == "amed":
+        kind, dim = amed_feature(handle)
+        return AMED(steps, handle.schedule, solver or "amed", afs=afs, data_shape=handle.data_shape, feature=kind,
+                    feature_dim=dim, seed=seed, name="amed")
+    return EPD(steps, handle.schedule, solver or "epd", afs=afs, data_shape=handle.data_shape, num_points=num_points,
+               seed=seed, name="epd")
+
+
 def learned(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", *, afs: bool = False, init: str | None = None,
             space: str | None = None, free_last: bool = False, shift_bound: float = 0.5, scale_bound: float = 0.1,
             shift_mode: str = "relative", learn_shift: bool = True, learn_scale: bool = True, num_samples: int = 0,
-            net: dict[str, Any] | None = None, seed: int = 0) -> Discretizer:
+            net: dict[str, Any] | None = None, seed: int = 0, num_points: int = 2) -> Discretizer:
     """A trainable discretization; `init` is a start spec or the folder of a saved global schedule (warm start)."""
     if method not in LEARNED:
         raise InputError(f"unknown learned method {method!r}; choose one of {', '.join(LEARNED)}")
+    if method in ("amed", "epd"):
+        return learned_solver(handle, method, steps, solver, afs=afs, num_points=num_points, seed=seed)
     space = space or default_space(handle)
     warm = _warm(handle, steps, init)
     if warm is not None:

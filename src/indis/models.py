@@ -76,7 +76,8 @@ def _zoo(rest: str, **_: Any) -> ModelHandle:
     from .zoo import load_zoo
 
     z = load_zoo(rest)
-    den = Denoiser(z.fn, EDM(), z.prediction)
+    unet = z.fn.inner.net if hasattr(z.fn, "inner") else z.fn.net
+    den = Denoiser(z.fn, EDM(), z.prediction, bottleneck=unet.mid)
     return ModelHandle(den, tuple(z.shape), f"zoo:{rest}", "class" if z.num_classes else "none", int(z.num_classes),
                        default_heuristic="edm", meta={"zoo": z})
 

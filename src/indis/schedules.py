@@ -71,6 +71,10 @@ class NoiseSchedule:
         """u(t): the EDM-form solvers step in u, with dy/du = (y - D) / u."""
         return self.to_edm_sigma(t)
 
+    def t_from_ode_time(self, u: Tensor) -> Tensor:
+        """Inverse of `ode_time`: the schedule's time at ODE time u (intermediate times of AMED/EPD)."""
+        return self.from_edm_sigma(u)
+
     def clamp_eval(self, t: Tensor) -> Tensor:
         """Clamp (shifted) evaluation times into the interval where the model is defined."""
         lo, hi = self.domain
@@ -177,6 +181,9 @@ class FlowMatching(NoiseSchedule):
 
     def ode_time(self, t: Tensor) -> Tensor:
         return _as_tensor(t)
+
+    def t_from_ode_time(self, u: Tensor) -> Tensor:
+        return _as_tensor(u)
 
     def config(self) -> dict[str, Any]:
         return {"type": "flow", "t_max": self.t_max, "t_min": self.t_min}

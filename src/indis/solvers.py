@@ -32,6 +32,16 @@ def solver_nfe(solver: str, steps: int, afs: bool = False, final_zero: bool = Fa
     return n - (1 if afs else 0)
 
 
+def steps_for_nfe(solver: str, nfe: int, afs: bool = False) -> int:
+    """The number of steps N at which `solver` makes exactly `nfe` model calls; InputError if none does."""
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise InputError(f"NFE must be an integer >= 1, got {nfe!r}")
+    for n in range(1, nfe + 2):
+        if solver_nfe(solver, n, afs) == nfe:
+            return n
+    raise InputError(f"solver {solver}{' with AFS' if afs else ''} cannot make exactly {nfe} model calls")
+
+
 def _check_solver(solver: str) -> None:
     if solver not in SOLVERS:
         raise InputError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")

@@ -17,18 +17,25 @@ from ..training.config import LR_SCHEDULES
 from .common import add_model_args, check_steps, dtype_of, finite, load
 
 #: defaults that find the good basin (see `indis.training.starts`): learning rate, number of starts
-DEFAULT_LR = {"god": 5e-2, "oracle": 5e-2, "ld3": 5e-3, "indis": 1e-3}
-DEFAULT_STARTS = {"god": 3, "ld3": 3, "oracle": 1, "indis": 1}
+DEFAULT_LR = {"god": 5e-2, "oracle": 5e-2, "ld3": 5e-3, "indis": 1e-3, "amed": 5e-3, "epd": 5e-3}
+DEFAULT_STARTS = {"god": 3, "ld3": 3, "oracle": 1, "indis": 1, "amed": 1, "epd": 1}
+STEP_SOLVERS = {"amed": ("amed", "ipndm"), "epd": ("epd", "ipndm")}  # AMED/EPD: their own solver or the iPNDM plugin
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a global (god, ld3) or instance-aware (indis) discretization on a teacher set")
+    p = sub.add_parser("train", help="train a global (god, ld3), instance-aware (indis) discretization or a learned solver "
+                       "(amed, epd) on a teacher set")
     add_model_args(p)
     p.add_argument("--teacher", required=True, help="teacher set folder made by `indis teacher`")
     p.add_argument("--method", required=True, choices=LEARNED)
-    p.add_argument("--steps", type=int, required=True, help="number of solver steps N")
-    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="solver the schedule is trained for")
+    n = p.add_mutually_exclusive_group(required=True)
+    n.add_argument("--steps", type=int, help="number of solver steps N")
+    n.add_argument("--nfe", type=int, help="number of model calls; N follows from the solver and AFS (amed/epd: odd NFE "
+                   "turns AFS on, as in the AMED reference)")
+    p.add_argument("--solver", default=None, choices=SOLVERS + ("amed", "epd"),
+                   help="solver the schedule is trained for (default ipndm; amed/epd: their own solver, or ipndm for the plugin)")
     p.add_argument("--afs", action="store_true", help="analytical first step (saves one NFE)")
+    p.add_argument("--num-points", type=int, default=2, help="EPD: parallel directions K per step (default 2)")
     p.add_argument("--out", required=True, help="output folder: checkpoints (resumable) and best/ (the trained discretization)")
     p.add_argument("--init", default=None, help="start: heuristic name (edm, logsnr, ...), dmn, NAME~K (perturbed), or a saved "
                    "global schedule folder (warm start; indis starts from it)")
@@ -78,11 +85,33 @@ def _config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> TrainConfi
         raise InputError(str(exc).replace("TrainConfig.", "--").replace("_", "-")) from None
 
 
+def _steps_and_solver(args: argparse.Namespace) -> None:
+    """Resolve --solver default, --nfe -> N (and AFS for amed/epd at odd NFE), and the method's solver choices."""
+    from ..discretizations.amed import amed_steps
+    from ..solvers import steps_for_nfe
+
+    own = STEP_SOLVERS.get(args.method)
+    args.solver = args.solver or (own[0] if own else "ipndm")
+    if own and args.solver not in own:
+        raise InputError(f"--solver {args.solver} does not apply to {args.method}; choose one of {', '.join(own)}")
+    if not own and args.solver in ("amed", "epd"):
+        raise InputError(f"--solver {args.solver} is a solver of --method {args.solver}, not of {args.method}")
+    if args.method == "epd" and args.num_points < 1:
+        raise InputError(f"--num-points (EPD's parallel directions K) must be >= 1, got {args.num_points}")
+    if args.nfe is not None:
+        if own:
+            args.afs = args.afs or args.nfe % 2 == 1
+            args.steps = amed_steps(args.nfe, args.afs)
+        else:
+            args.steps = steps_for_nfe(args.solver, args.nfe, args.afs)
+    check_steps(args.steps)
+
+
 def run(args: argparse.Namespace) -> int:
     from .dist import maybe_init_distributed
 
     rank, _ = maybe_init_distributed()
-    check_steps(args.steps)
+    _steps_and_solver(args)
     h = load(args)
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
     ts.check_model(h.denoiser, h.data_shape, h.spec, args.device)
@@ -100,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # parameter init (e.g. phi's layers) depends only on --seed
         d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=init, space=args.space, free_last=args.free_last,
                     shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
-                    learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed)
+                    learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed, num_points=args.num_points)
         d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init})
         return d
 

@@ -51,6 +51,7 @@ class Discretizer(nn.Module):
 
     method: ClassVar[str] = "base"
     registry: ClassVar[dict[str, type["Discretizer"]]] = {}
+    SOLVER_CHOICES: ClassVar[tuple[str, ...]] = SOLVERS  # AMED / EPD bring their own step rules
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -62,8 +63,8 @@ class Discretizer(nn.Module):
         super().__init__()
         if not isinstance(steps, int) or steps < 1:
             raise InputError(f"steps (N) must be an integer >= 1, got {steps!r}")
-        if solver not in SOLVERS:
-            raise InputError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+        if solver not in self.SOLVER_CHOICES:
+            raise InputError(f"unknown solver {solver!r} for {self.method}; choose one of {', '.join(self.SOLVER_CHOICES)}")
         if not isinstance(schedule, NoiseSchedule):
             raise InputError("schedule must be an indis noise schedule (indis.EDM(), indis.VP(), indis.FlowMatching())")
         self.steps, self.schedule, self.solver, self.afs = steps, schedule, solver, bool(afs)

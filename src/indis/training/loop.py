@@ -254,6 +254,11 @@ class TrainRun:
 
             bar = tqdm(total=cfg.iterations, initial=st.iteration, desc=f"train {self.disc.name} (N={self.disc.steps})", unit="it")
         per_epoch = max(1, math.ceil(len(self.tr) / cfg.batch_size))
+        if st.iteration == 0 and not st.history and len(self.va):  # the start is a candidate too: never end worse
+            rec = {"iteration": 0, **self.validate()}
+            st.best_val, st.best_iter = rec["val"], 0
+            self.best_state = {k: t.detach().clone() for k, t in self.disc.state_dict().items()}
+            st.history.append(rec)
         clean, t0, intr = True, time.time(), DeferredInterrupt(hard_on_second=self.world == 1)
         try:
             intr.__enter__()
