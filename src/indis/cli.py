@@ -10,7 +10,7 @@ import importlib
 import sys
 import traceback
 
-from .errors import IndisError
+from .errors import IndisError, InputError
 
 # Modules that add subcommands. A module that is missing (optional extra) is skipped.
 COMMAND_MODULES = [
@@ -28,8 +28,17 @@ OPTIONAL_PACKAGES = {"diffusers": "indis[diffusers]", "transformers": "indis[dif
                      "torchmetrics": "indis[metrics]", "lpips": "lpips"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: a bad flag raises InputError (one line, exit 2) instead of printing
+    the usage block and calling sys.exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        cmd = self.prog.removeprefix("indis").strip()
+        raise InputError(f"{cmd + ': ' if cmd else ''}{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="indis", description="Instance-aware discretizations for few-step diffusion sampling.")
+    parser = _Parser(prog="indis", description="Instance-aware discretizations for few-step diffusion sampling.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     except ModuleNotFoundError:
         mod = None
     if mod is not None and hasattr(mod, "add_arguments"):
-        d = bs.add_parser("digits", help="FD-digits / KID / teacher-MSE of every method at NFE 3, 5, 7 on zoo:digits")
+        d = bs.add_parser("digits", help="the paper's table-1 protocol on zoo:digits / zoo:digits-cond: every method at its "
+                          "best solver, equal budgets, seeds and confidence intervals, oracle, ablations")
         mod.add_arguments(d)
         d.set_defaults(func=mod.main)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
+from ..solvers import SOLVERS
 
 
 def _nfes(text: str) -> list[int]:
@@ -30,10 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "denoiser) and write results.json, report.md and figures to --out.")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); finished work there is reused")
     p.add_argument("--quick", action="store_true", help="reduced run (fewer priors, NFEs 2,3,5, fewer iterations)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the training/validation/test priors and the training")
     p.add_argument("--nfe", type=_nfes, default=None, help="NFEs to compare, e.g. 3, 2-10 or 2,3,5 (default 2-10; quick 2,3,5)")
     p.add_argument("--classes", default="A", choices=["A", "B", "AB"], help="tree class(es); AB is class-conditional (c = class)")
-    p.add_argument("--solver", default="euler", help="student solver (default euler; NFE counts model calls)")
+    p.add_argument("--solver", default="euler", choices=SOLVERS, help="student solver (default euler; NFE counts model calls)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-ablations", action="store_true", help="skip the ablation variants")
     p.add_argument("--threads", type=int, default=1,
@@ -45,13 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-test", type=int, default=None, help=hidden)
     p.add_argument("--num-val", type=int, default=None, help=hidden)
     p.add_argument("--teacher-steps", type=int, default=None, help=hidden)
-    p.add_argument("--god-iters", type=int, default=None, help=hidden)
-    p.add_argument("--indis-iters", type=int, default=None, help=hidden)
-    p.add_argument("--oracle-iters", type=int, default=None, help=hidden)
+    p.add_argument("--god-cap", type=int, default=None, help=hidden)
+    p.add_argument("--indis-cap", type=int, default=None, help=hidden)
+    p.add_argument("--oracle-cap", type=int, default=None, help=hidden)
     p.add_argument("--oracle-subset", type=int, default=None, help=hidden)
     p.add_argument("--w2-points", type=int, default=None, help=hidden)
-    p.add_argument("--heuristic-points", type=int, default=None, help=hidden)
     p.add_argument("--batch-size", type=int, default=None, help=hidden)
+    p.add_argument("--patience", type=int, default=None, help=hidden)
+    p.add_argument("--val-every", type=int, default=None, help=hidden)
+    p.add_argument("--global-starts", type=int, default=None, help=hidden)
     p.add_argument("--ablation-nfe", type=_nfes, default=None, help=hidden)
     p.set_defaults(func=run)
 
@@ -65,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     over = {}
-    for name in ("num_train", "num_test", "num_val", "teacher_steps", "god_iters", "indis_iters", "oracle_iters",
-                 "oracle_subset", "w2_points", "heuristic_points", "batch_size"):
+    for name in ("num_train", "num_test", "num_val", "teacher_steps", "god_cap", "indis_cap", "oracle_cap", "oracle_subset",
+                 "w2_points", "batch_size", "patience", "val_every", "global_starts"):
         v = getattr(args, name)
         if v is not None:
             over[name] = v

@@ -328,8 +328,12 @@ class InstanceSchedule(_Parameterized):
         with torch.no_grad():
             b = self.phi.head.bias
             b[: self.n_tau].copy_(g.logits.detach().to(b.dtype))
-            b[self.n_tau : self.n_tau + self.steps].copy_(g.shift_logits.detach().to(b.dtype))
-            b[self.n_tau + self.steps :].copy_(g.scale_logits.detach().to(b.dtype))
+            shift = g.shift_logits.detach().clone() if g.learn_shift else torch.zeros_like(g.shift_logits)
+            if not g.shift_first:  # LD3 leaves the first evaluation unshifted: so does the warm-started phi
+                shift[0] = 0.0
+            b[self.n_tau : self.n_tau + self.steps].copy_(shift.to(b.dtype))
+            scale = g.scale_logits.detach() if g.learn_scale else torch.zeros_like(g.scale_logits)
+            b[self.n_tau + self.steps :].copy_(scale.to(b.dtype))
             self.phi.head.weight.zero_()
         return self
 

@@ -26,7 +26,7 @@ from ..errors import InputError
 from .amed import amed_steps
 from .base import Discretizer, Steps, _batch
 from .heuristics import heuristic
-from .midpoint import Stepper, ab_update, mid_time, refined_teacher_states
+from .midpoint import Stepper, TargetCache, ab_update, mid_time, refined_teacher_states
 
 __all__ = ["EPD", "epd_steps"]
 
@@ -84,9 +84,18 @@ class EPD(Discretizer):
         return self._run(denoiser, x_T, cond, afs=kw.get("afs", self.afs), checkpoint=kw.get("checkpoint", False))[0]
 
     def train_loss(self, denoiser: Denoiser, x_T: Tensor, cond: Cond, x0: Tensor, loss_fn: Any = None,
-                   checkpoint: bool = False) -> Tensor:
+                   checkpoint: bool = False, index: tuple[str, Tensor] | None = None) -> Tensor:
         t = self.forward(x_T).times.to(x_T.device)
-        targets = refined_teacher_states(denoiser, x_T, cond, t, self.teacher_M, self.teacher_solver)
+
+        def compute(rows: Tensor | None) -> list[Tensor]:
+            if rows is None:
+                return refined_teacher_states(denoiser, x_T, cond, t, self.teacher_M, self.teacher_solver)
+            c = None if cond is None else ({k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond[rows])
+            return refined_teacher_states(denoiser, x_T[rows], c, t[rows], self.teacher_M, self.teacher_solver)
+
+        if not hasattr(self, "_targets"):
+            self._targets = TargetCache()
+        targets = self._targets.get(index, compute)
         return self._run(denoiser, x_T, cond, afs=self.afs, checkpoint=checkpoint, targets=targets)[1]
 
     def _parallel_directions(self, st: Stepper, y: Tensor, slope: Tensor, n: int, u: Tensor, p: dict[str, Tensor],

@@ -7,7 +7,7 @@ every step with the state of a teacher run on the same base schedule refined by 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from ..denoiser import Cond, Denoiser, bcast
 from ..errors import InputError
 from ..solvers import _AB, _Coords, _Evaluator, sample
 
-__all__ = ["Stepper", "ab_update", "refined_teacher_states", "mid_time"]
+__all__ = ["Stepper", "TargetCache", "ab_update", "refined_teacher_states", "mid_time"]
 
 
 def mid_time(u_n: Tensor, u_next: Tensor, r: Tensor) -> Tensor:
@@ -81,3 +81,31 @@ def refined_teacher_states(denoiser: Denoiser, x_T: Tensor, cond: Cond, times: T
     with torch.no_grad():
         _, traj = sample(denoiser, x_T, fine, solver=solver, cond=cond, return_trajectory=True)
     return [traj.states[(M + 1) * k] for k in range(1, times.shape[1])]
+
+
+class TargetCache:
+    """Per-step teacher states by (teacher set, sample index): the refined teacher is deterministic in x_T, so a
+    training run computes each prior's targets once instead of every epoch (kept up to `max_bytes`)."""
+
+    def __init__(self, max_bytes: int = 512 << 20):
+        self.max_bytes, self.used, self.store = max_bytes, 0, {}
+
+    def get(self, key: tuple[str, Tensor] | None, compute: Callable[[Tensor | None], list[Tensor]]) -> list[Tensor]:
+        """Targets [N entries of [B, ...]] for the batch; `compute(rows)` makes them for the given batch rows."""
+        if key is None:
+            return compute(None)
+        src, idx = key
+        ids = [int(i) for i in idx.tolist()]
+        missing = [k for k, i in enumerate(ids) if (src, i) not in self.store]
+        fresh: dict[int, list[Tensor]] = {}
+        if missing:
+            states = compute(torch.tensor(missing, device=idx.device))
+            for j, k in enumerate(missing):
+                item = [s[j].detach() for s in states]
+                fresh[ids[k]] = item
+                size = sum(t.numel() * t.element_size() for t in item)
+                if self.used + size <= self.max_bytes:
+                    self.store[(src, ids[k])] = item
+                    self.used += size
+        items = [fresh[i] if i in fresh else self.store[(src, i)] for i in ids]
+        return [torch.stack([it[n] for it in items]) for n in range(len(items[0]))]

@@ -82,8 +82,13 @@ class PriorNet(nn.Module):
         fourier_scale: float = 1.0,
         input_scale: float = 1.0,
         seed: int = 0,
+        use_instance: bool = True,
+        use_cond: bool = True,
     ):
         super().__init__()
+        # ablation switches (paper fig. 5): without the instance input phi sees a constant in place of x_T (a learned
+        # global, or class-wise, schedule); without the condition it ignores c
+        self.use_instance, self.use_cond = bool(use_instance), bool(use_cond)
         self.data_shape = tuple(int(s) for s in data_shape)
         self.num_classes, self.cond_dim = int(num_classes), int(cond_dim)
         self.cond_keys = list(cond_keys) if cond_keys is not None else None
@@ -125,12 +130,14 @@ class PriorNet(nn.Module):
     def features(self, x_T: Tensor, cond: Cond = None) -> Tensor:
         if tuple(x_T.shape[1:]) != self.data_shape:
             raise InputError(f"prior network expects x_T of shape [B, {', '.join(map(str, self.data_shape))}], got {list(x_T.shape)}")
-        x = x_T * self.input_scale
+        x = x_T * self.input_scale if self.use_instance else torch.zeros_like(x_T)
         h = self.encoder(x)
         if hasattr(self, "fourier"):
             proj = h @ self.fourier.to(h.dtype)
             h = torch.cat([h, torch.sin(proj), torch.cos(proj)], -1)
-        if self.cond_proj is not None:
+        if self.cond_proj is not None and not self.use_cond:
+            h = torch.cat([h, torch.zeros(h.shape[0], self.cond_proj.out_features, dtype=h.dtype, device=h.device)], -1)
+        elif self.cond_proj is not None:
             if cond is None:
                 raise InputError("this prior network was built with a condition; pass cond (class labels or embeddings)")
             if self.num_classes:

@@ -76,12 +76,18 @@ class TrainRun:
 
     def __init__(self, disc: Discretizer, denoiser: Denoiser, teacher: TeacherSet, cfg: TrainConfig | None = None, *,
                  out_dir: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 loss_fn: LossFn | None = None):
+                 loss_fn: LossFn | None = None, val_teacher: TeacherSet | None = None):
         self.cfg = cfg = (cfg or TrainConfig()).check()
-        if not isinstance(teacher, TeacherSet):
-            raise InputError(f"teacher must be an indis.TeacherSet, got {type(teacher).__name__}")
-        if not teacher.is_complete():
-            raise InputError(f"teacher set '{teacher.path}' is incomplete; finish it with `indis teacher` first")
+        for name, ts in (("teacher", teacher), ("val_teacher", val_teacher)):
+            if ts is None and name == "val_teacher":
+                continue
+            if not isinstance(ts, TeacherSet):
+                raise InputError(f"{name} must be an indis.TeacherSet, got {type(ts).__name__}")
+            if not ts.is_complete():
+                raise InputError(f"teacher set '{ts.path}' is incomplete; finish it with `indis teacher` first")
+        if val_teacher is not None and val_teacher.config.data_shape != teacher.config.data_shape:
+            raise InputError(f"val_teacher '{val_teacher.path}' has another data shape than teacher '{teacher.path}'")
+        self.val_teacher = val_teacher or teacher
         disc.check_compatible(denoiser.schedule, teacher.config.data_shape, where=f"{disc.name} (trained on '{teacher.path}')")
         self.disc, self.den, self.teacher, self.device, self.dtype = disc, denoiser, teacher, device, dtype
         self.loss_fn = loss_fn or get_loss(cfg.loss)
@@ -114,6 +120,13 @@ class TrainRun:
 
     def _split(self) -> tuple[Tensor, Tensor]:
         cfg, n = self.cfg, self.teacher.num_samples
+        if self.val_teacher is not self.teacher:  # validation priors come from their own teacher set
+            m = self.val_teacher.num_samples
+            tr = torch.as_tensor(cfg.train_indices if cfg.train_indices is not None else range(n), dtype=torch.long)
+            va = torch.as_tensor(cfg.val_indices if cfg.val_indices is not None else range(m), dtype=torch.long)
+            if (len(tr) and int(tr.max()) >= n) or (len(va) and int(va.max()) >= m) or len(tr) == 0:
+                raise InputError(f"train_indices must lie in 0..{n - 1} (non-empty) and val_indices in 0..{m - 1}")
+            return tr, va
         if cfg.train_indices is not None:
             tr = torch.as_tensor(cfg.train_indices, dtype=torch.long)
             va = torch.as_tensor(cfg.val_indices if cfg.val_indices is not None else [], dtype=torch.long)
@@ -147,7 +160,8 @@ class TrainRun:
     def _per_sample_loss(self, xT: Tensor, c: Cond, idx: Tensor, x0: Tensor) -> Tensor:
         custom = getattr(self.disc, "train_loss", None)
         if custom is not None:  # AMED / EPD: their own (per-step) distillation loss
-            return custom(self.den, xT, c, x0, self.loss_fn, checkpoint=self.cfg.grad_checkpoint)
+            return custom(self.den, xT, c, x0, self.loss_fn, checkpoint=self.cfg.grad_checkpoint,
+                          index=(str(self.teacher.path), idx) if self.noise is None else None)
         s = self.model(xT, c, idx)
         x = sample(self.den, xT, s.times, solver=self.disc.solver, shift=s.shift, scale=s.scale, cond=c,
                    afs=self.disc.afs, checkpoint=self.cfg.grad_checkpoint)
@@ -185,9 +199,9 @@ class TrainRun:
 
     def validate(self) -> dict[str, Any]:
         self.disc.eval()
-        v = evaluate_loss(self.disc, self.den, self.teacher, self.va, self.loss_fn, max(self.cfg.batch_size, 256),
+        v = evaluate_loss(self.disc, self.den, self.val_teacher, self.va, self.loss_fn, max(self.cfg.batch_size, 256),
                           self.device, self.dtype)
-        idx, xT, c, _ = self.teacher.batch(self.stats_idx, self.dtype, self.device)
+        idx, xT, c, _ = self.val_teacher.batch(self.stats_idx, self.dtype, self.device)
         return {"val": v, **schedule_stats(self.disc, xT, c, idx.to(self.device))}
 
     def _after_validation(self, v: float) -> None:
@@ -308,13 +322,15 @@ class TrainRun:
 def train_discretizer(disc: Discretizer, denoiser: Denoiser, teacher: TeacherSet, cfg: TrainConfig | None = None, *,
                       out_dir: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                       progress: bool = True, loss_fn: LossFn | None = None, callback: Callable[[int, float], None] | None = None,
-                      stop_at: int | None = None) -> TrainResult:
+                      stop_at: int | None = None, val_teacher: TeacherSet | None = None) -> TrainResult:
     """Train `disc` so that few-step samples match the teacher endpoints (paper eq. 8, Algorithm 1).
 
     With `out_dir`, the run checkpoints atomically every `ckpt_every` iterations and on Ctrl-C, resumes from
     `out_dir/train_state.safetensors`, and saves the best-validation discretization to `out_dir/best`; a finished
     run is reused (`TrainResult.reused`), and a larger `iterations` cap extends a run that stopped at the old cap.
     Under torch.distributed each rank takes an equal slice of every global batch (DDP averages gradients).
+    `val_teacher`: validate on the priors of another teacher set (a separate validation split).
     """
-    run = TrainRun(disc, denoiser, teacher, cfg, out_dir=out_dir, device=device, dtype=dtype, loss_fn=loss_fn)
+    run = TrainRun(disc, denoiser, teacher, cfg, out_dir=out_dir, device=device, dtype=dtype, loss_fn=loss_fn,
+                   val_teacher=val_teacher)
     return run.run(progress=progress, callback=callback, stop_at=stop_at)

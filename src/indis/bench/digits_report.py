@@ -1,0 +1,264 @@
+"""Aggregation over seeds, confidence intervals, tables and figures of `indis bench digits` (no running here)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..metrics.stats import bootstrap_ci, mean_std, paired_bootstrap, weighted_fd, weighted_mean
+
+ROWS = ("best-heuristic", "dmn", "gits", "ld3", "god", "amed", "epd", "indis")
+BASELINES = ROWS[:-1]
+LABELS = {"best-heuristic": "Best heuristic", "dmn": "DMN", "gits": "GITS", "ld3": "LD3", "god": "GOD", "amed": "AMED",
+          "epd": "EPD", "indis": "INDIS", "oracle": "Oracle (per instance)"}
+METRICS = ("fd", "fd_heldout", "fd_teacher", "kid", "mse", "accuracy")
+
+
+def _cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method at one NFE over seeds: mean/std of every metric, the configurations chosen, training budget."""
+    out: dict[str, Any] = {}
+    for m in METRICS:
+        vals = [r["test"][m] for r in rows if m in r["test"]]
+        if vals:
+            out[m], out[f"{m}_std"] = mean_std(vals)
+    sp = [r["spec"] for r in rows]
+    out.update(solver=[s["solver"] for s in sp], afs=[s["afs"] for s in sp], steps=[s["steps"] for s in sp],
+               method=[s["method"] for s in sp], seeds=len(rows))
+    tr = [r["train"] for r in rows]
+    if "iterations" in tr[0]:
+        out["iterations"] = mean_std([t["iterations"] for t in tr])[0]
+        out["best_val"] = mean_std([t["best_val"] for t in tr])[0]
+        out["stop_reason"] = [t["stop_reason"] for t in tr]
+    out["seconds"] = mean_std([t["seconds"] for t in tr])[0]
+    return out
+
+
+def _stat(metric: str) -> Callable:
+    return weighted_mean if metric == "mse" else weighted_fd
+
+
+def compare(runs: list[Any], seeds: list[dict[str, Any]], table: str, nfe: str, a: str, b: str, metric: str,
+            replicates: int = 200) -> dict[str, Any]:
+    """Paired bootstrap CI of mean_seed [metric(a) - metric(b)] on the test priors (rows resampled jointly)."""
+    A, B, R = [], [], []
+    for run, res in zip(runs, seeds):
+        ra, rb = (run.rows(res[table][nfe][m]["spec"]) for m in (a, b))
+        key = "mse" if metric == "mse" else "features"
+        A.append(ra[key])
+        B.append(rb[key])
+        R.append(None if metric == "mse" else {"fd": run.real_all, "fd_heldout": run.real_heldout,
+                                                "fd_teacher": run.teacher_features()}[metric])
+    out = paired_bootstrap(_stat(metric), A, B, R, replicates=replicates)
+    out["all_seeds_agree"] = bool(all(np.sign(out["per_seed"]) == np.sign(out["diff"])))
+    return out
+
+
+def aggregate(runs: list[Any], seeds: list[dict[str, Any]], nfes: list[int], replicates: int = 200) -> dict[str, Any]:
+    """Tables (mean +- std over seeds) and INDIS-vs-baseline comparisons with paired bootstrap CIs."""
+    res: dict[str, Any] = {"table": {}, "table_ipndm": {}, "comparisons": {}, "oracle": {}, "ablations": {}}
+    for key, table in (("table", "main"), ("table_ipndm", "ipndm")):
+        if seeds[0].get(table, {}).get(str(nfes[0])) is None:
+            continue
+        res[key] = {row: {str(n): _cell([s[table][str(n)][row] for s in seeds]) for n in nfes} for row in ROWS}
+        for row in ROWS:
+            for n in map(str, nfes):
+                feats = [run.rows(s[table][n][row]["spec"])["features"] for run, s in zip(runs, seeds)]
+                res[key][row][n]["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run in runs], replicates=replicates)
+    for n in map(str, nfes):
+        res["comparisons"][n] = _comparisons(runs, seeds, res["table"], n, replicates)
+        if n in seeds[0]["oracle"]:
+            res["oracle"][n] = _oracle(seeds, n)
+        if n in seeds[0]["ablations"]:
+            res["ablations"][n] = {v: _cell([s["ablations"][n][v] for s in seeds]) for v in seeds[0]["ablations"][n]}
+    return res
+
+
+def _comparisons(runs, seeds, table, n: str, replicates: int) -> dict[str, Any]:
+    best = min(BASELINES, key=lambda r: table[r][n]["fd"])
+    out: dict[str, Any] = {"best_baseline": best, "vs": {}}
+    for base in BASELINES:
+        out["vs"][base] = {m: compare(runs, seeds, "main", n, "indis", base, m, replicates) for m in ("fd", "fd_teacher", "mse")}
+    c = out["vs"][best]["fd"]
+    out["win"] = bool(c["diff"] < 0 and c["excludes_zero"] and c["all_seeds_agree"])
+    out["beaten_by"] = [b for b, v in out["vs"].items() if v["fd"]["diff"] > 0 and v["fd"]["excludes_zero"]]
+    return out
+
+
+def _oracle(seeds: list[dict[str, Any]], n: str) -> dict[str, Any]:
+    o = [s["oracle"][n] for s in seeds]
+    out = {"priors": o[0]["priors"], "gap_closed": [x["gap_closed"] for x in o]}
+    for k in ("god", "indis", "oracle"):
+        out[f"{k}_mse"] = mean_std([x["records"][k]["mse"] for x in o])
+        out[f"{k}_fd"] = mean_std([x["records"][k]["fd"] for x in o])
+    gaps = [g for g in out["gap_closed"] if g is not None]
+    out["gap_closed_mean"] = mean_std(gaps) if gaps else None
+    return out
+
+
+# -- markdown ------------------------------------------------------------------------------------------------------
+def _f(v: float | None, d: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+
+
+def _pm(c: dict[str, Any], m: str, d: int = 3, scale: float = 1.0) -> str:
+    if m not in c:
+        return "-"
+    return f"{_f(scale * c[m], d)} ± {_f(scale * c[m + '_std'], d)}"
+
+
+def _config(c: dict[str, Any]) -> str:
+    names = {"ipndm": "iPNDM", "dpmpp_3m": "DPM++3M", "unipc": "UniPC", "amed": "AMED-S", "epd": "EPD-S"}
+    cfgs = sorted({f"{names.get(s, s)}{'+AFS' if a else ''}" for s, a in zip(c["solver"], c["afs"])})
+    return "/".join(cfgs)
+
+
+def table_md(t: dict[str, Any], nfes: list[int], title: str, cond: bool) -> list[str]:
+    L = [f"### {title}", "", "| Method | NFE | FD (real, all) | FD (real, held-out 297) | FD (teacher samples) | KID | "
+         "teacher-MSE x1e3 |" + (" accuracy |" if cond else "") + " solver (per seed) | iterations | train s |",
+         "|---|---|---|---|---|---|---|" + ("---|" if cond else "") + "---|---|---|"]
+    for row in ROWS:
+        for n in map(str, nfes):
+            c = t[row][n]
+            L.append(f"| {LABELS[row]} | {n} | {_pm(c, 'fd')} | {_pm(c, 'fd_heldout')} | {_pm(c, 'fd_teacher')} | "
+                     f"{_pm(c, 'kid', 4)} | {_pm(c, 'mse', 2, 1e3)} |" + (f" {_pm(c, 'accuracy', 3)} |" if cond else "")
+                     + f" {_config(c)} | {_f(c.get('iterations'), 0)} | {_f(c.get('seconds'), 0)} |")
+    return L + [""]
+
+
+def comparisons_md(res: dict[str, Any], nfes: list[int]) -> list[str]:
+    L = ["### INDIS against every baseline (difference INDIS - baseline; paired bootstrap 95% CI over the test priors, "
+         "pooled over seeds)", "", "| NFE | baseline | FD diff [CI] | FD-teacher diff [CI] | MSE x1e3 diff [CI] | "
+         "verdict |", "|---|---|---|---|---|---|"]
+    for n in map(str, nfes):
+        c = res["comparisons"][n]
+        for base, v in c["vs"].items():
+            fd, ft, ms = v["fd"], v["fd_teacher"], v["mse"]
+            verdict = ("INDIS better" if fd["diff"] < 0 else "baseline better") if fd["excludes_zero"] and fd["all_seeds_agree"] \
+                else "no significant difference"
+            star = " (strongest)" if base == c["best_baseline"] else ""
+            L.append(f"| {n} | {LABELS[base]}{star} | {_f(fd['diff'])} [{_f(fd['ci'][0])}, {_f(fd['ci'][1])}] | "
+                     f"{_f(ft['diff'])} [{_f(ft['ci'][0])}, {_f(ft['ci'][1])}] | {_f(1e3 * ms['diff'], 2)} "
+                     f"[{_f(1e3 * ms['ci'][0], 2)}, {_f(1e3 * ms['ci'][1], 2)}] | {verdict} |")
+    L += ["", "A verdict needs the CI to exclude 0 and every seed's difference to have the same sign."]
+    for n in map(str, nfes):
+        c = res["comparisons"][n]
+        if c["beaten_by"]:
+            L.append(f"- **NFE {n}: {', '.join(LABELS[b] for b in c['beaten_by'])} beat{'s' if len(c['beaten_by']) == 1 else ''} "
+                     f"INDIS on FD beyond the interval.**")
+        L.append(f"- NFE {n}: INDIS {'wins' if c['win'] else 'does not win'} against the strongest baseline "
+                 f"({LABELS[c['best_baseline']]}) on FD.")
+    return L + [""]
+
+
+def oracle_md(res: dict[str, Any]) -> list[str]:
+    if not res["oracle"]:
+        return []
+    L = ["### Per-instance oracle (ceiling) and the share of its gain INDIS captures", "",
+         "| NFE | priors | GOD MSE x1e3 | INDIS MSE x1e3 | oracle MSE x1e3 | oracle / GOD | gap closed (GOD-INDIS)/(GOD-oracle) |",
+         "|---|---|---|---|---|---|---|"]
+    for n, o in res["oracle"].items():
+        g, i, r = o["god_mse"][0], o["indis_mse"][0], o["oracle_mse"][0]
+        gc = o["gap_closed_mean"]
+        L.append(f"| {n} | {o['priors']} | {_f(1e3 * g, 2)} | {_f(1e3 * i, 2)} | {_f(1e3 * r, 2)} | {_f(r / g, 2)} | "
+                 f"{'-' if gc is None else f'{_f(gc[0], 2)} ± {_f(gc[1], 2)}'} |")
+    return L + ["", "The oracle optimises times, shift and scale for each of these test priors alone (started from GOD under "
+                "INDIS's solver configuration); it is a ceiling, not a method.", ""]
+
+
+def ablations_md(res: dict[str, Any]) -> list[str]:
+    if not res["ablations"]:
+        return []
+    L = ["### Ablations (paper fig. 5), test priors", "", "| NFE | variant | FD | teacher-MSE x1e3 |", "|---|---|---|---|"]
+    for n, vs in res["ablations"].items():
+        for v, c in vs.items():
+            L.append(f"| {n} | {v} | {_pm(c, 'fd')} | {_pm(c, 'mse', 2, 1e3)} |")
+    return L + [""]
+
+
+# -- figures -------------------------------------------------------------------------------------------------------
+def figure_ablations(res: dict[str, Any], path: Path) -> Path | None:
+    from ..plots import new_figure, save_figure
+
+    if not res["ablations"]:
+        return None
+    nfes = list(res["ablations"])
+    fig, axes = new_figure(len(nfes), 1, panel=(4.6, 3.4))
+    for ax, n in zip(axes, nfes):
+        vs = res["ablations"][n]
+        names = list(vs)
+        m = [1e3 * vs[v]["mse"] for v in names]
+        e = [1e3 * vs[v]["mse_std"] for v in names]
+        ax.bar(range(len(names)), m, yerr=e, color=["#d62728" if v == "full" else "#7f7f7f" for v in names], capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("teacher-MSE x1e3 (test)")
+        ax.set_title(f"INDIS ablations, NFE {n}", fontsize=10)
+    return save_figure(fig, path)
+
+
+def figure_timesteps(ts: dict[str, Any], path: Path) -> Path:
+    """Paper fig. 7 analogue: sigma_n predicted per prior (dots, coloured by class) beside the global schedule."""
+    from ..plots import new_figure, save_figure
+
+    sig = np.asarray(ts["sigma"])
+    g = np.asarray(ts["global_sigma"])
+    lab = ts.get("labels")
+    fig, (ax,) = new_figure(1, 1, panel=(6.0, 4.0))
+    steps = np.arange(sig.shape[1])
+    rng = np.random.default_rng(0)
+    for k in range(sig.shape[0]):
+        jitter = rng.uniform(-0.15, 0.15, len(steps))
+        style = {"color": "#d62728"} if lab is None else {"c": [lab[k]] * len(steps), "cmap": "tab10", "vmin": 0, "vmax": 9}
+        ax.scatter(steps + jitter, sig[k], s=8, alpha=0.7, **style)
+    ax.plot(steps, g, "k*--", markersize=10, label=f"global ({ts['global'].upper()})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step n")
+    ax.set_ylabel("sigma_n (EDM noise level)")
+    ax.set_title(f"Per-instance timesteps of INDIS, NFE {ts['nfe']}, {sig.shape[0]} test priors"
+                 + (" (colour: class)" if lab is not None else ""), fontsize=10)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def figure_grid(grid: dict[str, Any], path: Path) -> Path:
+    """The same test priors (columns) under the teacher and each method (rows)."""
+    from ..plots import new_figure, save_figure
+
+    names = [k for k in grid if k != "nfe"]
+    n = len(grid[names[0]])
+    fig, axes = new_figure(n, len(names), panel=(0.9, 0.95))
+    for r, name in enumerate(names):
+        for c in range(n):
+            ax = axes[r * n + c]
+            ax.imshow((np.clip(np.asarray(grid[name][c])[0], -1, 1) + 1) / 2, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(f"Same test priors, NFE {grid.get('nfe', 3)}: teacher and methods", fontsize=9)
+    return save_figure(fig, path)
+
+
+def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str, str]) -> str:
+    nfes, cond = settings["nfes"], settings["cond"]
+    g = f", classifier-free guidance {settings['guidance']}" if settings.get("guidance") else ""
+    L = [f"# indis bench digits: {settings['model']}{g}", "",
+         f"Seeds {settings['seeds']}; per seed {settings['train']} teacher pairs (training), {settings['val']} validation "
+         f"priors (every choice: solver, AFS, heuristic, configuration, early stopping), {settings['test']} test priors "
+         "(the numbers below, nothing else). Mean ± std over seeds. FD is the Fréchet distance in the shipped digits "
+         "classifier's features (**not FID**).", "",
+         f"Teacher ({settings['teacher']}): FD {_f(res['teacher']['fd'][0])} ± {_f(res['teacher']['fd'][1])} against all real "
+         f"digits" + (f", accuracy {_f(res['teacher']['accuracy'][0], 3)}" if "accuracy" in res["teacher"] else "") + ".", ""]
+    L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond)
+    if res.get("table_ipndm"):
+        L += table_md(res["table_ipndm"], nfes, "iPNDM only (AFS chosen on validation)", cond)
+    L += comparisons_md(res, nfes) + oracle_md(res) + ablations_md(res)
+    ov = res.get("overhead")
+    if ov:
+        L += [f"phi's cost at NFE {ov['nfe']} ({ov['steps']} steps, batch {ov['batch']}, {ov['threads']} thread(s)): "
+              f"{1e3 * ov['phi_s']:.2f} ms of {1e3 * ov['sampling_s']:.1f} ms sampling = **{100 * ov['overhead']:.2f}%**.", ""]
+    for k, f in figures.items():
+        L += [f"![{k}]({f})", ""]
+    L += [f"Protocol: {settings['protocol']}", ""]
+    return "\n".join(L)

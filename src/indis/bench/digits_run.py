@@ -1,0 +1,325 @@
+"""One seed of `indis bench digits`: the paper's table-1 protocol on the shipped digits model, on the experiment
+layer (`indis.experiment`): train / validation / test priors from distinct seeds, every choice made on validation.
+
+Protocol for every row at each NFE:
+- fixed schedules (uniform, logsnr, edm, quadratic, DMN, GITS) are evaluated under every solver configuration in
+  {iPNDM, DPM-Solver++(3M), UniPC} x {AFS off, on} on the validation priors; the lowest validation FD is reported
+  (the best heuristic is chosen over the four candidates as well);
+- learned global schedules (GOD, LD3) and learned solvers (AMED, EPD: their own solver or the iPNDM plugin, AFS at
+  odd NFE as in the reference) probe every configuration for `probe` iterations and train the one with the lowest
+  validation loss under the budget rule (multi-start, plateau learning rate, validation patience);
+- INDIS warm-starts from the better (validation loss) of the trained GOD and LD3 and trains under its configuration.
+A second table repeats the protocol with iPNDM only. Test priors produce the reported numbers and nothing else.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..discretizations.amed import amed_steps
+from ..experiment import Experiment, ExperimentConfig
+from ..io import atomic_write_json, load_json, load_tensors, save_tensors
+from ..methods import fixed, global_starts, learned
+from ..models import ModelHandle
+from ..solvers import steps_for_nfe
+from ..training import TrainConfig
+
+CONFIGS = tuple((s, a) for s in ("ipndm", "dpmpp_3m", "unipc") for a in (False, True))
+HEURISTICS = ("uniform", "logsnr", "edm", "quadratic")
+FIXED = HEURISTICS + ("dmn", "gits")
+SOLVER_METHODS = {"amed": ("amed", "ipndm"), "epd": ("epd", "ipndm")}
+ABLATIONS = {"full": {}, "no-instance": {"use_instance": False}, "no-shift": {"learn_shift": False},
+             "no-scale": {"learn_scale": False}, "times-only": {"learn_shift": False, "learn_scale": False},
+             "no-class": {"use_cond": False}}
+
+
+def configs_for(method: str, nfe: int, table: str) -> list[tuple[str, bool]]:
+    """(solver, afs) candidates of `method` at `nfe` for the main table or the iPNDM-only table."""
+    if method in SOLVER_METHODS:
+        afs = nfe % 2 == 1  # AMED/EPD: two calls per step, AFS reaches odd NFE (their reference protocol)
+        solvers = SOLVER_METHODS[method] if table == "main" else ("ipndm",)
+        return [(s, afs) for s in solvers]
+    return [c for c in CONFIGS if table == "main" or c[0] == "ipndm"]
+
+
+def steps_of(method: str, nfe: int, solver: str, afs: bool) -> int:
+    return amed_steps(nfe, afs) if method in SOLVER_METHODS else steps_for_nfe(solver, nfe, afs)
+
+
+class DigitsRun:
+    """Runs, selects and evaluates every method of the protocol for one seed; results cached on disk."""
+
+    def __init__(self, s: dict[str, Any], seed: int, root: Path, handle: ModelHandle, *, device: str = "cpu",
+                 progress: bool = True, log: Callable[[str], None] | None = None):
+        from ..metrics.features import DigitsFeatureExtractor, real_digits_features
+
+        self.s, self.seed, self.h, self.log = s, seed, handle, log or (lambda m: None)
+        cfg = ExperimentConfig(model=s["model"], seed=seed, sizes={"train": s["train"], "val": s["val"], "test": s["test"]},
+                               guidance=s.get("guidance"))
+        self.exp = Experiment(root / f"seed-{seed}", handle, cfg, device=device, progress=progress, log=self.log,
+                              eval_batch=s.get("eval_batch", 500))
+        self.cond = handle.cond_kind == "class"
+        self.extractor = DigitsFeatureExtractor()
+        self.real_all, self.real_heldout = real_digits_features("all"), real_digits_features("heldout")
+        self._teacher_feats: np.ndarray | None = None
+
+    # -- metrics --------------------------------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        return self.extractor.features(x.detach().float().cpu()).double().numpy()
+
+    def teacher_features(self) -> np.ndarray:
+        """Features of the training split's teacher endpoints: the target the schedules are trained to reach."""
+        if self._teacher_feats is None:
+            self._teacher_feats = self.features(self.exp.data("train")[3])
+        return self._teacher_feats
+
+    def val_score(self, spec: dict[str, Any], disc) -> dict[str, float]:
+        """FD (vs all real digits) and teacher-MSE of `disc` on the validation priors, cached with the run."""
+        from ..metrics.features import frechet_distance
+
+        f = self.exp.run_dir(spec) / "val.json"
+        if f.is_file():
+            return load_json(f)
+        x = self.exp.samples(spec, disc, "val")
+        x0 = self.exp.data("val")[3]
+        r = {"fd": frechet_distance(self.features(x), self.real_all), "mse": float((x - x0).pow(2).flatten(1).mean(1).mean())}
+        atomic_write_json(f, r)
+        return r
+
+    def test_record(self, spec: dict[str, Any], disc, limit: int | None = None) -> dict[str, Any]:
+        """Every reported metric on the test priors; features and per-prior MSE are kept for paired bootstraps."""
+        from ..metrics.features import frechet_distance, kid
+
+        folder = self.exp.run_dir(spec)
+        tag = "test" if limit is None else f"test{limit}"
+        f = folder / f"{tag}.json"
+        if f.is_file():
+            return load_json(f)
+        x = self.exp.samples(spec, disc, "test", limit=limit)
+        _, _, c, x0 = self.exp.data("test")
+        x0 = x0[: x.shape[0]]
+        feats = self.features(x)
+        mse = (x - x0).pow(2).flatten(1).mean(1)
+        km, ks = kid(feats, self.real_all, subsets=100, subset_size=min(1000, len(feats), len(self.real_all)), seed=0)
+        r = {"fd": frechet_distance(feats, self.real_all), "fd_heldout": frechet_distance(feats, self.real_heldout),
+             "fd_teacher": frechet_distance(feats, self.teacher_features()), "kid": km, "kid_std": ks,
+             "mse": float(mse.mean()), "n": int(x.shape[0])}
+        if self.cond:
+            r["accuracy"] = float((self.extractor.predict(x.float().cpu()) == c[: x.shape[0]].cpu()).float().mean())
+        save_tensors(folder / f"{tag}-rows.safetensors", {"features": torch.from_numpy(feats).float(), "mse": mse.double().cpu()})
+        atomic_write_json(f, r)
+        return r
+
+    def rows(self, spec: dict[str, Any], limit: int | None = None) -> dict[str, np.ndarray]:
+        tag = "test" if limit is None else f"test{limit}"
+        t, _ = load_tensors(self.exp.run_dir(spec) / f"{tag}-rows.safetensors")
+        return {"features": t["features"].double().numpy(), "mse": t["mse"].numpy()}
+
+    # -- building methods -----------------------------------------------------------------------------------------
+    def spec(self, method: str, nfe: int, solver: str, afs: bool, **extra: Any) -> dict[str, Any]:
+        steps = steps_of(method, nfe, solver, afs)
+        sp = {"method": method, "nfe": nfe, "solver": solver, "afs": afs, "steps": steps, **extra}
+        if method in self.s["lr"]:
+            keys = ("batch", "patience", "val_every", "cap", "probe", "val_train", "starts")
+            sp["train"] = {k: self.s[k] for k in keys} | {"lr": self.s["lr"][method]}
+        if method == "indis":
+            sp["phi"] = dict(self.s["phi"])
+        if method == "gits":
+            sp["warmup"] = self.s["gits_warmup"]
+        return sp
+
+    def fixed(self, method: str, nfe: int, solver: str, afs: bool):
+        sp = self.spec(method, nfe, solver, afs)
+        kw = {"warmup": self.s["gits_warmup"], "seed": self.exp.teacher("train").config.seed} if method == "gits" else {}
+        d, info = self.exp.fixed(sp, lambda: fixed(self.h, method, sp["steps"], solver, afs=afs, **kw))
+        d.afs = afs
+        return sp, d, info
+
+    def train_cfg(self, method: str, probe: bool = False, **over: Any) -> TrainConfig:
+        s, steps = self.s, over.pop("steps", 1)
+        radius = 0.001 * math.prod(self.h.data_shape) / steps**2 if method == "ld3" else 0.0  # LD3's soft bound
+        base = dict(iterations=s["probe"] if probe else s["cap"], batch_size=s["batch"], lr=s["lr"][method],
+                    patience=0 if probe else s["patience"], val_every=s["probe"] if probe else s["val_every"],
+                    optimizer="rmsprop" if method == "ld3" else "adam", noise_radius=radius, seed=self.seed,
+                    val_indices=list(range(min(s["val_train"], s["val"]))), ckpt_every=max(50, s["val_every"]))
+        return TrainConfig(**{**base, **over})
+
+    def build(self, method: str, sp: dict[str, Any], **kw: Any) -> Callable[[Any], Any]:
+        def make(init: Any):
+            torch.manual_seed(self.seed)
+            return learned(self.h, method, sp["steps"], sp["solver"], afs=sp["afs"], init=init, seed=self.seed, **kw)
+        return make
+
+    def starts(self, method: str) -> list[Any]:
+        if method in ("god", "ld3"):
+            return global_starts(self.h, self.s["starts"], first="logsnr")
+        return [None]
+
+    # -- the protocol ---------------------------------------------------------------------------------------------
+    def _row(self, sp: dict[str, Any], disc, info: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
+        return {"spec": sp, "run": str(self.exp.run_dir(sp)), "val": self.val_score(sp, disc), "test": self.test_record(sp, disc),
+                "train": info, "choice": choice}
+
+    def fixed_row(self, row: str, nfe: int, table: str) -> dict[str, Any]:
+        """The lowest validation FD over the configurations (and, for the best heuristic, over the candidates)."""
+        cands = HEURISTICS if row == "best-heuristic" else (row,)
+        scored = []
+        for m in cands:
+            for solver, afs in configs_for(m, nfe, table):
+                sp, d, info = self.fixed(m, nfe, solver, afs)
+                scored.append((self.val_score(sp, d)[self.s["select"]], sp, d, info))
+        val, sp, d, info = min(scored, key=lambda t: t[0])
+        choice = {"by": f"validation {self.s['select']}", "candidates": {
+            f"{c[1]['method']}/{c[1]['solver']}{'+afs' if c[1]['afs'] else ''}": round(c[0], 5) for c in scored}}
+        return self._row(sp, d, info, choice)
+
+    def learned_run(self, method: str, nfe: int, solver: str, afs: bool, *, probe: bool = False, **kw: Any):
+        extra = {"probe": True} if probe else {}
+        variant = kw.pop("variant", None)
+        if variant:
+            extra["variant"] = variant
+        warm = kw.pop("warm", None)
+        if warm is not None:
+            extra["warm"] = warm["run"]
+        sp = self.spec(method, nfe, solver, afs, **extra)
+        cfg = self.train_cfg(method, probe, steps=sp["steps"])
+        starts = [str(Path(warm["run"]) / "disc")] if warm is not None else self.starts(method)[: 1 if probe else None]
+        d, info = self.exp.train(sp, self.build(method, sp, **kw), cfg, starts, probe_iterations=self.s["probe"])
+        return sp, d, info
+
+    def choose_config(self, method: str, nfe: int, table: str) -> tuple[tuple[str, bool], dict[str, float]]:
+        """The configuration whose short probe reached the lowest validation loss (one candidate: no probe)."""
+        configs = configs_for(method, nfe, table)
+        if len(configs) == 1:
+            return configs[0], {}
+        probes = {}
+        for solver, afs in configs:
+            _, _, info = self.learned_run(method, nfe, solver, afs, probe=True)
+            probes[f"{solver}{'+afs' if afs else ''}"] = info["best_val"]
+        best = min(configs, key=lambda c: probes[f"{c[0]}{'+afs' if c[1] else ''}"])
+        return best, probes
+
+    def learned_row(self, method: str, nfe: int, table: str) -> dict[str, Any]:
+        (solver, afs), probes = self.choose_config(method, nfe, table)
+        sp, d, info = self.learned_run(method, nfe, solver, afs)
+        return self._row(sp, d, info, {"by": f"probe ({self.s['probe']} it) validation loss", "probes": probes})
+
+    def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any]:
+        """INDIS warm-started from the better trained global schedule (validation loss), under its configuration."""
+        warm_name = min(("god", "ld3"), key=lambda m: rows[m]["train"]["best_val"])
+        warm = rows[warm_name]
+        sw = ABLATIONS[variant]
+        net = {**self.s["phi"], **{k: v for k, v in sw.items() if k.startswith("use_")}}
+        flags = {k: v for k, v in sw.items() if k.startswith("learn_")}
+        sp, d, info = self.learned_run("indis", nfe, warm["spec"]["solver"], warm["spec"]["afs"], warm=warm,
+                                       variant=None if variant == "full" else variant, net=net, **flags)
+        return self._row(sp, d, info, {"by": "the configuration of its warm start", "warm_start": warm_name})
+
+    def table(self, nfe: int, table: str) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for row in ("best-heuristic", "dmn", "gits", "ld3", "god", "amed", "epd", "indis"):
+            t0 = time.time()
+            if row == "indis":
+                rows[row] = self.indis_row(nfe, table, rows)
+            else:
+                rows[row] = (self.fixed_row if row in ("best-heuristic", "dmn", "gits") else self.learned_row)(row, nfe, table)
+            self.log(f"seed {self.seed} NFE {nfe} {table}: {row} ({time.time() - t0:.0f} s)")
+        return rows
+
+    def oracle(self, nfe: int, rows: dict[str, Any]) -> dict[str, Any]:
+        """Per-instance optimisation of INDIS's parameters on the first test priors, started from GOD under INDIS's
+        configuration: the ceiling, with (GOD - INDIS) / (GOD - oracle) in teacher-MSE on the same priors."""
+        from ..discretizations.base import InstanceOracle
+
+        P = min(self.s["oracle_priors"], self.s["test"])
+        ind = rows["indis"]
+        solver, afs = ind["spec"]["solver"], ind["spec"]["afs"]
+        gsp, god, _ = self.learned_run("god", nfe, solver, afs)
+        sp = self.spec("oracle-of-god", nfe, solver, afs, priors=P, god=self.exp.run_dir(gsp).name,
+                       oracle={k: self.s[k] for k in ("oracle_cap", "oracle_patience")} | {"lr": self.s["lr"]["oracle"]})
+        cfg = TrainConfig(iterations=self.s["oracle_cap"], batch_size=P, lr=self.s["lr"]["oracle"], patience=self.s["oracle_patience"],
+                          val_every=10, train_indices=list(range(P)), val_indices=list(range(P)), grad_clip=0.0, seed=self.seed)
+        d, info = self.exp.train(sp, lambda _: InstanceOracle.from_global(god, P), cfg, [None], teacher="test", val="test")
+        recs = {"oracle": self.test_record(sp, d, limit=P), "god": self.test_record(gsp, god, limit=P),
+                "indis": self.test_record(ind["spec"], self.exp.load(ind["spec"]), limit=P)}
+        g, i, o = (recs[k]["mse"] for k in ("god", "indis", "oracle"))
+        return {"priors": P, "records": recs, "train": info, "gap_closed": (g - i) / (g - o) if g > o else None,
+                "specs": {"oracle": sp, "god": gsp, "indis": ind["spec"]}}
+
+    # -- the rest of the report: teacher row, per-instance timesteps, sample grid, phi's overhead ------------------
+    def teacher_record(self) -> dict[str, Any]:
+        from ..metrics.features import frechet_distance
+
+        x0, c = self.exp.data("test")[3], self.exp.data("test")[2]
+        f = self.features(x0)
+        r = {"fd": frechet_distance(f, self.real_all), "fd_heldout": frechet_distance(f, self.real_heldout),
+             "fd_teacher": frechet_distance(f, self.teacher_features()), "steps": self.exp.cfg.teacher_steps}
+        if self.cond:
+            r["accuracy"] = float((self.extractor.predict(x0.float().cpu()) == c.cpu()).float().mean())
+        return r
+
+    def timesteps(self, nfe: int, rows: dict[str, Any], n: int = 64) -> dict[str, Any]:
+        """phi's per-instance sigma_n for the first n test priors beside the global schedule it started from."""
+        ind = rows["indis"]
+        d = self.exp.load(ind["spec"])
+        _, xT, c, _ = self.exp.data("test")
+        with torch.no_grad():
+            t = d(xT[:n], None if c is None else c[:n]).times.double()
+            warm = self.exp.load(rows[ind["choice"]["warm_start"]]["spec"])
+            g = warm(xT[:1]).times[0].double()
+        sig = self.h.schedule.to_edm_sigma(t)
+        return {"nfe": nfe, "sigma": sig.tolist(), "global_sigma": self.h.schedule.to_edm_sigma(g).tolist(),
+                "global": ind["choice"]["warm_start"], "labels": None if c is None else c[:n].tolist(),
+                "log_sigma_std": torch.log(sig[:, 1:-1]).std(0).tolist()}
+
+    def grid(self, nfe: int, rows: dict[str, Any], oracle: dict[str, Any] | None, n: int = 8) -> dict[str, Any]:
+        """The first n test priors under the teacher, EDM rho=7 (iPNDM), the best baseline, INDIS and the oracle."""
+        sp, d, _ = self.fixed("edm", nfe, "ipndm", False)
+        out = {"teacher": self.exp.data("test")[3][:n], "edm": self.exp.samples(sp, d, "test")[:n]}
+        base = min((r for r in rows if r != "indis"), key=lambda r: rows[r]["val"][self.s["select"]])
+        out[f"best baseline ({base})"] = self.exp.samples(rows[base]["spec"], self.exp.load(rows[base]["spec"]), "test")[:n]
+        out["indis"] = self.exp.samples(rows["indis"]["spec"], self.exp.load(rows["indis"]["spec"]), "test")[:n]
+        if oracle is not None:
+            sp = oracle["specs"]["oracle"]
+            out["oracle"] = self.exp.samples(sp, self.exp.load(sp), "test", limit=oracle["priors"])[:n]
+        return {"nfe": nfe, **{k: v.float().cpu().tolist() for k, v in out.items()}}
+
+    def overhead(self, rows: dict[str, Any], batch: int = 256, repeats: int = 10) -> dict[str, Any]:
+        """phi forward time / total sampling time (phi + solver) on one batch of priors, best of `repeats`."""
+        d = self.exp.load(rows["indis"]["spec"])
+        _, xT, c, _ = self.exp.data("test")
+        xT, c = xT[:batch], None if c is None else c[:batch]
+        tp, ts = [], []
+        with torch.no_grad():
+            d(xT, c), d.sample(self.h.denoiser, xT, c)  # warm-up
+            for _ in range(repeats):
+                t0 = time.perf_counter(); d(xT, c); tp.append(time.perf_counter() - t0)  # noqa: E702
+                t0 = time.perf_counter(); d.sample(self.h.denoiser, xT, c); ts.append(time.perf_counter() - t0)  # noqa: E702
+        return {"nfe": rows["indis"]["spec"]["nfe"], "steps": d.steps, "batch": batch, "phi_s": min(tp), "sampling_s": min(ts),
+                "overhead": min(tp) / min(ts), "phi_params": sum(p.numel() for p in d.phi.parameters()),
+                "threads": torch.get_num_threads()}
+
+    def run(self, nfes: list[int]) -> dict[str, Any]:
+        """Every table of the protocol for this seed (cached: a rerun only redoes what is missing)."""
+        s, res = self.s, {"seed": self.seed, "main": {}, "ipndm": {}, "oracle": {}, "ablations": {}}
+        for nfe in nfes:
+            k = str(nfe)
+            res["main"][k] = rows = self.table(nfe, "main")
+            res["ipndm"][k] = self.table(nfe, "ipndm") if s["ipndm_table"] else None
+            if nfe in s["oracle_nfes"]:
+                res["oracle"][k] = self.oracle(nfe, rows)
+            if nfe in s["ablation_nfes"]:
+                variants = [v for v in ABLATIONS if v != "no-class" or self.cond]
+                res["ablations"][k] = {v: rows["indis"] if v == "full" else self.indis_row(nfe, "main", rows, v) for v in variants}
+        fig = min(nfes, key=lambda n: abs(n - 3))
+        res["teacher"] = self.teacher_record()
+        res["timesteps"] = self.timesteps(fig, res["main"][str(fig)])
+        res["grid"] = self.grid(fig, res["main"][str(fig)], res["oracle"].get(str(fig)))
+        if 5 in nfes:
+            res["overhead"] = self.overhead(res["main"]["5"])
+        return res

@@ -1,0 +1,105 @@
+"""Uncertainty of benchmark figures: paired bootstrap confidence intervals for differences between two methods
+evaluated on the same priors (pooled over seeds), and mean +- std over seeds."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["mean_std", "paired_bootstrap", "bootstrap_ci", "fd_from_moments", "weighted_fd", "weighted_mean", "t_interval"]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value); NaN-free inputs only."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0 or not np.isfinite(v).all():
+        raise InputError(f"mean_std needs finite values, got {list(values)}")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray, np.ndarray], float], a: Sequence[np.ndarray],
+                     b: Sequence[np.ndarray], ref: Sequence[np.ndarray | None], *, replicates: int = 200, level: float = 0.95,
+                     seed: int = 0) -> dict[str, object]:
+    """Confidence interval of mean_s [stat(a_s, ref_s) - stat(b_s, ref_s)] over seeds s.
+
+    a[s] and b[s] hold per-prior rows (features or per-sample losses) of two methods on the SAME priors of seed s,
+    so each replicate resamples those rows once for both methods (paired), and resamples the reference rows ref[s]
+    (shared by both methods; None for statistics without a reference). `stat(rows, weights, ref)` evaluates the
+    statistic; rows are passed with bootstrap multiplicities as `weights` (no copies). Percentile interval."""
+    if not (len(a) == len(b) == len(ref)) or not a:
+        raise InputError("paired_bootstrap needs the same number (>= 1) of seeds for a, b and ref")
+    for s, (x, y) in enumerate(zip(a, b)):
+        if len(x) != len(y):
+            raise InputError(f"seed {s}: the two methods were evaluated on different numbers of priors ({len(x)} vs {len(y)})")
+    rng = np.random.default_rng(seed)
+    point = [stat(x, np.ones(len(x)), r) - stat(y, np.ones(len(y)), r) for x, y, r in zip(a, b, ref)]
+    reps = np.empty(replicates)
+    for k in range(replicates):
+        diffs = []
+        for x, y, r in zip(a, b, ref):
+            w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(np.float64)
+            rr = None if r is None else r[rng.integers(0, len(r), len(r))]
+            diffs.append(stat(x, w, rr) - stat(y, w, rr))
+        reps[k] = float(np.mean(diffs))
+    lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
+    return {"diff": float(np.mean(point)), "ci": [float(lo), float(hi)], "per_seed": [float(p) for p in point],
+            "replicates": replicates, "level": level,
+            "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
+def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray, np.ndarray], float], a: Sequence[np.ndarray],
+                 ref: Sequence[np.ndarray | None], *, replicates: int = 200, level: float = 0.95, seed: int = 0) -> list[float]:
+    """Percentile interval of mean_s stat(a_s, ref_s) over seeds, resampling the rows of a_s and ref_s."""
+    rng = np.random.default_rng(seed)
+    reps = np.empty(replicates)
+    for k in range(replicates):
+        vals = []
+        for x, r in zip(a, ref):
+            w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(np.float64)
+            vals.append(stat(x, w, None if r is None else r[rng.integers(0, len(r), len(r))]))
+        reps[k] = float(np.mean(vals))
+    lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)]
+
+
+def _weighted_moments(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = w.sum()
+    mu = (w[:, None] * x).sum(0) / n
+    xc = x - mu
+    cov = (xc * w[:, None]).T @ xc / (n - 1)
+    return mu, cov
+
+
+def fd_from_moments(mu_a: np.ndarray, ca: np.ndarray, mu_b: np.ndarray, cb: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians (symmetric eigendecompositions, as `frechet_distance`)."""
+    w, v = np.linalg.eigh((ca + ca.T) / 2)
+    sa = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    m = sa @ cb @ sa
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
+    return max(float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2.0 * cross), 0.0)
+
+
+def weighted_fd(rows: np.ndarray, w: np.ndarray, ref: np.ndarray) -> float:
+    """FD between weighted rows (bootstrap multiplicities) and a reference feature set."""
+    mu_a, ca = _weighted_moments(rows, w)
+    mu_b, cb = _weighted_moments(ref, np.ones(len(ref)))
+    return fd_from_moments(mu_a, ca, mu_b, cb)
+
+
+def weighted_mean(rows: np.ndarray, w: np.ndarray, ref: object = None) -> float:
+    """Weighted mean of per-sample values (e.g. teacher-MSE per prior)."""
+    return float((rows * w).sum() / w.sum())
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
+    """Student-t interval of the mean over seeds (None for fewer than 2 values)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size < 2:
+        return None
+    from scipy.stats import t
+
+    h = t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+    return [float(v.mean() - h), float(v.mean() + h)]
