@@ -131,7 +131,7 @@ def test_torchrun_ddp_training_matches_single_process(teachers, single_runs, tmp
         torch.testing.assert_close(sb[k], sa[k], rtol=rtol, atol=1e-7 if method == "indis" else 1e-12, msg=k)
     # the parameters moved away from the start (so equality is not trivial)
     assert any(not torch.equal(sa[k], torch.zeros_like(sa[k])) for k in params)
-    assert (tmp_path / "ddp" / "best" / "weights.safetensors").is_file()
+    assert (tmp_path / "ddp" / "best" / "model.safetensors").is_file()
 
 
 def test_torchrun_ctrl_c_saves_on_all_ranks_and_resumes(teachers, single_runs, tmp_path):

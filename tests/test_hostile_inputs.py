@@ -122,9 +122,9 @@ def test_discretization_for_another_n_or_shape(world, tmp_path, capsys):
     bad(capsys, ["sample", "--model", "python:fake_models:make_image", "--discretization", str(d), "--out", str(tmp_path / "s")],
         "shape", "[3]", "[1, 4, 4]", keep=keep)
     c = _copy(d, tmp_path / "corrupt")
-    (c / "weights.safetensors").write_bytes(os.urandom(300))
+    (c / "model.safetensors").write_bytes(os.urandom(300))
     bad(capsys, ["sample", "--model", GMM, "--discretization", str(c), "--out", str(tmp_path / "s")],
-        "weights.safetensors", "corrupt", keep=[c])
+        "model.safetensors", "corrupt", keep=[c])
     # resuming a training run with another N in the same folder
     bad(capsys, ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(world / "god"),
                  *[a if a != "3" else "4" for a in TRAIN[:4]], *TRAIN[4:]], "other settings", "steps 3 (not 4)",

@@ -113,8 +113,8 @@ def _same_training(a, b):
     ja, jb = json.loads(ma["meta"]), json.loads(mb["meta"])
     assert ja["iteration"] == jb["iteration"] == 40
     assert ja["history"] == jb["history"] and len(ja["history"]) == 41  # iterations 0 (validation of the start) to 40
-    wa, _ = load_tensors(a / "best" / "weights.safetensors")
-    wb, _ = load_tensors(b / "best" / "weights.safetensors")
+    wa, _ = load_tensors(a / "best" / "model.safetensors")
+    wb, _ = load_tensors(b / "best" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -14,6 +14,17 @@ from .discretizations import (Discretizer, FixedSchedule, GlobalSchedule, Instan
 from .models import ModelHandle, load_model
 from .teacher import TeacherSet, generate_teacher
 from .training import TrainConfig, train_discretizer
+from .discretizations.persist import from_pretrained, model_info
+
+
+def __getattr__(name: str):
+    """`indis.IndisScheduler` (the diffusers scheduler) is defined on first use: diffusers is optional. diffusers looks
+    custom schedulers up in the top-level package when it loads a saved pipeline."""
+    if name == "IndisScheduler":
+        from .integrations.diffusers import IndisScheduler
+
+        return IndisScheduler
+    raise AttributeError(f"module 'indis' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
@@ -22,5 +33,5 @@ __all__ = [
     "SOLVERS", "Trajectory", "sample", "solver_nfe", "IndisError", "InputError", "ModelOutputError", "__version__",
     "Discretizer", "FixedSchedule", "GlobalSchedule", "InstanceOracle", "InstanceSchedule", "Steps", "dmn", "gits",
     "heuristic", "load_discretization", "ModelHandle", "load_model", "TeacherSet", "generate_teacher", "TrainConfig",
-    "train_discretizer",
+    "train_discretizer", "from_pretrained", "model_info",
 ]

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "indis.commands.teacher",
     "indis.commands.train",
     "indis.commands.bench",
+    "indis.commands.export",
     "indis.zoo.cli",
 ]
 

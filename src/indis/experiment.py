@@ -27,7 +27,8 @@ from .discretizations.base import Discretizer, load_discretization
 from .errors import InputError
 from .io import atomic_write_json, ensure_dir, load_json, load_tensors, save_tensors
 from .models import ModelHandle
-from .teacher import MAX_SEED, TeacherSet, check_seed, generate_teacher
+from .discretizations.persist import model_info
+from .teacher import MAX_SEED, TeacherSet, check_seed, generate_teacher, teacher_info
 from .training import TrainConfig, train_with_starts
 
 SPLITS = ("train", "val", "test")
@@ -152,6 +153,7 @@ class Experiment:
         info = {"iterations": r.iterations, "seconds": round(r.seconds, 2), "best_val": r.best_val, "best_iter": r.best_iter,
                 "stop_reason": r.stop_reason, "starts": r.starts, "lr": cfg.lr, "patience": cfg.patience,
                 "val_every": cfg.val_every, "cap": cfg.iterations}
+        d.extra.update({"model_info": model_info(self.h), "teacher_info": teacher_info(ts)})
         d.save(folder / "disc")
         atomic_write_json(folder / "info.json", info)
         return d, info

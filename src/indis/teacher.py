@@ -407,6 +407,13 @@ def generate_teacher(
     return TeacherSet(out, cond_table=cond_table)
 
 
+def teacher_info(ts: TeacherSet) -> dict[str, Any]:
+    """The teacher settings a trained discretization records (model card, provenance)."""
+    c = ts.config
+    return {"path": str(ts.path), "solver": c.solver, "steps": c.steps, "num_samples": c.num_samples, "seed": c.seed,
+            "model": c.model, "seeding": c.seeding}
+
+
 def iter_batches(indices: Tensor, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> Iterator[Tensor]:
     """Deterministic mini-batches of sample indices for one epoch (same order on resume)."""
     if shuffle:

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--label", type=int, default=None, help="class label for class-conditional models (default: random)")
     p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true", help="use a discretization trained for another model anyway")
     p.set_defaults(func=run)
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise InputError(f"--num must be >= 1, got {args.num}")
     if args.discretization:
-        d = load_discretization(args.discretization, steps=args.steps, data_shape=h.data_shape, schedule=h.schedule)
+        d = load_discretization(args.discretization, steps=args.steps, model=h, force=args.force)
     else:
         if args.steps is None:
             raise InputError("--steps is required with --method")

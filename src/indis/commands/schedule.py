@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         kw["coeff"] = args.coeff
     d = fixed(h, args.method, args.steps, args.solver, afs=args.afs, **kw)
     if args.out:
+        from ..discretizations.persist import model_info
+
+        d.extra.update({"model_info": model_info(h), "command": "indis " + " ".join(__import__("sys").argv[1:])})
         d.save(args.out)
     print(json.dumps({"method": args.method, "steps": args.steps, "times": [round(float(t), 6) for t in d.times], "saved": args.out}))
     return 0

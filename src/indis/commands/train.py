@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
 
+from ..discretizations.persist import model_info
 from ..errors import InputError
 from ..methods import LEARNED, global_starts, learned
 from ..solvers import SOLVERS
-from ..teacher import TeacherSet
+from ..teacher import TeacherSet, teacher_info
 from ..training import TrainConfig, train_with_starts
 from ..training.config import LR_SCHEDULES
 from .common import add_model_args, check_steps, dtype_of, finite, load
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=init, space=args.space, free_last=args.free_last,
                     shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
                     learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed, num_points=args.num_points)
-        d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init})
+        d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init, "model_info": model_info(h),
+                        "teacher_info": teacher_info(ts), "command": "indis " + " ".join(sys.argv[1:])})
         return d
 
     d, res = train_with_starts(build, starts, h.denoiser, ts, cfg, probe_iterations=args.probe_iterations, out_dir=args.out,
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                           "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best"}))
         if res.reused:
             print(f"indis: '{args.out}' already holds this finished run; reused it (raise --iterations to train on)",
-                  file=__import__("sys").stderr)
+                  file=sys.stderr)
     return 0
 
 

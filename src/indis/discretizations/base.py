@@ -2,13 +2,11 @@
 
 Every method (heuristic, GITS, DMN, GOD/LD3, INDIS, the per-instance oracle) is a `Discretizer`: given x_T
 (and cond) it returns `Steps` = per-sample times [B, N+1], shift [B, N] and scale [B, N], which go straight into
-`indis.sample`. Discretizers save to a folder (weights.safetensors + config.json) and load back with checks
-against the model shape and N they are used with.
+`indis.sample`. Discretizers save to a folder (model.safetensors + config.json + README.md model card, see
+`persist`) and load back with checks against the model, shape and N they are used with.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +17,11 @@ from torch import Tensor, nn
 
 from ..denoiser import Cond, Denoiser
 from ..errors import InputError
-from ..io import atomic_write_json, ensure_dir, load_json, load_tensors, save_tensors
 from ..schedules import NoiseSchedule, schedule_from_config
 from ..solvers import SOLVERS, check_times, sample
 from .param import SHIFT_MODES, SPACES, logits_to_times, scale_from_logits, shift_from_logits, times_to_logits
 from .prior_net import PriorNet
 
-FORMAT = "indis-discretization"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -99,27 +94,26 @@ class Discretizer(nn.Module):
         if schedule is not None and schedule.name != self.schedule.name:
             raise InputError(f"{where} was made for the {self.schedule.name} schedule but the model uses {schedule.name}")
 
-    # -- persistence
+    # -- persistence (see `persist`)
     def config(self) -> dict[str, Any]:
-        from .. import __version__
+        from .persist import config
 
-        return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "indis_version": __version__,
-            "class": type(self).__name__, "method": self.method, "name": self.name, "steps": self.steps,
-            "solver": self.solver, "afs": self.afs, "schedule": self.schedule.config(),
-            "data_shape": list(self.data_shape) if self.data_shape is not None else None,
-            "t_max": self.t_max, "t_min": self.t_min, "kwargs": self.init_kwargs(), "extra": self.extra,
-            "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        return config(self)
 
     def save(self, path: str | Path) -> Path:
-        """Write `path/weights.safetensors` and `path/config.json` (each atomically; config last)."""
-        p = ensure_dir(path)
-        state = {k: v for k, v in self.state_dict().items()}
-        cfg = self.config()
-        save_tensors(p / "weights.safetensors", state, {"indis_config": json.dumps(cfg)})
-        atomic_write_json(p / "config.json", cfg)
-        return p
+        """Write `path/model.safetensors`, `path/config.json` and a `path/README.md` model card (atomically)."""
+        from .persist import save
+
+        return save(self, path)
+
+    save_pretrained = save
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kw: Any) -> "Discretizer":
+        """Load from a local folder or, online, a Hub repo id (`indis.from_pretrained`)."""
+        from .persist import from_pretrained
+
+        return from_pretrained(name_or_path, **kw)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Discretizer":
@@ -134,31 +128,13 @@ class Discretizer(nn.Module):
 
 
 def load_discretization(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int] | None = None,
-                        schedule: NoiseSchedule | None = None, map_location: str | torch.device = "cpu") -> Discretizer:
-    """Load a saved discretization and check it against the N, data shape and schedule it will be used with."""
-    p = Path(path)
-    if p.is_file() and p.name in ("config.json", "weights.safetensors"):
-        p = p.parent
-    if not p.is_dir():
-        raise InputError(f"no saved discretization at '{p}' (expected a folder with config.json and weights.safetensors)")
-    cfg = load_json(p / "config.json")
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise InputError(f"'{p / 'config.json'}' is not an indis discretization config")
-    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputError(f"'{p}' was written by a newer indis (format {cfg['format_version']}); upgrade indis")
-    tensors, meta = load_tensors(p / "weights.safetensors", device=map_location)
-    if "indis_config" in meta and json.loads(meta["indis_config"]).get("class") != cfg.get("class"):
-        raise InputError(f"'{p}': config.json and weights.safetensors belong to different discretizations")
-    try:
-        obj = Discretizer.from_config(cfg)
-    except (InputError, KeyError, TypeError) as exc:
-        raise InputError(f"'{p / 'config.json'}' describes an invalid discretization ({exc}); re-save it with indis") from exc
-    try:
-        obj.load_state_dict(tensors, strict=True, assign=True)  # keep the saved dtypes
-    except RuntimeError as exc:
-        raise InputError(f"weights in '{p}' do not match its config ({str(exc).splitlines()[0]})") from exc
-    obj.check_compatible(schedule, data_shape, steps, where=f"the discretization in '{p}'")
-    return obj.to(map_location)
+                        schedule: NoiseSchedule | None = None, map_location: str | torch.device = "cpu",
+                        model: Any = None, force: bool = False) -> Discretizer:
+    """Load a saved discretization and check it against the N, data shape, schedule (and `model`, a ModelHandle: the
+    model it was trained for, unless `force`) it will be used with."""
+    from .persist import load
+
+    return load(path, steps=steps, data_shape=data_shape, schedule=schedule, map_location=map_location, model=model, force=force)
 
 
 def _batch(v: Tensor, B: int) -> Tensor:

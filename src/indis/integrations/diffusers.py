@@ -37,6 +37,16 @@ FAMILIES = ("unet", "sd", "flux", "ltx")
 _PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_prediction": "velocity"}
 
 
+def __getattr__(name: str) -> Any:
+    """`IndisScheduler` subclasses diffusers classes, so it is defined on first use (diffusers stays optional)."""
+    if name == "IndisScheduler":
+        _require_diffusers()
+        from .diffusers_scheduler import IndisScheduler
+
+        return IndisScheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _require_diffusers() -> Any:
     try:
         import diffusers
@@ -58,6 +68,13 @@ def _cfg(scheduler_or_config: Any) -> Mapping[str, Any]:
 def vp_schedule(scheduler_or_config: Any) -> VP:
     """The discrete VP schedule (DDPM index time) of a DDPM-style scheduler config (linear / scaled_linear betas)."""
     cfg = _cfg(scheduler_or_config)
+    if isinstance(cfg.get("schedule"), Mapping) and "times" in cfg:  # an IndisScheduler: it records its schedule
+        from ..schedules import schedule_from_config
+
+        sched = schedule_from_config(cfg["schedule"])
+        if not isinstance(sched, VP):
+            raise InputError(f"this IndisScheduler replays a {sched.name} schedule, not a DDPM-style VP one")
+        return sched
     if cfg.get("trained_betas") is not None:
         raise InputError("schedulers with trained_betas are not supported; indis needs beta_schedule 'linear' or 'scaled_linear'")
     kind = cfg.get("beta_schedule", "linear")
