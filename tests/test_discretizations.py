@@ -157,8 +157,16 @@ def test_teacher_regenerates_noise_and_resumes(toy, tmp_path):
     assert part.missing_shards() == [1, 2]
     full = generate_teacher(den, tmp_path / "t", [2], 1500, **kw)
     assert torch.equal(full.x0(), ts.x0())
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ValueError, match="would drop some"):
         generate_teacher(den, tmp_path / "t", [2], 1400, **kw)
+    with pytest.raises(ValueError, match="different settings.*seed"):
+        generate_teacher(den, tmp_path / "t", [2], 1500, **{**kw, "seed": 1})
+    # a larger number of samples extends a set; its partial last shard is remade with the new size
+    small = generate_teacher(den, tmp_path / "e", [2], 1200, **kw)
+    kept = {k: small.shard_path(k).stat().st_mtime_ns for k in (0, 1)}
+    grown = generate_teacher(den, tmp_path / "e", [2], 1500, **kw)
+    assert grown.num_samples == 1500 and {k: grown.shard_path(k).stat().st_mtime_ns for k in (0, 1)} == kept
+    assert torch.equal(grown.x0(), ts.x0())  # same process, same seeds and model: the same pairs
 
 
 def test_ld3_learnable_noise_stays_in_ball_keeps_only_improving_moves(toy, tmp_path):

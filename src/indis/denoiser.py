@@ -1,6 +1,7 @@
 """`Denoiser`: wraps any model callable fn(x, t, cond) and turns its output into x0 and eps estimates."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 import torch
@@ -66,6 +67,9 @@ class Denoiser(nn.Module):
         prediction = _ALIASES.get(prediction, prediction)
         if prediction not in PREDICTIONS:
             raise InputError(f"unknown prediction {prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        if guidance_scale is not None and not isinstance(guidance_scale, Tensor):
+            if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+                raise InputError(f"guidance_scale must be a finite number (or a per-sample tensor), got {guidance_scale!r}")
         if isinstance(fn, nn.Module):
             self.fn = fn
         else:
@@ -82,8 +86,16 @@ class Denoiser(nn.Module):
     def model(self) -> Callable[..., Tensor]:
         return self.fn if "fn" in self._modules else self._fn
 
+    @staticmethod
+    def _check_cond(cond: Cond, batch: int) -> None:
+        rows = [cond] if isinstance(cond, Tensor) else list(cond.values()) if isinstance(cond, Mapping) else []
+        for v in rows:
+            if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] not in (1, batch):
+                raise InputError(f"cond has {v.shape[0]} rows for a batch of {batch} samples (one row per sample, or 1 for all)")
+
     def raw(self, x: Tensor, t: Tensor, cond: Cond = None) -> Tensor:
         """The model's native output at per-sample times t [B], with classifier-free guidance applied."""
+        self._check_cond(cond, x.shape[0])
         g = self.guidance_scale
         if g is None or (not isinstance(g, Tensor) and float(g) == 1.0):
             out = self.model(x, t, cond)
@@ -99,7 +111,10 @@ class Denoiser(nn.Module):
     def _check_shape(out: Any, x: Tensor) -> Tensor:
         if not isinstance(out, Tensor):
             # diffusers models return an output object with `.sample`
-            out = getattr(out, "sample", out[0] if isinstance(out, (tuple, list)) else out)
+            out = getattr(out, "sample", out[0] if isinstance(out, (tuple, list)) and out else out)
+        if not isinstance(out, Tensor):
+            raise ModelOutputError(f"the model returned {type(out).__name__}, not a torch.Tensor of the input's shape "
+                                   f"{tuple(x.shape)}; make fn(x, t, cond) return a tensor")
         if out.shape != x.shape:
             raise ModelOutputError(f"model returned shape {tuple(out.shape)} for input shape {tuple(x.shape)}; the model output must have the input's shape")
         return out

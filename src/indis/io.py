@@ -55,12 +55,25 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def _sorted_header(data: bytes) -> bytes:
+    """safetensors writes its metadata in hash-map order, which changes from process to process; rewrite the header
+    with sorted metadata (same length, same offsets) so identical content gives identical bytes."""
+    n = int.from_bytes(data[:8], "little")
+    head = json.loads(data[8:8 + n])
+    meta = head.pop("__metadata__", None)
+    out = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(sorted(head.items()))
+    text = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > n:  # cannot happen for a reordering; keep the original rather than corrupt the file
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n:]
+
+
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
-    """Save tensors as safetensors, atomically. Metadata values must be strings."""
+    """Save tensors as safetensors, atomically and byte-reproducibly. Metadata values must be strings."""
     from safetensors.torch import save
 
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=dict(metadata or {}))
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, _sorted_header(data))
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -119,3 +132,80 @@ def load_json(path: str | os.PathLike) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"'{p}' is not valid JSON ({exc}); delete it and regenerate it") from exc
+
+
+# -- output folders: one kind of artifact each, one writer at a time -------------------------------------------------
+ARTIFACTS = {"teacher": "a teacher set", "train": "a training run", "discretization": "a saved discretization",
+             "samples": "samples"}
+
+
+def artifact_kinds(folder: str | os.PathLike) -> set[str]:
+    """What indis artifacts a folder already holds, recognised by their files."""
+    p = Path(folder)
+    found = set()
+    if (p / "manifest.json").is_file():
+        found.add("teacher")
+    if (p / "train_state.safetensors").is_file() or (p / "history.json").is_file() or (p / "starts").is_dir():
+        found.add("train")
+    if (p / "config.json").is_file() and any((p / w).is_file() for w in ("model.safetensors", "weights.safetensors")):
+        found.add("discretization")
+    if (p / "samples.safetensors").is_file():
+        found.add("samples")
+    return found
+
+
+def claim_output(folder: str | os.PathLike, kind: str, flag: str = "--out") -> Path:
+    """Create `folder` for an artifact of `kind`, refusing one that holds another kind of indis artifact (a training
+    run written into a teacher set's folder would make both unreadable)."""
+    other = artifact_kinds(folder) - {kind} if Path(folder).exists() else set()
+    if other:
+        what = ", ".join(ARTIFACTS[k] for k in sorted(other))
+        raise InputError(f"{flag} '{folder}' already holds {what}; write {ARTIFACTS[kind]} to another folder")
+    return ensure_dir(folder)
+
+
+class FolderLock:
+    """An exclusive lock on an output folder for the lifetime of a job: a second indis process writing to the same
+    folder is refused at once (with the holder's pid) instead of silently overwriting the first one's results."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "job"):
+        self.path, self.what, self._fd = Path(folder) / ".indis.lock", what, None
+
+    def __enter__(self) -> "FolderLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return self
+        ensure_dir(self.path.parent)
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise InputError(f"'{self.path.parent}' is in use by another indis {self.what} (pid {holder}); wait for it "
+                                 "to finish or choose another output folder") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # still the lock file others see (the previous holder may have removed it meanwhile)
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            try:
+                self.path.unlink()  # leave no trace in the output folder; waiting processes re-check the inode
+            except FileNotFoundError:
+                pass
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

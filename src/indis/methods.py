@@ -60,8 +60,10 @@ def init_times(handle: ModelHandle, steps: int, init: str | None, space: str | N
 
         return dmn(steps, handle.schedule)
     if name not in HEURISTICS:
+        if "/" in name or name.startswith("."):
+            raise InputError(f"--init {name}: no such folder (a warm start needs the folder of a saved global schedule)")
         raise InputError(f"unknown start {name!r}: give a heuristic ({', '.join(sorted(HEURISTICS))}), dmn, NAME~K, "
-                         "or the folder of a saved global schedule (it does not exist)")
+                         "or the folder of a saved global schedule")
     return heuristic(name, steps, handle.schedule)
 
 

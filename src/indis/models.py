@@ -86,10 +86,16 @@ def _python(rest: str, **options: Any) -> ModelHandle:
     if ":" not in rest:
         raise InputError(f"python model spec must be python:module:callable, got python:{rest}")
     mod_name, attr = rest.rsplit(":", 1)
+    import os
+    import sys
+
+    if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m`: modules in the current folder import
+        sys.path.insert(0, os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise InputError(f"cannot import module {mod_name!r} for python:{rest} ({exc})") from exc
+        raise InputError(f"cannot import module {mod_name!r} for python:{rest} ({exc}); it is looked up in the current "
+                         "folder and on PYTHONPATH") from exc
     fn = getattr(mod, attr, None)
     if fn is None or not callable(fn):
         raise InputError(f"module {mod_name!r} has no callable {attr!r}")

@@ -73,7 +73,7 @@ def positive_for_log(values: Sequence[float], floor: float | None = None) -> tup
     return out, bool(bad.any()) and not math.isnan(floor)
 
 
-def save_image_grid(x: Any, path: str | Path, rows: int | None = None, cell: float = 0.8) -> Path:
+def save_image_grid(x: Any, path: str | Path, rows: int | None = None, cell: float = 0.8, title: str | None = None) -> Path:
     """Save images [N, C, H, W] in [-1, 1] (C = 1 or 3) as one grid PNG, atomically."""
     import torch
 
@@ -89,15 +89,18 @@ def save_image_grid(x: Any, path: str | Path, rows: int | None = None, cell: flo
         if i < n:
             img = ((x[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+    if title:
+        fig.suptitle(title, fontsize=8)
     return save_figure(fig, path)
 
 
-def save_point_cloud(x: Any, path: str | Path) -> Path:
-    """Save 2-D points [N, 2] as a scatter PNG, atomically."""
+def save_point_cloud(x: Any, path: str | Path, title: str | None = None) -> Path:
+    """Save 2-D points [N, 2] as a scatter PNG with a title and labelled axes, atomically."""
     import torch
 
     x = torch.as_tensor(x).detach().float().cpu()
     fig, (ax,) = new_figure(1, 1, panel=(5.0, 5.0))
     ax.scatter(x[:, 0], x[:, 1], s=4)
-    ax.set_aspect("equal")
+    ax.set(aspect="equal", xlabel="x[0]", ylabel="x[1]")
+    ax.set_title(title or f"{x.shape[0]} samples", fontsize=9)
     return save_figure(fig, path)

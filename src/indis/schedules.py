@@ -17,6 +17,13 @@ from torch import Tensor
 from .errors import InputError
 
 
+def _finite(name: str, v: Any, what: str) -> float:
+    """A constructor argument as a finite float, or InputError naming it."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise InputError(f"{what} {name} must be a finite number, got {v!r}")
+    return float(v)
+
+
 def _as_tensor(t: Tensor | float) -> Tensor:
     return t if isinstance(t, Tensor) else torch.tensor(float(t), dtype=torch.float64)
 
@@ -101,6 +108,7 @@ class EDM(NoiseSchedule):
     name = "edm"
 
     def __init__(self, t_max: float = 80.0, t_min: float = 0.002):
+        t_max, t_min = _finite("t_max", t_max, "EDM"), _finite("t_min", t_min, "EDM")
         if not (0 < t_min < t_max):
             raise InputError(f"EDM schedule needs 0 < t_min < t_max, got t_min={t_min}, t_max={t_max}")
         self.t_max, self.t_min = float(t_max), float(t_min)
@@ -140,6 +148,7 @@ class FlowMatching(NoiseSchedule):
     name = "flow"
 
     def __init__(self, t_max: float = 0.988, t_min: float = 0.002):
+        t_max, t_min = _finite("t_max", t_max, "FlowMatching"), _finite("t_min", t_min, "FlowMatching")
         if not (0 <= t_min < t_max <= 1):
             raise InputError(f"FlowMatching needs 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         self.t_max, self.t_min = float(t_max), float(t_min)
@@ -217,9 +226,18 @@ class VP(NoiseSchedule):
         beta_schedule: str = "linear",
     ):
         self.discrete = bool(discrete)
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-        self.num_train_timesteps = int(num_train_timesteps)
-        self.beta_start, self.beta_end, self.beta_schedule = float(beta_start), float(beta_end), beta_schedule
+        self.beta_min, self.beta_max = _finite("beta_min", beta_min, "VP"), _finite("beta_max", beta_max, "VP")
+        self.beta_start, self.beta_end = _finite("beta_start", beta_start, "VP"), _finite("beta_end", beta_end, "VP")
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+            raise InputError(f"VP num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}")
+        if self.discrete and not 0 < self.beta_start < self.beta_end < 1:
+            raise InputError(f"VP needs 0 < beta_start < beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
+        if not self.discrete and not 0 <= self.beta_min < self.beta_max:
+            raise InputError(f"VP needs 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+        for name, v in (("t_max", t_max), ("t_min", t_min)):
+            if v is not None:
+                _finite(name, v, "VP")
+        self.num_train_timesteps, self.beta_schedule = num_train_timesteps, beta_schedule
         if self.discrete:
             if beta_schedule == "linear":
                 betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)

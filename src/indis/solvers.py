@@ -157,9 +157,11 @@ def _euler(ev: _Evaluator, x: Tensor, t: Tensor, *, afs: bool = False, progress:
 
 
 def _heun(ev: _Evaluator, x: Tensor, t: Tensor, *, afs: bool = False, progress: bool = False, **_: Any) -> Tensor:
+    """Heun (EDM alg. 1). A row whose last step ends at t = 0 takes no correction there (EDM); the others do, so a
+    batch may mix both kinds of rows (rows at 0 get a model call at a safe time whose result is discarded)."""
     k = _Coords(ev.sched, t)
     N = t.shape[1] - 1
-    final_zero = bool((t[:, -1] == 0).all())
+    ends_at_zero = t[:, -1] == 0
     y = k.to_y(x, 0)
     for n in _steps(N, progress, "heun"):
         xn = k.to_x(y, n)
@@ -168,12 +170,17 @@ def _heun(ev: _Evaluator, x: Tensor, t: Tensor, *, afs: bool = False, progress: 
         d = (y - D) / bcast(k.u[:, n], y)
         du = bcast(k.u[:, n + 1] - k.u[:, n], y)
         y_e = y + du * d
-        if n == N - 1 and final_zero:  # EDM: no correction on a last step to t = 0
+        last = n == N - 1
+        if last and bool(ends_at_zero.all()):  # EDM: no correction on a last step to t = 0
             y = y_e
             continue
-        D2 = ev(k.to_x(y_e, n + 1), t[:, n + 1], n)
-        d2 = (y_e - D2) / bcast(k.u[:, n + 1], y)
-        y = y + du * 0.5 * (d + d2)
+        skip = ends_at_zero if last else torch.zeros_like(ends_at_zero)
+        t2 = torch.where(skip, t[:, n], t[:, n + 1])
+        u2 = torch.where(skip, k.u[:, n], k.u[:, n + 1])
+        x_e = y_e if k.c is None else y_e * bcast(ev.sched.ode_scale(t2), y_e)
+        D2 = ev(x_e, t2, n)
+        d2 = (y_e - D2) / bcast(u2, y)
+        y = torch.where(bcast(skip, y), y_e, y + du * 0.5 * (d + d2))
     return k.to_x(y, N)
 
 

@@ -13,9 +13,11 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="model spec: toy:tree[:A|B|AB], zoo:digits, zoo:digits-cond, python:module:callable, diffusers:PATH, edm:PATH")
+    p.add_argument("--model", required=required, help="model spec: toy:tree[:A|B|AB], zoo:digits, zoo:digits-cond, "
+                   "python:module:callable (the module is imported from the current folder or PYTHONPATH, as with python -m), "
+                   "diffusers:PATH, edm:PATH")
     p.add_argument("--trust-pickle", action="store_true", help="allow loading pickled checkpoints (edm:PATH.pkl); only for files you trust")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="solver dtype")
 
 
@@ -26,9 +28,25 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def check_device(device: str) -> torch.device:
+    """A usable torch device named by --device, or InputError (a typo, or CUDA that this machine lacks)."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"--device {device!r} is not a torch device (expected e.g. cpu, cuda, cuda:1)") from exc
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    if d.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {device}: indis runs on cpu or cuda (and mps), not {d.type}")
+    return d
+
+
 def load(args: argparse.Namespace):
     from ..models import load_model
 
+    check_device(args.device)
     h = load_model(args.model, **model_options(args))
     h.denoiser.to(args.device)
     return h

@@ -15,6 +15,8 @@ def _nfes(text: str) -> list[int]:
             part = part.strip()
             if "-" in part:
                 a, b = (int(v) for v in part.split("-", 1))
+                if a > b:
+                    raise argparse.ArgumentTypeError(f"NFE range {part!r} is empty (start > end); write e.g. 2-10")
                 out += list(range(a, b + 1))
             elif part:
                 out.append(int(part))

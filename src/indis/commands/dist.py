@@ -6,16 +6,45 @@ import os
 
 import torch
 
+from ..errors import InputError
+
+
+def _env_int(name: str, default: int | None = None, lo: int = 0) -> int:
+    v = os.environ.get(name)
+    if v is None:
+        if default is None:
+            raise InputError(f"environment variable {name} is not set; start multi-process runs with torchrun, which sets "
+                             "WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT")
+        return default
+    try:
+        n = int(v)
+    except ValueError:
+        raise InputError(f"environment variable {name}={v!r} is not an integer") from None
+    if n < lo:
+        raise InputError(f"environment variable {name}={v!r} must be >= {lo}")
+    return n
+
 
 def maybe_init_distributed() -> tuple[int, int]:
     """Initialise the default process group when launched by torchrun (WORLD_SIZE > 1); return (rank, world)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_int("WORLD_SIZE", 1, lo=1)
     if world > 1 and not torch.distributed.is_initialized():
+        rank = _env_int("RANK")
+        if rank >= world:
+            raise InputError(f"environment variable RANK={rank} must be below WORLD_SIZE={world}")
+        _env_int("MASTER_PORT", lo=1)
+        if not os.environ.get("MASTER_ADDR"):
+            raise InputError("environment variable MASTER_ADDR is not set; start multi-process runs with torchrun")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+        try:
+            torch.distributed.init_process_group(backend=backend)
+        except (RuntimeError, ValueError) as exc:
+            raise InputError(f"cannot join the process group (WORLD_SIZE={world}, RANK={rank}, MASTER_ADDR="
+                             f"{os.environ.get('MASTER_ADDR')}, MASTER_PORT={os.environ.get('MASTER_PORT')}): "
+                             f"{str(exc).splitlines()[0]}") from exc
         atexit.register(_shutdown)
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -24,6 +53,7 @@ def maybe_init_distributed() -> tuple[int, int]:
 def _shutdown() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         try:
+            torch.distributed.barrier()  # no rank leaves (and tears its gloo pair down) while another still talks
             torch.distributed.destroy_process_group()
         except Exception:  # pragma: no cover - best effort at exit
             pass

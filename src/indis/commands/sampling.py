@@ -9,10 +9,14 @@ import torch
 
 from ..discretizations.base import load_discretization
 from ..errors import InputError
-from ..io import ensure_dir, save_tensors
+from ..io import claim_output, save_tensors
 from ..methods import fixed
+from ..solvers import SOLVERS
 from ..teacher import class_labels, index_cond, prior_noise, prior_std, table_rows
 from .common import add_model_args, check_steps, dtype_of, load
+
+
+MAX_SAMPLES = 1_000_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--discretization", help="folder of a saved discretization (indis train/schedule --out)")
     g.add_argument("--method", help="heuristic name (edm, uniform, logsnr, ...), gits or dmn")
     p.add_argument("--steps", type=int, default=None, help="N (required with --method)")
-    p.add_argument("--solver", default="ipndm")
+    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="solver for --method (a saved discretization uses its own)")
     p.add_argument("--num", type=int, default=16)
-    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--seed", type=int, default=12345, help="seeds the prior noise x_T (and random class labels) of the samples")
     p.add_argument("--label", type=int, default=None, help="class label for class-conditional models (default: random)")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true", help="use a discretization trained for another model anyway")
@@ -32,9 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.num <= MAX_SAMPLES:
+        raise InputError(f"--num must be between 1 and {MAX_SAMPLES}, got {args.num}")
     h = load(args)
-    if args.num < 1:
-        raise InputError(f"--num must be >= 1, got {args.num}")
+    if args.label is not None:
+        if h.cond_kind != "class":
+            raise InputError(f"--label needs a class-conditional model; {h.spec} has {'no condition' if h.cond_kind == 'none' else 'a ' + h.cond_kind + ' condition'}")
+        if not 0 <= args.label < h.num_classes:
+            raise InputError(f"--label must be in 0..{h.num_classes - 1} for {h.spec}, got {args.label}")
     if args.discretization:
         d = load_discretization(args.discretization, steps=args.steps, model=h, force=args.force)
     else:
@@ -55,22 +64,23 @@ def run(args: argparse.Namespace) -> int:
         x = d.sample(h.denoiser, xT, cond)
         if h.decode is not None:
             x = h.decode(x)
-    out = ensure_dir(args.out)
+    out = claim_output(args.out, "samples")
     tensors = {"samples": x.float().cpu()}
     if isinstance(cond, torch.Tensor):
         tensors["cond"] = cond.cpu()
     save_tensors(out / "samples.safetensors", tensors, {"model": h.spec, "method": d.name, "steps": str(d.steps)})
-    picture = _save_picture(x.float().cpu(), out / "samples.png")
+    title = f"{h.spec}: {x.shape[0]} samples, {d.name} ({d.solver}, N={d.steps}{', AFS' if d.afs else ''}), seed {args.seed}"
+    picture = _save_picture(x.float().cpu(), out / "samples.png", title)
     print(json.dumps({"samples": str(out / "samples.safetensors"), "picture": picture, "method": d.name, "steps": d.steps, "solver": d.solver}))
     return 0
 
 
-def _save_picture(x: torch.Tensor, path: Path) -> str | None:
+def _save_picture(x: torch.Tensor, path: Path, title: str) -> str | None:
     """A scatter plot for 2-D points, a grid for images; nothing for other shapes."""
     from ..plots import save_image_grid, save_point_cloud
 
     if x.dim() == 2 and x.shape[1] == 2:
-        return str(save_point_cloud(x, path))
+        return str(save_point_cloud(x, path, title))
     if x.dim() == 4 and x.shape[1] in (1, 3):
-        return str(save_image_grid(x, path))
+        return str(save_image_grid(x, path, title=title))
     return None

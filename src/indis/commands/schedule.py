@@ -6,6 +6,7 @@ import json
 
 from ..discretizations.heuristics import HEURISTICS
 from ..methods import fixed
+from ..solvers import SOLVERS
 from .common import add_model_args, check_steps, load
 
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--method", required=True, help=f"one of {', '.join(sorted(HEURISTICS))}, gits, dmn")
     p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--solver", default="ipndm")
+    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="solver the schedule is for")
     p.add_argument("--afs", action="store_true")
     p.add_argument("--rho", type=float, default=None, help="EDM polynomial exponent (edm)")
     p.add_argument("--coeff", type=float, default=None, help="GITS DP coefficient (default 1.15)")
@@ -33,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     d = fixed(h, args.method, args.steps, args.solver, afs=args.afs, **kw)
     if args.out:
         from ..discretizations.persist import model_info
+        from ..io import claim_output
 
+        claim_output(args.out, "discretization")
         d.extra.update({"model_info": model_info(h), "command": "indis " + " ".join(__import__("sys").argv[1:])})
         d.save(args.out)
     print(json.dumps({"method": args.method, "steps": args.steps, "times": [round(float(t), 6) for t in d.times], "saved": args.out}))

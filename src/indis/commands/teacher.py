@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..discretizations.heuristics import heuristic
+from ..io import claim_output
+from ..solvers import SOLVERS
 from ..teacher import generate_teacher
 from .common import add_model_args, check_steps, dtype_of, load
 
@@ -13,11 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--out", required=True, help="output folder (shards + manifest); rerun to resume")
     p.add_argument("--num", "--num-samples", dest="num", type=int, default=10000,
-                   help="number of teacher samples (under torchrun write --num-samples: torchrun takes --num for its --numa-binding)")
-    p.add_argument("--solver", default="ipndm")
+                   help="number of teacher samples; a larger number extends an existing set (under torchrun write "
+                        "--num-samples: torchrun takes --num for its --numa-binding)")
+    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="teacher solver (default ipndm)")
     p.add_argument("--steps", type=int, default=30, help="teacher steps (default 30)")
     p.add_argument("--schedule", default="edm", help="teacher heuristic schedule (default edm, rho=7)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the prior noise x_T (and class labels) of every teacher pair")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-progress", action="store_true")
@@ -29,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     rank, _ = maybe_init_distributed()
     check_steps(args.steps)
+    claim_output(args.out, "teacher")
     h = load(args)
     times = heuristic(args.schedule, args.steps, h.schedule)
     ts = generate_teacher(h.denoiser, args.out, h.data_shape, args.num, times=times, solver=args.solver, seed=args.seed,

@@ -11,6 +11,7 @@ import torch
 
 from ..discretizations.persist import model_info
 from ..errors import InputError
+from ..io import claim_output
 from ..methods import LEARNED, global_starts, learned
 from ..solvers import SOLVERS
 from ..teacher import TeacherSet, teacher_info
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     rank, _ = maybe_init_distributed()
     _steps_and_solver(args)
+    claim_output(args.out, "train")
     h = load(args)
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
     ts.check_model(h.denoiser, h.data_shape, h.spec, args.device)

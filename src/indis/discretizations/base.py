@@ -66,6 +66,11 @@ class Discretizer(nn.Module):
         self.data_shape = tuple(int(s) for s in data_shape) if data_shape is not None else None
         self.t_max = float(schedule.t_max if t_max is None else t_max)
         self.t_min = float(schedule.t_min if t_min is None else t_min)
+        lo, hi = schedule.domain
+        if not (math.isfinite(self.t_max) and math.isfinite(self.t_min) and self.t_min < self.t_max
+                and self.t_max <= hi and (self.t_min >= lo or self.t_min == 0.0)):
+            raise InputError(f"t_min and t_max must be finite with t_min < t_max inside the {schedule.name} schedule's "
+                             f"range [{lo}, {hi}], got t_min={self.t_min}, t_max={self.t_max}")
         self.name = name or self.method
         self.extra: dict[str, Any] = {}  # free-form provenance (teacher, metrics, training time)
 

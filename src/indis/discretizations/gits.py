@@ -9,6 +9,7 @@ u = schedule.ode_time(t), dy/du = d = (y - D) / u (plain x and sigma for EDM; x 
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -84,6 +85,8 @@ def gits_dp(cost: Tensor | np.ndarray, steps: int, coeff: float = 1.15) -> list[
     first (smallest) minimiser at each level, as in the reference code.
     """
     steps = _check_steps(steps)
+    if isinstance(coeff, bool) or not isinstance(coeff, (int, float)) or not math.isfinite(coeff) or coeff <= 0:
+        raise InputError(f"GITS coeff must be a finite number > 0 (the reference uses 1.15), got {coeff!r}")
     C = np.asarray(cost.detach().cpu().double() if isinstance(cost, Tensor) else cost, dtype=np.float64)
     if C.ndim != 2 or C.shape[0] != C.shape[1]:
         raise InputError(f"cost must be a square [G, G] matrix, got shape {list(C.shape)}")

@@ -33,9 +33,14 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------
+MAX_STEPS = 100_000  # far above any sampler; guards against runaway allocations (10^9 steps would need 8 GB)
+
+
 def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps > MAX_STEPS:
+        raise InputError(f"steps must be <= {MAX_STEPS}, got {steps}")
     return int(steps)
 
 
@@ -121,8 +126,8 @@ def edm(steps: int, schedule: NoiseSchedule | None = None, *, rho: float = 7.0, 
         t_min: float | None = None) -> Tensor:
     """Karras et al. polynomial spacing of the VE noise level: (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho."""
     steps, schedule = _check_steps(steps), _check_schedule(schedule or EDM())
-    if not rho > 0:
-        raise InputError(f"rho must be > 0, got {rho}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
+        raise InputError(f"rho must be a finite number > 0 (EDM uses 7), got {rho!r}")
     hi, lo = _endpoints(schedule, t_max, t_min)
     s_hi, s_lo = _edm_sigma(schedule, hi), _edm_sigma(schedule, lo)
     if not math.isfinite(s_hi):

@@ -67,6 +67,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo or (v == lo and not closed):
                 raise InputError(f"TrainConfig.{name} must be a finite number {'>=' if closed else '>'} {lo}, got {v!r}")
+        if self.seed > 2**63 - 1:
+            raise InputError(f"TrainConfig.seed must be <= 2^63 - 1, got {self.seed}")
         if not 0 < self.plateau_factor < 1:
             raise InputError(f"TrainConfig.plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
         if not 0 <= self.val_fraction < 1:

@@ -85,9 +85,12 @@ class TrainRun:
                 raise InputError(f"{name} must be an indis.TeacherSet, got {type(ts).__name__}")
             if not ts.is_complete():
                 raise InputError(f"teacher set '{ts.path}' is incomplete; finish it with `indis teacher` first")
-        if val_teacher is not None and val_teacher.config.data_shape != teacher.config.data_shape:
-            raise InputError(f"val_teacher '{val_teacher.path}' has another data shape than teacher '{teacher.path}'")
         self.val_teacher = val_teacher or teacher
+        for ts in {id(teacher): teacher, id(self.val_teacher): self.val_teacher}.values():
+            if disc.data_shape is not None and list(ts.config.data_shape) != list(disc.data_shape):
+                raise InputError(f"teacher set '{ts.path}' holds data of shape {ts.config.data_shape} but the discretization is "
+                                 f"for shape {list(disc.data_shape)}: a teacher set of another model?")
+            ts.check_model(denoiser, ts.config.data_shape, device=device)  # schedule and model fingerprint, naming the set
         disc.check_compatible(denoiser.schedule, teacher.config.data_shape, where=f"{disc.name} (trained on '{teacher.path}')")
         self.disc, self.den, self.teacher, self.device, self.dtype = disc, denoiser, teacher, device, dtype
         self.loss_fn = loss_fn or get_loss(cfg.loss)
@@ -257,7 +260,17 @@ class TrainRun:
 
     def run(self, progress: bool = True, callback: Callable[[int, float], None] | None = None,
             stop_at: int | None = None) -> TrainResult:
-        """Train until the patience rule or the iteration cap stops the run (or `stop_at`, or Ctrl-C)."""
+        """Train until the patience rule or the iteration cap stops the run (or `stop_at`, or Ctrl-C); the output
+        folder is locked meanwhile, so a second process cannot write into it."""
+        import contextlib
+
+        from ..io import FolderLock
+
+        lock = FolderLock(self.out, "training run") if self.out is not None and self.rank == 0 else contextlib.nullcontext()
+        with lock:
+            return self._run(progress, callback, stop_at)
+
+    def _run(self, progress: bool, callback: Callable[[int, float], None] | None, stop_at: int | None) -> TrainResult:
         if self.finished():  # nothing to train: keep best/ as it is unless it went missing
             self._finalize(save=self.out is not None and not (self.out / "best" / "config.json").is_file())
             return self.result(reused=True)

@@ -89,7 +89,7 @@ def register(subparsers) -> None:
     pc = sub.add_parser("check", help="sample 100 digits (10 per class, 100 steps), save a grid PNG, report classifier accuracy")
     pc.add_argument("--out", default="runs/zoo", help="folder for digits-samples.png")
     pc.add_argument("--weights-dir", default=None, help="weights folder (default: the shipped weights)")
-    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--seed", type=int, default=0, help="seeds the prior noise of the check samples")
     pc.set_defaults(func=_cmd_check)
     pt = sub.add_parser("train", help="retrain a shipped model with its recipe (single CPU thread recommended)")
     pt.add_argument("target", help=f"what to train: {', '.join(TRAIN_TARGETS)}")

@@ -124,7 +124,11 @@ class EDMPrecond(nn.Module):
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])
         if cond is not None:
+            if (isinstance(cond, torch.Tensor) and (cond.is_floating_point() or cond.is_complex())) or isinstance(cond, float):
+                raise InputError(f"class labels must be integers, got {getattr(cond, 'dtype', type(cond).__name__)}")
             cond = torch.as_tensor(cond, dtype=torch.long, device=x.device).reshape(-1)
+            if cond.numel() not in (1, x.shape[0]):
+                raise InputError(f"got {cond.numel()} class labels for a batch of {x.shape[0]}")
             if cond.numel() == 1:
                 cond = cond.expand(x.shape[0])
         sd = self.sigma_data
