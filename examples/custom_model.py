@@ -3,7 +3,7 @@
     python examples/custom_model.py
 
 The same function, returned as `(denoiser, data_shape)` from a module-level factory, makes the model usable from the
-CLI as `--model python:custom_model:make` (with this folder on PYTHONPATH).
+CLI as `--model python:custom_model:make` when run from this folder (or with it on PYTHONPATH).
 """
 import torch
 

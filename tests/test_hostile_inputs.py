@@ -273,3 +273,175 @@ def test_debug_shows_traceback(world, tmp_path, capsys):
     (t / "shard-00000.safetensors").write_bytes(b"\x00garbage")
     rc, out, err = _run(["--debug", "train", "--model", GMM, "--teacher", str(t), "--out", str(tmp_path / "o"), *TRAIN], capsys)
     assert rc == 2 and "Traceback" in err and "indis: error: shard" in err
+
+
+# ================================================================================================================
+# Second round (newcomer path and hostile inputs): numbered 31.. ; each case exits 2 with the culprit named, or raises
+# InputError/ModelOutputError from the API, and leaves nothing that blocks a valid rerun.
+# ================================================================================================================
+SECOND_ROUND = 46  # distinct bad inputs below (31-76), counted in the closing note
+
+
+def api_bad(fn, *needles, exc=InputError):
+    with pytest.raises(exc) as e:
+        fn()
+    for n in needles:
+        assert n.lower() in str(e.value).lower(), (n, str(e.value))
+    return str(e.value)
+
+
+# 31-32: a seed outside the generator's range fails before anything is written; a valid rerun then works
+def test_seed_out_of_range_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "t"
+    bad(capsys, ["teacher", "--model", GMM, "--out", str(out), *TEACHER, "--seed", str(2**64)], "seed", "2^63")
+    assert not (out / "manifest.json").exists()
+    assert main(["teacher", "--model", GMM, "--out", str(out), *TEACHER]) == 0
+    bad(capsys, ["train", "--model", GMM, "--teacher", str(out), "--out", str(tmp_path / "g"), *TRAIN, "--seed", str(2**64)], "seed")
+
+
+# 33-37: silent acceptance: a schedule trained for another model, --label without classes, float labels, a hand-edited
+# t_min, GITS with coeff nan
+def test_no_silent_acceptance(world, tmp_path, capsys):
+    d = world / "god" / "best"
+    bad(capsys, ["sample", "--model", "python:fake_models:make_other", "--discretization", str(d), "--out", str(tmp_path / "s")],
+        "trained for python:fake_models:make_gmm", "--force")
+    assert main(["sample", "--model", "python:fake_models:make_other", "--discretization", str(d), "--out", str(tmp_path / "s"),
+                 "--force"]) == 0
+    capsys.readouterr()
+    bad(capsys, ["sample", "--model", GMM, "--method", "edm", "--steps", "3", "--label", "1", "--out", str(tmp_path / "s2")],
+        "--label", "class-conditional")
+    fn = indis.load_model("zoo:digits-cond").denoiser.model
+    api_bad(lambda: fn(torch.zeros(2, 1, 8, 8), torch.ones(2), torch.tensor([1.0, 2.0])), "integers")
+    e = _copy(d, tmp_path / "edited")
+    cfg = json.loads((e / "config.json").read_text())
+    cfg["t_min"] = -5.0
+    (e / "config.json").write_text(json.dumps(cfg))
+    bad(capsys, ["sample", "--model", GMM, "--discretization", str(e), "--out", str(tmp_path / "s3")], "t_min")
+    bad(capsys, ["schedule", "--model", GMM, "--method", "gits", "--steps", "3", "--coeff", "nan"], "coeff")
+
+
+# 38-43: misleading messages: NaN bounds, NaN in a teacher shard, a missing --init folder, an empty NFE range,
+# another model's teacher set, --rho inf
+def test_messages_name_the_real_cause(world, tmp_path, capsys):
+    base = ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(tmp_path / "o"), *TRAIN]
+    bad(capsys, [*base, "--shift-bound", "nan"], "--shift-bound", "finite")
+    bad(capsys, [*base, "--scale-bound", "inf"], "--scale-bound", "finite")
+    t = _copy(world / "teacher", tmp_path / "teacher")
+    from indis.io import load_tensors, save_tensors
+
+    tensors, meta = load_tensors(t / "shard-00001.safetensors")
+    tensors["x0"][0, 0] = float("nan")
+    save_tensors(t / "shard-00001.safetensors", tensors, meta)
+    bad(capsys, ["train", "--model", GMM, "--teacher", str(t), "--out", str(tmp_path / "o2"), *TRAIN], "shard-00001", "NaN")
+    bad(capsys, [*base, "--init", "/nonexistent/run"], "/nonexistent/run", "no such folder")
+    bad(capsys, ["demo", "--nfe", "5-2", "--out", str(tmp_path / "d")], "5-2", "empty")
+    other = tmp_path / "other"
+    assert main(["teacher", "--model", "python:fake_models:make_image", "--out", str(other), *TEACHER]) == 0
+    capsys.readouterr()
+    bad(capsys, ["train", "--model", GMM, "--teacher", str(other), "--out", str(tmp_path / "o3"), *TRAIN], str(other))
+    bad(capsys, ["schedule", "--model", GMM, "--method", "edm", "--steps", "3", "--rho", "inf"], "rho")
+
+
+# 44-53: raw library errors: coeff < 0, lr nan / -1, devices, malformed config/manifest fields, wrong weights, env vars
+def test_no_raw_library_errors(world, tmp_path, capsys, monkeypatch):
+    bad(capsys, ["schedule", "--model", GMM, "--method", "gits", "--steps", "3", "--coeff", "-1"], "coeff")
+    base = ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(tmp_path / "o"), *TRAIN]
+    bad(capsys, [*base, "--lr", "nan"], "--lr")
+    bad(capsys, [*base, "--lr", "-1"], "--lr")
+    bad(capsys, ["sample", "--model", GMM, "--method", "edm", "--steps", "3", "--device", "foo", "--out", str(tmp_path / "s")], "--device", "foo")
+    if not torch.cuda.is_available():
+        bad(capsys, ["sample", "--model", GMM, "--method", "edm", "--steps", "3", "--device", "cuda", "--out", str(tmp_path / "s")], "CUDA")
+    d = _copy(world / "god" / "best", tmp_path / "d")
+    cfg = json.loads((d / "config.json").read_text())
+    for field, value in (("steps", "three"), ("kwargs", [1])):
+        (d / "config.json").write_text(json.dumps({**cfg, field: value}))
+        bad(capsys, ["sample", "--model", GMM, "--discretization", str(d), "--out", str(tmp_path / "s")], "config.json", field)
+    (d / "config.json").write_text(json.dumps(cfg))
+    from indis.io import load_tensors, save_tensors
+
+    w, meta = load_tensors(d / "model.safetensors")
+    w["logits"] = torch.zeros(7, dtype=torch.float64)
+    save_tensors(d / "model.safetensors", w, meta)
+    bad(capsys, ["sample", "--model", GMM, "--discretization", str(d), "--out", str(tmp_path / "s")], "model.safetensors", "logits")
+    t = _copy(world / "teacher", tmp_path / "t")
+    man = json.loads((t / "manifest.json").read_text())
+    for edit in ({"num_samples": "many"}, {"bogus": 1}):
+        (t / "manifest.json").write_text(json.dumps({**man, "config": {**man["config"], **edit}}))
+        bad(capsys, ["train", "--model", GMM, "--teacher", str(t), "--out", str(tmp_path / "o2"), *TRAIN], "manifest.json",
+            next(iter(edit)))
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    bad(capsys, base, "WORLD_SIZE", "integer")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    bad(capsys, base, "RANK", "torchrun")
+
+
+# 54-57: lost work: a second writer into a busy folder, a training run into a teacher set's folder and the reverse, a
+# finished run reused with other settings
+def test_output_folders_are_protected(world, tmp_path, capsys):
+    from indis.io import FolderLock
+
+    out = tmp_path / "busy"
+    with FolderLock(out, "training run"):
+        bad(capsys, ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(out), *TRAIN], "in use", "pid")
+    bad(capsys, ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(world / "teacher"), *TRAIN],
+        "teacher set", keep=[world / "teacher"])
+    bad(capsys, ["teacher", "--model", GMM, "--out", str(world / "god"), *TEACHER], "training run", keep=[world / "god"])
+    g = _copy(world / "god", tmp_path / "g")
+    bad(capsys, ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(g), *TRAIN, "--lr", "0.02"],
+        "other settings", "lr", keep=[g])
+    rc, out_, err = _run(["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(g), *TRAIN], capsys)
+    assert rc == 0 and "reused" in err and json.loads(out_)["reused"] is True
+
+
+# 58-61: resource limits and unbounded work: huge step counts in the API and CLI, absurd teacher sizes
+def test_resource_caps(tmp_path, capsys):
+    api_bad(lambda: indis.heuristic("edm", 10**9, indis.EDM()), "100000")
+    api_bad(lambda: indis.heuristic("logsnr", 10**6, indis.EDM()), "100000")
+    t0 = __import__("time").time()
+    bad(capsys, ["teacher", "--model", GMM, "--out", str(tmp_path / "t"), "--num", str(10**12), "--shard-size", "1"], "num_samples")
+    bad(capsys, ["teacher", "--model", GMM, "--out", str(tmp_path / "t"), "--num", str(10**7), "--shard-size", "1"], "shard")
+    assert __import__("time").time() - t0 < 60  # refused up front, not after minutes of work
+
+
+# 62-70: API construction and the first call
+def test_api_construction_and_first_call():
+    api_bad(lambda: indis.VP(beta_min=-1), "beta_min")
+    api_bad(lambda: indis.VP(beta_min=float("nan")), "beta_min", "finite")
+    api_bad(lambda: indis.EDM(t_max=float("inf")), "EDM", "t_max")
+    api_bad(lambda: indis.FlowMatching(t_min=float("nan")), "t_min")
+    api_bad(lambda: indis.Denoiser(lambda x, t, c=None: x, indis.EDM(), "x0", guidance_scale="high"), "guidance_scale")
+    x, t = torch.zeros(2, 3), torch.ones(2)
+    api_bad(lambda: indis.Denoiser(lambda x, t, c=None: x.numpy(), indis.EDM(), "x0")(x, t), "ndarray", exc=indis.ModelOutputError)
+    api_bad(lambda: indis.Denoiser(lambda x, t, c=None: None, indis.EDM(), "x0")(x, t), "NoneType", exc=indis.ModelOutputError)
+    api_bad(lambda: indis.Denoiser(lambda x, t, c=None: x, indis.EDM(), "x0")(x, t, torch.zeros(5, 4)), "5 rows", "batch of 2")
+    api_bad(lambda: indis.TrainConfig(seed=2**64).check(), "seed")
+
+
+# 71-73: newcomer path: python: modules from the current folder, byte-reproducible samples, reused runs reported
+def test_python_module_from_current_folder_and_reproducible_samples(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("indis")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    if not script.is_file():
+        pytest.skip("the indis console script is not installed next to this python")
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"s{k}"
+        r = subprocess.run([str(script), "sample", "--model", "python:custom_model:make", "--method", "edm", "--steps", "3",
+                            "--num", "4", "--out", str(out)], cwd=examples, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        runs.append((out / "samples.safetensors").read_bytes())
+    assert runs[0] == runs[1]  # same command twice: identical bytes (sorted metadata, same numbers)
+
+
+# 74-76: the one-line contract for argparse-level errors (unknown choice, bad type, missing flag)
+@pytest.mark.parametrize("argv,needle", [(["sample", "--model", GMM, "--method", "edm", "--steps", "3", "--solver", "rk4", "--out", "x"], "rk4"),
+                                          (["train", "--model", GMM, "--teacher", "t", "--method", "god", "--steps", "x", "--out", "o"], "--steps"),
+                                          (["teacher", "--model", GMM], "--out")])
+def test_argparse_errors_are_one_line(capsys, argv, needle):
+    bad(capsys, argv, needle)
