@@ -70,8 +70,9 @@ def aggregate(runs: list[Any], seeds: list[dict[str, Any]], nfes: list[int], rep
         res["comparisons"][n] = _comparisons(runs, seeds, res["table"], n, replicates)
         if n in seeds[0]["oracle"]:
             res["oracle"][n] = _oracle(seeds, n)
-        if n in seeds[0]["ablations"]:
-            res["ablations"][n] = {v: _cell([s["ablations"][n][v] for s in seeds]) for v in seeds[0]["ablations"][n]}
+        if n in seeds[0]["ablations"]:  # ablations may run on the first seed(s) only
+            have = [s for s in seeds if n in s["ablations"]]
+            res["ablations"][n] = {v: _cell([s["ablations"][n][v] for s in have]) for v in have[0]["ablations"][n]}
     return res
 
 
@@ -170,7 +171,9 @@ def oracle_md(res: dict[str, Any]) -> list[str]:
 def ablations_md(res: dict[str, Any]) -> list[str]:
     if not res["ablations"]:
         return []
-    L = ["### Ablations (paper fig. 5), test priors", "", "| NFE | variant | FD | teacher-MSE x1e3 |", "|---|---|---|---|"]
+    k = next(iter(next(iter(res["ablations"].values())).values()))["seeds"]
+    L = [f"### Ablations (paper fig. 5), test priors, {k} seed{'s' if k > 1 else ''}", "", "| NFE | variant | FD | teacher-MSE x1e3 |",
+         "|---|---|---|---|"]
     for n, vs in res["ablations"].items():
         for v, c in vs.items():
             L.append(f"| {n} | {v} | {_pm(c, 'fd')} | {_pm(c, 'mse', 2, 1e3)} |")

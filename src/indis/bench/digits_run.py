@@ -313,7 +313,7 @@ class DigitsRun:
             res["ipndm"][k] = self.table(nfe, "ipndm") if s["ipndm_table"] else None
             if nfe in s["oracle_nfes"]:
                 res["oracle"][k] = self.oracle(nfe, rows)
-            if nfe in s["ablation_nfes"]:
+            if nfe in s["ablation_nfes"] and s["seeds"].index(self.seed) < s.get("ablation_seeds", len(s["seeds"])):
                 variants = [v for v in ABLATIONS if v != "no-class" or self.cond]
                 res["ablations"][k] = {v: rows["indis"] if v == "full" else self.indis_row(nfe, "main", rows, v) for v in variants}
         fig = min(nfes, key=lambda n: abs(n - 3))
