@@ -4,12 +4,10 @@ be skipped when an HTML comment right above it says why (`<!-- not run by the RE
 checks that nothing else is skipped."""
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
 
-import pytest
 import torch
 
 from indis.cli import main

@@ -22,10 +22,9 @@ Report and figures: `indis.demo_report`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 

@@ -21,7 +21,6 @@ batch are summed into one step (each step's input is detached, so the gradients 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -30,9 +29,8 @@ from torch import Tensor, nn
 
 from ..denoiser import Cond, Denoiser, bcast
 from ..errors import InputError
-from .base import Discretizer, Steps, _batch
 from .heuristics import heuristic
-from .midpoint import Stepper, TargetCache, ab_update, mid_time, refined_teacher_states
+from .midpoint import SplitStepDiscretizer, Stepper, ab_update, mid_time
 
 __all__ = ["AMED", "AMEDPredictor", "amed_steps"]
 
@@ -124,7 +122,7 @@ class _Feature:
         return _pooled(self.value[:B].float()).to(D.dtype)  # with CFG the first half is the conditional branch
 
 
-class AMED(Discretizer):
+class AMED(SplitStepDiscretizer):
     """AMED-Solver (solver="amed") or AMED-Plugin on iPNDM (solver="ipndm") over N base steps."""
 
     method = "amed"
@@ -153,34 +151,6 @@ class AMED(Discretizer):
         return {"feature_dim": self.feature_dim, "feature": self.feature, "base": self.base, "scale_dir": self.scale_dir,
                 "scale_time": self.scale_time, "hidden": self.hidden, "teacher_M": self.teacher_M,
                 "teacher_solver": self.teacher_solver, "seed": self.seed}
-
-    @property
-    def nfe(self) -> int:
-        return 2 * self.steps - int(self.afs)
-
-    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
-        """The base times [B, N+1] (the intermediate times depend on the trajectory and come from `sample`)."""
-        return Steps(_batch(self.times.to(x_T.dtype), x_T.shape[0]))
-
-    def sample(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, **kw: Any) -> Tensor:
-        self.check_compatible(denoiser.schedule, tuple(x_T.shape[1:]))
-        return self._run(denoiser, x_T, cond, afs=kw.get("afs", self.afs), checkpoint=kw.get("checkpoint", False))[0]
-
-    def train_loss(self, denoiser: Denoiser, x_T: Tensor, cond: Cond, x0: Tensor, loss_fn: Any = None,
-                   checkpoint: bool = False, index: tuple[str, Tensor] | None = None) -> Tensor:
-        """Per-sample sum over steps of the mean squared error to the refined teacher's state (AMED's loss)."""
-        t = self.forward(x_T).times.to(x_T.device)
-
-        def compute(rows: Tensor | None) -> list[Tensor]:
-            if rows is None:
-                return refined_teacher_states(denoiser, x_T, cond, t, self.teacher_M, self.teacher_solver)
-            c = None if cond is None else ({k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond[rows])
-            return refined_teacher_states(denoiser, x_T[rows], c, t[rows], self.teacher_M, self.teacher_solver)
-
-        if not hasattr(self, "_targets"):
-            self._targets = TargetCache()
-        targets = self._targets.get(index, compute)
-        return self._run(denoiser, x_T, cond, afs=self.afs, checkpoint=checkpoint, targets=targets)[1]
 
     def _run(self, den: Denoiser, x_T: Tensor, cond: Cond, *, afs: bool, checkpoint: bool,
              targets: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:

@@ -24,16 +24,15 @@ from torch import Tensor, nn
 from ..denoiser import Cond, Denoiser, bcast
 from ..errors import InputError
 from .amed import amed_steps
-from .base import Discretizer, Steps, _batch
 from .heuristics import heuristic
-from .midpoint import Stepper, TargetCache, ab_update, mid_time, refined_teacher_states
+from .midpoint import SplitStepDiscretizer, Stepper, ab_update, mid_time
 
 __all__ = ["EPD", "epd_steps"]
 
 epd_steps = amed_steps  # the same NFE arithmetic: two (batched) model calls per step
 
 
-class EPD(Discretizer):
+class EPD(SplitStepDiscretizer):
     """EPD-Solver (solver="epd") or the EPD plugin on iPNDM (solver="ipndm") with K parallel directions per step."""
 
     method = "epd"
@@ -63,10 +62,6 @@ class EPD(Discretizer):
         return {"num_points": self.num_points, "base": self.base, "scale_dir": self.scale_dir, "scale_time": self.scale_time,
                 "teacher_M": self.teacher_M, "teacher_solver": self.teacher_solver, "seed": self.seed}
 
-    @property
-    def nfe(self) -> int:
-        return 2 * self.steps - int(self.afs)
-
     def step_params(self, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
         """Per-step r [N, K], simplex weights w [N, K], direction scale c [N, K] and time scale a [N, K]."""
         def scale(o: Tensor, s: float) -> Tensor:
@@ -74,29 +69,6 @@ class EPD(Discretizer):
 
         return {"r": torch.sigmoid(self.r_logits).to(dtype), "w": torch.softmax(self.weight_logits, -1).to(dtype),
                 "c": scale(self.dir_logits, self.scale_dir).to(dtype), "a": scale(self.time_logits, self.scale_time).to(dtype)}
-
-    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
-        """The base times [B, N+1]; the intermediate times of step n are mid_time(u_n, u_{n+1}, r[n])."""
-        return Steps(_batch(self.times.to(x_T.dtype), x_T.shape[0]))
-
-    def sample(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, **kw: Any) -> Tensor:
-        self.check_compatible(denoiser.schedule, tuple(x_T.shape[1:]))
-        return self._run(denoiser, x_T, cond, afs=kw.get("afs", self.afs), checkpoint=kw.get("checkpoint", False))[0]
-
-    def train_loss(self, denoiser: Denoiser, x_T: Tensor, cond: Cond, x0: Tensor, loss_fn: Any = None,
-                   checkpoint: bool = False, index: tuple[str, Tensor] | None = None) -> Tensor:
-        t = self.forward(x_T).times.to(x_T.device)
-
-        def compute(rows: Tensor | None) -> list[Tensor]:
-            if rows is None:
-                return refined_teacher_states(denoiser, x_T, cond, t, self.teacher_M, self.teacher_solver)
-            c = None if cond is None else ({k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond[rows])
-            return refined_teacher_states(denoiser, x_T[rows], c, t[rows], self.teacher_M, self.teacher_solver)
-
-        if not hasattr(self, "_targets"):
-            self._targets = TargetCache()
-        targets = self._targets.get(index, compute)
-        return self._run(denoiser, x_T, cond, afs=self.afs, checkpoint=checkpoint, targets=targets)[1]
 
     def _parallel_directions(self, st: Stepper, y: Tensor, slope: Tensor, n: int, u: Tensor, p: dict[str, Tensor],
                              t_n: Tensor) -> Tensor:

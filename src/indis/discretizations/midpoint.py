@@ -7,7 +7,7 @@ every step with the state of a teacher run on the same base schedule refined by 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -15,8 +15,9 @@ from torch import Tensor
 from ..denoiser import Cond, Denoiser, bcast
 from ..errors import InputError
 from ..solvers import _AB, _Coords, _Evaluator, sample
+from .base import Discretizer, Steps
 
-__all__ = ["Stepper", "TargetCache", "ab_update", "refined_teacher_states", "mid_time"]
+__all__ = ["SplitStepDiscretizer", "Stepper", "TargetCache", "ab_update", "refined_teacher_states", "mid_time"]
 
 
 def mid_time(u_n: Tensor, u_next: Tensor, r: Tensor) -> Tensor:
@@ -109,3 +110,41 @@ class TargetCache:
                     self.used += size
         items = [fresh[i] if i in fresh else self.store[(src, i)] for i in ids]
         return [torch.stack([it[n] for it in items]) for n in range(len(items[0]))]
+
+
+class SplitStepDiscretizer(Discretizer):
+    """What AMED and EPD share as discretizations: a base grid `times` (buffer), two model calls per step (2N NFE,
+    2N - 1 with AFS), their own sampling loop `_run`, and the per-step distillation loss against the refined
+    teacher (`train_loss`, targets cached per prior)."""
+
+    @property
+    def nfe(self) -> int:
+        return 2 * self.steps - int(self.afs)
+
+    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
+        """The base times [B, N+1]; the intermediate times come from the method's rule inside `sample`."""
+        return Steps(self.times.to(x_T.dtype).unsqueeze(0).expand(x_T.shape[0], -1))
+
+    def sample(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, **kw: Any) -> Tensor:
+        self.check_compatible(denoiser.schedule, tuple(x_T.shape[1:]))
+        return self._run(denoiser, x_T, cond, afs=kw.get("afs", self.afs), checkpoint=kw.get("checkpoint", False))[0]
+
+    def train_loss(self, denoiser: Denoiser, x_T: Tensor, cond: Cond, x0: Tensor, loss_fn: Any = None,
+                   checkpoint: bool = False, index: tuple[str, Tensor] | None = None) -> Tensor:
+        """Per-sample sum over steps of the mean squared error to the refined teacher's state (AMED/EPD loss)."""
+        t = self.forward(x_T).times.to(x_T.device)
+
+        def compute(rows: Tensor | None) -> list[Tensor]:
+            if rows is None:
+                return refined_teacher_states(denoiser, x_T, cond, t, self.teacher_M, self.teacher_solver)
+            c = None if cond is None else ({k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond[rows])
+            return refined_teacher_states(denoiser, x_T[rows], c, t[rows], self.teacher_M, self.teacher_solver)
+
+        if not hasattr(self, "_targets"):
+            self._targets = TargetCache()
+        targets = self._targets.get(index, compute)
+        return self._run(denoiser, x_T, cond, afs=self.afs, checkpoint=checkpoint, targets=targets)[1]
+
+    def _run(self, den: Denoiser, x_T: Tensor, cond: Cond, *, afs: bool, checkpoint: bool,
+             targets: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError

@@ -184,7 +184,7 @@ def model_card(cfg: Mapping[str, Any]) -> str:
         L.append(f"| best validation loss (at save time) | {tr.get('best_val')} |")
     if ex.get("command"):
         L += ["", "Made with:", "", "```", ex["command"], "```"]
-    L += ["", "## Use", "", "```python", "import indis", f"d = indis.from_pretrained(\"PATH\")",
+    L += ["", "## Use", "", "```python", "import indis", "d = indis.from_pretrained(\"PATH\")",
           f"handle = indis.load_model(\"{m.get('spec', 'MODEL')}\")",
           "x0 = d.sample(handle.denoiser, x_T, cond)  # x_T: [B, *data_shape] prior noise", "```", ""]
     if cfg["class"] in ("FixedSchedule", "GlobalSchedule"):

@@ -27,7 +27,7 @@ from ..denoiser import Denoiser
 from ..discretizations.base import Discretizer, FixedSchedule, GlobalSchedule
 from ..errors import InputError
 from ..schedules import FlowMatching, schedule_from_config
-from ..solvers import SOLVERS, sample, solver_nfe
+from ..solvers import SOLVERS, sample
 from ..teacher import prior_std
 from .diffusers import prediction_type as _prediction_of, vp_schedule
 
