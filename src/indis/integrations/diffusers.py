@@ -38,12 +38,17 @@ _PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_pre
 
 
 def __getattr__(name: str) -> Any:
-    """`IndisScheduler` subclasses diffusers classes, so it is defined on first use (diffusers stays optional)."""
+    """`IndisScheduler` subclasses diffusers classes, so it is defined on first use (diffusers stays optional);
+    `sample_pipeline`/`encode_prompts` live in `diffusers_pipeline`."""
     if name == "IndisScheduler":
         _require_diffusers()
         from .diffusers_scheduler import IndisScheduler
 
         return IndisScheduler
+    if name in ("sample_pipeline", "encode_prompts"):
+        from . import diffusers_pipeline
+
+        return getattr(diffusers_pipeline, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -475,180 +480,3 @@ def load_diffusers(path: str, *, torch_dtype: torch.dtype | str | None = None, d
 
 
 register_loader("diffusers", lambda rest, **options: load_diffusers(rest, **options))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sampling through a pipeline with indis' solver loop
-# ----------------------------------------------------------------------------------------------------------
-def _repeat(c: Cond, n: int) -> Cond:
-    if c is None or n == 1:
-        return c
-    if isinstance(c, Mapping):
-        return {k: v.repeat_interleave(n, 0) for k, v in c.items()}
-    return c.repeat_interleave(n, 0)
-
-
-def encode_prompts(pipe: Any, prompt: str | list[str] | None = None, *, prompt_embeds: Cond = None,
-                   pooled_prompt_embeds: Tensor | None = None, prompt_attention_mask: Tensor | None = None,
-                   negative_prompt: str | list[str] | None = None, negative_prompt_embeds: Tensor | None = None,
-                   negative_pooled_prompt_embeds: Tensor | None = None, negative_prompt_attention_mask: Tensor | None = None,
-                   cfg: bool = False, max_sequence_length: int = 128) -> tuple[Cond, Cond]:
-    """(cond, uncond) in the adapter's format, from the pipeline's own text encoders (or the given embeddings).
-    uncond is None unless cfg=True. One row per prompt (num_images_per_prompt is applied by the caller)."""
-    fam = pipeline_family(pipe)
-    dev = _device(pipe)
-    if fam == "unet":
-        return None, None
-    if prompt is None and prompt_embeds is None:
-        raise InputError("pass prompt= (needs the pipeline's text encoder) or prompt_embeds=")
-    if fam == "sd":
-        if cfg and negative_prompt_embeds is None and negative_prompt is None and getattr(pipe, "tokenizer", None) is None:
-            raise InputError("classifier-free guidance needs negative_prompt_embeds= when the pipeline has no tokenizer/text encoder")
-        pe, npe = pipe.encode_prompt(prompt, dev, 1, cfg, negative_prompt, prompt_embeds=prompt_embeds,
-                                     negative_prompt_embeds=negative_prompt_embeds)
-        return pe, (npe if cfg else None)
-    if fam == "flux":
-        pe, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, prompt_embeds=prompt_embeds,
-                                           pooled_prompt_embeds=pooled_prompt_embeds, device=dev, num_images_per_prompt=1,
-                                           max_sequence_length=max_sequence_length)
-        cond = {"prompt_embeds": pe, "pooled_prompt_embeds": pooled}
-        unc = None
-        if cfg:
-            if negative_prompt is None and (negative_prompt_embeds is None or negative_pooled_prompt_embeds is None):
-                raise InputError("FLUX true CFG needs negative_prompt= or negative_prompt_embeds= and negative_pooled_prompt_embeds=")
-            npe, npooled, _ = pipe.encode_prompt(prompt=negative_prompt, prompt_2=None, prompt_embeds=negative_prompt_embeds,
-                                                 pooled_prompt_embeds=negative_pooled_prompt_embeds, device=dev,
-                                                 num_images_per_prompt=1, max_sequence_length=max_sequence_length)
-            unc = {"prompt_embeds": npe, "pooled_prompt_embeds": npooled}
-        return cond, unc
-    pe, pm, npe, npm = pipe.encode_prompt(prompt=prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=cfg,
-                                          num_videos_per_prompt=1, prompt_embeds=prompt_embeds,
-                                          negative_prompt_embeds=negative_prompt_embeds, prompt_attention_mask=prompt_attention_mask,
-                                          negative_prompt_attention_mask=negative_prompt_attention_mask,
-                                          max_sequence_length=max_sequence_length, device=dev)
-    cond = {"prompt_embeds": pe, "prompt_attention_mask": pm.to(pe.dtype)}
-    unc = {"prompt_embeds": npe, "prompt_attention_mask": npm.to(npe.dtype)} if cfg else None
-    return cond, unc
-
-
-def sample_pipeline(
-    pipe: Any,
-    prompt: str | list[str] | None = None,
-    *,
-    discretization: Any = None,
-    times: Tensor | Sequence[float] | None = None,
-    steps: int | None = None,
-    solver: str | None = None,
-    prompt_embeds: Cond = None,
-    pooled_prompt_embeds: Tensor | None = None,
-    prompt_attention_mask: Tensor | None = None,
-    negative_prompt: str | list[str] | None = None,
-    negative_prompt_embeds: Tensor | None = None,
-    negative_pooled_prompt_embeds: Tensor | None = None,
-    negative_prompt_attention_mask: Tensor | None = None,
-    guidance_scale: float | None = None,
-    guidance: float | None = 3.5,
-    num_images_per_prompt: int = 1,
-    batch_size: int | None = None,
-    height: int | None = None,
-    width: int | None = None,
-    num_frames: int | None = None,
-    frame_rate: float = 25.0,
-    generator: torch.Generator | list[torch.Generator] | None = None,
-    latents: Tensor | None = None,
-    output_type: str = "pt",
-    checkpoint: bool = False,
-    autocast: bool = False,
-    compile: bool = False,
-    max_sequence_length: int = 128,
-    afs: bool | None = None,
-    dtype: torch.dtype = torch.float32,
-    **solver_options: Any,
-) -> Tensor:
-    """Sample with a diffusers pipeline's encoders/VAE and indis' solver with a (per-sample) discretization.
-
-    discretization: an `indis.Discretizer` (FixedSchedule, GlobalSchedule, InstanceSchedule, ...; its solver and
-    afs are used) or None with explicit `times` ([N+1] or [B, N+1], schedule time: DDPM index for UNets,
-    t in [0, 1] for FLUX/LTX) or `steps` (then the pipeline default: EDM rho=7 for VP models, the RDS shift with
-    the scheduler's mu for FLUX/LTX). latents: x_T in the solver's coordinates (unpacked), else
-    randn(generator) * sigma(t_0) in the pipeline's latent shape. guidance_scale > 1 with a negative prompt:
-    classifier-free guidance (SD default 7.5 when negative embeddings are given); `guidance`: FLUX's distilled
-    guidance input. output_type: "latent" (final solver state), "pt" (decoded, [0, 1]) or "raw" (decoded, [-1, 1]).
-    Gradients flow unless called under torch.no_grad(); checkpoint=True recomputes each model call in backward.
-    """
-    from ..discretizations.base import Discretizer
-    from ..solvers import sample
-    from ..teacher import prior_std
-
-    _require_diffusers()
-    if output_type not in ("latent", "pt", "raw"):
-        raise InputError(f"output_type must be 'latent', 'pt' or 'raw', got {output_type!r}")
-    if num_images_per_prompt < 1:
-        raise InputError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-    fam = pipeline_family(pipe)
-    dev = _device(pipe)
-    if fam == "sd" and guidance_scale is None and negative_prompt_embeds is not None:
-        guidance_scale = 7.5
-    cfg = guidance_scale is not None and float(guidance_scale) > 1.0 and fam != "unet"
-    cond, unc = encode_prompts(pipe, prompt, prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
-                               prompt_attention_mask=prompt_attention_mask, negative_prompt=negative_prompt,
-                               negative_prompt_embeds=negative_prompt_embeds,
-                               negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-                               negative_prompt_attention_mask=negative_prompt_attention_mask, cfg=cfg,
-                               max_sequence_length=max_sequence_length)
-
-    def _cast(c: Cond) -> Cond:
-        if c is None:
-            return None
-        if isinstance(c, Mapping):
-            return {k: v.to(dev) for k, v in c.items()}
-        return c.to(dev)
-
-    cond, unc = _cast(_repeat(cond, num_images_per_prompt)), _cast(_repeat(unc, num_images_per_prompt))
-    if cond is not None:
-        first = next(iter(cond.values())) if isinstance(cond, Mapping) else cond
-        B = int(first.shape[0])
-    else:
-        B = int(batch_size or (latents.shape[0] if latents is not None else 1)) * num_images_per_prompt
-    den = make_denoiser(pipe, guidance_scale=guidance_scale if cfg else None, uncond=unc, guidance=guidance,
-                        frame_rate=frame_rate, autocast=autocast, compile=compile)
-    sched = den.schedule
-    shape = latent_shape(pipe, height, width, num_frames)
-    if isinstance(discretization, Discretizer):
-        solver = discretization.solver
-        afs = discretization.afs if afs is None else afs
-    solver = solver or ("euler" if fam in ("flux", "ltx") else "ipndm")
-    if times is None and discretization is None:
-        if steps is None:
-            raise InputError("pass discretization=, times= or steps=")
-        from ..discretizations.heuristics import heuristic, rds
-
-        if fam in ("flux", "ltx"):
-            times = rds(steps, sched, mu=calculate_shift(_seq_len(fam, shape, pipe), pipe.scheduler))
-        else:
-            times = heuristic("edm", steps, sched)
-    if latents is None:
-        from diffusers.utils.torch_utils import randn_tensor
-
-        t0 = float(torch.as_tensor(times).flatten()[0]) if times is not None else float(discretization.t_max)
-        z = randn_tensor((B, *shape), generator=generator, device=dev, dtype=torch.float32)
-        latents = z * prior_std(sched, t0)
-    x_T = latents.to(device=dev, dtype=dtype)
-    if tuple(x_T.shape[1:]) != tuple(shape):
-        raise InputError(f"latents must have shape [B, {', '.join(map(str, shape))}] (unpacked), got {list(x_T.shape)}")
-    if x_T.shape[0] != B:
-        raise InputError(f"latents has batch {x_T.shape[0]} but prompts x num_images_per_prompt give {B}")
-    shift = scale = None
-    if discretization is not None:
-        if not isinstance(discretization, Discretizer):
-            raise InputError(f"discretization must be an indis Discretizer (or use times=), got {type(discretization).__name__}")
-        discretization.check_compatible(sched, shape)
-        s = discretization.to(dev)(x_T, cond)
-        times, shift, scale = s.times, s.shift, s.scale
-    x = sample(den, x_T, times, solver=solver, shift=shift, scale=scale, cond=cond, afs=bool(afs), checkpoint=checkpoint,
-               **solver_options)
-    if output_type == "latent":
-        return x
-    dec = _decoder(pipe, fam)
-    img = x if dec is None else dec(x)
-    return img if output_type == "raw" else (img / 2 + 0.5).clamp(0, 1)
