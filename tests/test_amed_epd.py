@@ -185,3 +185,19 @@ def test_cli_rejects_unreachable_amed_nfe_and_bad_k(tmp_path, capsys):
     assert "--num-points" in capsys.readouterr().err
     assert main(base + ["--method", "god", "--nfe", "3", "--solver", "amed"]) == 2
     assert "amed" in capsys.readouterr().err
+    assert main(base + ["--method", "god", "--nfe", "3", "--base", "logsnr"]) == 2
+    assert "--base" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["amed", "epd"])
+def test_base_schedule_is_the_named_heuristic(method):
+    """`base` picks the grid whose steps are split: the buffer equals the heuristic computed independently."""
+    from indis.methods import learned_solver
+    from indis.models import ModelHandle
+
+    h = ModelHandle(den(), (2,), spec="gmm")
+    for base in ("edm", "logsnr", "time_uniform"):
+        d = learned_solver(h, method, 3, afs=True, base=base)
+        assert torch.allclose(d.times, indis.heuristic(base, 3, indis.EDM()), rtol=0, atol=0)
+    with pytest.raises(InputError, match="base schedule"):
+        learned_solver(h, method, 3, base="bogus")

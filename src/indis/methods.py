@@ -136,27 +136,32 @@ def amed_feature(handle: ModelHandle) -> tuple[str, int]:
 
 
 def learned_solver(handle: ModelHandle, method: str, steps: int, solver: str | None = None, *, afs: bool = False,
-                   num_points: int = 2, seed: int = 0) -> Discretizer:
-    """AMED (solver "amed" = AMED-Solver, "ipndm" = AMED-Plugin) or EPD (solver "epd" or "ipndm")."""
+                   num_points: int = 2, seed: int = 0, base: str | None = None) -> Discretizer:
+    """AMED (solver "amed" = AMED-Solver, "ipndm" = AMED-Plugin) or EPD (solver "epd" or "ipndm") on the heuristic
+    base schedule `base` (None: each reference's default)."""
     from .discretizations import AMED, EPD
+    from .discretizations.heuristics import HEURISTICS
+
+    if base is not None and base not in HEURISTICS:
+        raise InputError(f"base schedule must be one of {', '.join(HEURISTICS)}, got {base!r}")
 
     if method == "amed":
         kind, dim = amed_feature(handle)
         return AMED(steps, handle.schedule, solver or "amed", afs=afs, data_shape=handle.data_shape, feature=kind,
-                    feature_dim=dim, seed=seed, name="amed")
+                    feature_dim=dim, seed=seed, name="amed", base=base)
     return EPD(steps, handle.schedule, solver or "epd", afs=afs, data_shape=handle.data_shape, num_points=num_points,
-               seed=seed, name="epd")
+               seed=seed, name="epd", **({} if base is None else {"base": base}))
 
 
 def learned(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", *, afs: bool = False, init: str | None = None,
             space: str | None = None, free_last: bool = False, shift_bound: float = 0.5, scale_bound: float = 0.1,
             shift_mode: str = "relative", learn_shift: bool = True, learn_scale: bool = True, num_samples: int = 0,
-            net: dict[str, Any] | None = None, seed: int = 0, num_points: int = 2) -> Discretizer:
+            net: dict[str, Any] | None = None, seed: int = 0, num_points: int = 2, base: str | None = None) -> Discretizer:
     """A trainable discretization; `init` is a start spec or the folder of a saved global schedule (warm start)."""
     if method not in LEARNED:
         raise InputError(f"unknown learned method {method!r}; choose one of {', '.join(LEARNED)}")
     if method in ("amed", "epd"):
-        return learned_solver(handle, method, steps, solver, afs=afs, num_points=num_points, seed=seed)
+        return learned_solver(handle, method, steps, solver, afs=afs, num_points=num_points, seed=seed, base=base)
     space = space or default_space(handle)
     warm = _warm(handle, steps, init)
     if warm is not None:

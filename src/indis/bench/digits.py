@@ -31,8 +31,8 @@ PROTOCOL = ("fixed schedules: lowest validation FD over {iPNDM, DPM-Solver++(3M)
             "each configuration probed for `probe` iterations, the lowest validation loss trained under the budget rule "
             "(multi-start for global schedules, plateau learning rate, stop after `patience` validations without "
             "improvement, cap far above); INDIS: warm start from the better trained GOD/LD3 under its configuration; "
-            "AMED/EPD at odd NFE with AFS (their reference); NFE counts model calls (EPD's K parallel evaluations count once, "
-            "as published).")
+            "AMED/EPD at odd NFE with AFS (their reference), their base schedule (edm, logsnr, time_uniform) probed like "
+            "a configuration; NFE counts model calls (EPD's K parallel evaluations count once, as published).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

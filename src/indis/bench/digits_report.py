@@ -25,7 +25,7 @@ def _cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out[m], out[f"{m}_std"] = mean_std(vals)
     sp = [r["spec"] for r in rows]
     out.update(solver=[s["solver"] for s in sp], afs=[s["afs"] for s in sp], steps=[s["steps"] for s in sp],
-               method=[s["method"] for s in sp], seeds=len(rows))
+               method=[s["method"] for s in sp], base=[s.get("base") for s in sp], seeds=len(rows))
     tr = [r["train"] for r in rows]
     if "iterations" in tr[0]:
         out["iterations"] = mean_std([t["iterations"] for t in tr])[0]
@@ -111,7 +111,9 @@ def _pm(c: dict[str, Any], m: str, d: int = 3, scale: float = 1.0) -> str:
 
 def _config(c: dict[str, Any]) -> str:
     names = {"ipndm": "iPNDM", "dpmpp_3m": "DPM++3M", "unipc": "UniPC", "amed": "AMED-S", "epd": "EPD-S"}
-    cfgs = sorted({f"{names.get(s, s)}{'+AFS' if a else ''}" for s, a in zip(c["solver"], c["afs"])})
+    bases = c.get("base") or [None] * len(c["solver"])
+    cfgs = sorted({f"{names.get(s, s)}{'+AFS' if a else ''}{'' if b is None else ' on ' + b}"
+                   for s, a, b in zip(c["solver"], c["afs"], bases)})
     return "/".join(cfgs)
 
 

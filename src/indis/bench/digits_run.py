@@ -33,6 +33,7 @@ CONFIGS = tuple((s, a) for s in ("ipndm", "dpmpp_3m", "unipc") for a in (False, 
 HEURISTICS = ("uniform", "logsnr", "edm", "quadratic")
 FIXED = HEURISTICS + ("dmn", "gits")
 SOLVER_METHODS = {"amed": ("amed", "ipndm"), "epd": ("epd", "ipndm")}
+SPLIT_BASES = ("edm", "logsnr", "time_uniform")  # AMED/EPD base schedules probed (their references use edm/time_uniform)
 ABLATIONS = {"full": {}, "no-instance": {"use_instance": False}, "no-shift": {"learn_shift": False},
              "no-scale": {"learn_scale": False}, "times-only": {"learn_shift": False, "learn_scale": False},
              "no-class": {"use_cond": False}}
@@ -180,6 +181,8 @@ class DigitsRun:
 
     def learned_run(self, method: str, nfe: int, solver: str, afs: bool, *, probe: bool = False, **kw: Any):
         extra = {"probe": True} if probe else {}
+        if kw.get("base") is not None:
+            extra["base"] = kw["base"]
         variant = kw.pop("variant", None)
         if variant:
             extra["variant"] = variant
@@ -192,21 +195,26 @@ class DigitsRun:
         d, info = self.exp.train(sp, self.build(method, sp, **kw), cfg, starts, probe_iterations=self.s["probe"])
         return sp, d, info
 
-    def choose_config(self, method: str, nfe: int, table: str) -> tuple[tuple[str, bool], dict[str, float]]:
-        """The configuration whose short probe reached the lowest validation loss (one candidate: no probe)."""
-        configs = configs_for(method, nfe, table)
+    def choose_config(self, method: str, nfe: int, table: str) -> tuple[tuple[str, bool, str | None], dict[str, float]]:
+        """The configuration (solver, AFS, and for AMED/EPD the base schedule) whose short probe reached the lowest
+        validation loss (one candidate: no probe)."""
+        bases = SPLIT_BASES if method in SOLVER_METHODS else (None,)
+        configs = [(s, a, b) for s, a in configs_for(method, nfe, table) for b in bases]
         if len(configs) == 1:
             return configs[0], {}
+
+        def key(c: tuple[str, bool, str | None]) -> str:
+            return f"{c[0]}{'+afs' if c[1] else ''}{'' if c[2] is None else '/' + c[2]}"
+
         probes = {}
-        for solver, afs in configs:
-            _, _, info = self.learned_run(method, nfe, solver, afs, probe=True)
-            probes[f"{solver}{'+afs' if afs else ''}"] = info["best_val"]
-        best = min(configs, key=lambda c: probes[f"{c[0]}{'+afs' if c[1] else ''}"])
-        return best, probes
+        for solver, afs, base in configs:
+            _, _, info = self.learned_run(method, nfe, solver, afs, probe=True, base=base)
+            probes[key((solver, afs, base))] = info["best_val"]
+        return min(configs, key=lambda c: probes[key(c)]), probes
 
     def learned_row(self, method: str, nfe: int, table: str) -> dict[str, Any]:
-        (solver, afs), probes = self.choose_config(method, nfe, table)
-        sp, d, info = self.learned_run(method, nfe, solver, afs)
+        (solver, afs, base), probes = self.choose_config(method, nfe, table)
+        sp, d, info = self.learned_run(method, nfe, solver, afs, base=base)
         return self._row(sp, d, info, {"by": f"probe ({self.s['probe']} it) validation loss", "probes": probes})
 
     def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..discretizations.heuristics import HEURISTICS
 from ..discretizations.persist import model_info
 from ..errors import InputError
 from ..io import claim_output
@@ -39,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="solver the schedule is trained for (default ipndm; amed/epd: their own solver, or ipndm for the plugin)")
     p.add_argument("--afs", action="store_true", help="analytical first step (saves one NFE)")
     p.add_argument("--num-points", type=int, default=2, help="EPD: parallel directions K per step (default 2)")
+    p.add_argument("--base", default=None, choices=sorted(HEURISTICS), help="amed/epd: base schedule whose steps are "
+                   "split (default: the references' choice, edm for the iPNDM plugins and EPD, time_uniform for AMED-Solver)")
     p.add_argument("--out", required=True, help="output folder: checkpoints (resumable) and best/ (the trained discretization)")
     p.add_argument("--init", default=None, help="start: heuristic name (edm, logsnr, ...), dmn, NAME~K (perturbed), or a saved "
                    "global schedule folder (warm start; indis starts from it)")
@@ -99,6 +102,8 @@ def _steps_and_solver(args: argparse.Namespace) -> None:
         raise InputError(f"--solver {args.solver} does not apply to {args.method}; choose one of {', '.join(own)}")
     if not own and args.solver in ("amed", "epd"):
         raise InputError(f"--solver {args.solver} is a solver of --method {args.solver}, not of {args.method}")
+    if args.base is not None and not own:
+        raise InputError(f"--base applies to --method amed/epd (the schedule their steps split), not {args.method}")
     if args.method == "epd" and args.num_points < 1:
         raise InputError(f"--num-points (EPD's parallel directions K) must be >= 1, got {args.num_points}")
     if args.nfe is not None:
@@ -133,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # parameter init (e.g. phi's layers) depends only on --seed
         d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=init, space=args.space, free_last=args.free_last,
                     shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
-                    learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed, num_points=args.num_points)
+                    learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed, num_points=args.num_points,
+                    base=args.base)
         d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init, "model_info": model_info(h),
                         "teacher_info": teacher_info(ts), "command": "indis " + " ".join(sys.argv[1:])})
         return d
