@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "indis.commands.schedule",
     "indis.commands.teacher",
     "indis.commands.train",
+    "indis.commands.evaluate",
     "indis.commands.bench",
     "indis.commands.export",
     "indis.zoo.cli",

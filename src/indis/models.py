@@ -6,6 +6,7 @@ model (shape of one x_T, the kind of condition, a latent decoder if any)."""
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -44,6 +45,21 @@ class ModelHandle:
             return CondSpec("table")
         return None
 
+    def with_guidance(self, scale: float | None) -> "ModelHandle":
+        """Classifier-free guidance at `scale` through the model's unconditional input (`meta["uncond"]`, e.g. the
+        zoo models' null class); None leaves the model unguided. Returns self."""
+        if scale is None:
+            return self
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+            raise InputError(f"guidance scale must be a finite number >= 0, got {scale!r}")
+        uncond = self.meta.get("uncond")
+        if uncond is None:
+            raise InputError(f"guidance needs a conditional model with an unconditional input (e.g. zoo:digits-cond); "
+                             f"{self.spec or 'this model'} has none")
+        self.denoiser.guidance_scale = float(scale)
+        self.denoiser.uncond = uncond
+        return self
+
 
 LOADERS: dict[str, Callable[..., ModelHandle]] = {}
 
@@ -78,8 +94,11 @@ def _zoo(rest: str, **_: Any) -> ModelHandle:
     z = load_zoo(rest)
     unet = z.fn.inner.net if hasattr(z.fn, "inner") else z.fn.net
     den = Denoiser(z.fn, EDM(), z.prediction, bottleneck=unet.mid)
+    meta: dict[str, Any] = {"zoo": z}
+    if z.num_classes:
+        meta["uncond"] = torch.tensor([int(z.num_classes)])  # the learned null label (trained with label dropout)
     return ModelHandle(den, tuple(z.shape), f"zoo:{rest}", "class" if z.num_classes else "none", int(z.num_classes),
-                       default_heuristic="edm", meta={"zoo": z})
+                       default_heuristic="edm", meta=meta)
 
 
 def _python(rest: str, **options: Any) -> ModelHandle:

@@ -109,11 +109,7 @@ def load_handle(model: str, guidance: float | None):
     """The zoo model, with classifier-free guidance through its null class when asked."""
     from ..models import load_model
 
-    h = load_model(model)
-    if guidance is not None:
-        h.denoiser.guidance_scale = float(guidance)
-        h.denoiser.uncond = torch.tensor([h.num_classes])  # the learned null label
-    return h
+    return load_model(model).with_guidance(guidance)
 
 
 def default_out(s: dict[str, Any]) -> Path:

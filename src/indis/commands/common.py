@@ -16,6 +16,8 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, help="model spec: toy:tree[:A|B|AB], zoo:digits, zoo:digits-cond, "
                    "python:module:callable (the module is imported from the current folder or PYTHONPATH, as with python -m), "
                    "diffusers:PATH, edm:PATH")
+    p.add_argument("--guidance", type=float, default=None, metavar="G", help="classifier-free guidance scale for "
+                   "class-conditional models with a null class (zoo:digits-cond); default: unguided")
     p.add_argument("--trust-pickle", action="store_true", help="allow loading pickled checkpoints (edm:PATH.pkl); only for files you trust")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="solver dtype")
@@ -48,6 +50,9 @@ def load(args: argparse.Namespace):
 
     check_device(args.device)
     h = load_model(args.model, **model_options(args))
+    g = getattr(args, "guidance", None)
+    if g is not None:
+        h.with_guidance(finite(g, "--guidance"))
     h.denoiser.to(args.device)
     return h
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..denoiser import Cond, Denoiser
 from ..errors import InputError
 from ..schedules import NoiseSchedule, schedule_from_config
-from ..solvers import SOLVERS, check_times, sample
+from ..solvers import SOLVERS, check_times, sample, solver_nfe
 from .param import SHIFT_MODES, SPACES, logits_to_times, scale_from_logits, shift_from_logits, times_to_logits
 from .prior_net import PriorNet
 
@@ -73,6 +73,11 @@ class Discretizer(nn.Module):
                              f"range [{lo}, {hi}], got t_min={self.t_min}, t_max={self.t_max}")
         self.name = name or self.method
         self.extra: dict[str, Any] = {}  # free-form provenance (teacher, metrics, training time)
+
+    @property
+    def nfe(self) -> int:
+        """Model calls of one sample (AFS saves the first; heun makes two per step)."""
+        return solver_nfe(self.solver, self.steps, self.afs)
 
     # -- interface
     def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:

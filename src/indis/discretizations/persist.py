@@ -64,18 +64,12 @@ def config(d: "Discretizer") -> dict[str, Any]:
     from .. import __version__
 
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "indis_version": __version__, "class": type(d).__name__,
-            "method": d.method, "name": d.name, "steps": d.steps, "nfe": nfe_of(d), "solver": d.solver, "afs": d.afs,
+            "method": d.method, "name": d.name, "steps": d.steps, "nfe": d.nfe, "solver": d.solver, "afs": d.afs,
             "schedule": d.schedule.config(), "data_shape": list(d.data_shape) if d.data_shape is not None else None,
             "model": d.extra.get("model_info"), "t_max": d.t_max, "t_min": d.t_min, "kwargs": d.init_kwargs(),
             "extra": d.extra, "saved": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def nfe_of(d: "Discretizer") -> int:
-    if hasattr(d, "nfe"):
-        return int(d.nfe)
-    from ..solvers import solver_nfe
-
-    return solver_nfe(d.solver, d.steps, d.afs)
 
 
 def save(d: "Discretizer", path: str | Path, card: bool = True) -> Path:

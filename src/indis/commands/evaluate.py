@@ -1,0 +1,101 @@
+"""`indis eval`: teacher-MSE of saved discretizations (and heuristics) on held-out teacher pairs, with bootstrap
+confidence intervals and paired differences against the first one listed."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..discretizations.base import Discretizer, load_discretization
+from ..errors import InputError
+from ..metrics.stats import bootstrap_ci, paired_bootstrap, weighted_mean
+from ..methods import fixed
+from ..solvers import SOLVERS
+from ..teacher import TeacherSet
+from .common import add_model_args, check_steps, dtype_of, load
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="teacher-MSE of saved discretizations or heuristics on held-out teacher pairs, with "
+                       "confidence intervals and paired differences")
+    add_model_args(p)
+    p.add_argument("--teacher", required=True, help="a teacher set made by `indis teacher` with priors no schedule was "
+                   "trained on (another --seed than the training set)")
+    p.add_argument("--discretization", nargs="*", default=[], help="folders of saved discretizations")
+    p.add_argument("--method", nargs="*", default=[], help="heuristic names (edm, logsnr, ...) or dmn, with --steps (for "
+                   "GITS, whose search draws priors: `indis schedule --method gits --out DIR`, then --discretization DIR)")
+    p.add_argument("--steps", type=int, default=None, help="N for --method")
+    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="solver for --method")
+    p.add_argument("--afs", action="store_true", help="analytical first step for --method")
+    p.add_argument("--num", type=int, default=None, help="evaluate the first NUM pairs (default: all)")
+    p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates of each interval (default 1000)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--force", action="store_true", help="use a discretization trained for another model anyway")
+    p.set_defaults(func=run)
+
+
+def _held_out(d: Discretizer, ts: TeacherSet, where: str) -> None:
+    """Refuse to report numbers on the priors a discretization was trained on."""
+    info = d.extra.get("teacher_info") or {}
+    same_path = info.get("path") and Path(info["path"]).resolve() == ts.path.resolve()
+    same_seed = info.get("seed") is not None and info.get("seed") == ts.config.seed and info.get("model") == ts.config.model
+    if same_path or same_seed:
+        raise InputError(f"{where} was trained on teacher priors with seed {ts.config.seed} ({info.get('path')}); "
+                         "evaluate on held-out priors: `indis teacher ... --seed S` with another S")
+
+
+def _candidates(args: argparse.Namespace, h: Any, ts: TeacherSet) -> list[tuple[str, Discretizer]]:
+    out: list[tuple[str, Discretizer]] = []
+    for folder in args.discretization:
+        d = load_discretization(folder, model=h, force=args.force)
+        _held_out(d, ts, f"--discretization {folder}")
+        out.append((folder, d))
+    if args.method and args.steps is None:
+        raise InputError("--steps is required with --method")
+    for m in args.method:
+        if m == "gits":
+            raise InputError("--method gits would draw its warm-up priors here; make it with `indis schedule --method gits "
+                             "--out DIR` (its own seed) and pass --discretization DIR")
+        d = fixed(h, m, check_steps(args.steps), args.solver, afs=args.afs)
+        out.append((f"{m} (N={args.steps}, {args.solver}{', AFS' if args.afs else ''})", d))
+    if not out:
+        raise InputError("give at least one --discretization folder or --method name")
+    return out
+
+
+def _per_prior(d: Discretizer, h: Any, ts: TeacherSet, n: int, args: argparse.Namespace) -> np.ndarray:
+    rows = []
+    d.to(args.device).eval()
+    with torch.no_grad():
+        for i in range(0, n, args.batch_size):
+            idx, xT, c, x0 = ts.batch(torch.arange(i, min(n, i + args.batch_size)), dtype_of(args), args.device)
+            x = d.sample(h.denoiser, xT, c, idx.to(args.device))
+            rows.append((x - x0).double().pow(2).flatten(1).mean(1).cpu())
+    return torch.cat(rows).numpy()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.replicates < 10:
+        raise InputError(f"--replicates must be >= 10, got {args.replicates}")
+    h = load(args)
+    ts = TeacherSet(args.teacher, cond_table=h.cond_table)
+    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device)
+    n = ts.num_samples if args.num is None else args.num
+    if not 2 <= n <= ts.num_samples:
+        raise InputError(f"--num must be between 2 and the teacher set's {ts.num_samples} pairs, got {args.num}")
+    cands = _candidates(args, h, ts)
+    mse = {name: _per_prior(d, h, ts, n, args) for name, d in cands}
+    names = [name for name, _ in cands]
+    results = [{"name": k, "nfe": d.nfe, "mse": float(mse[k].mean()),
+                "ci95": bootstrap_ci(weighted_mean, [mse[k]], [None], replicates=args.replicates)} for k, d in cands]
+    diffs = []
+    for k in names[1:]:
+        c = paired_bootstrap(weighted_mean, [mse[k]], [mse[names[0]]], [None], replicates=args.replicates)
+        diffs.append({"a": k, "b": names[0], "diff": c["diff"], "ci95": c["ci"], "significant": c["excludes_zero"]})
+    print(json.dumps({"teacher": str(ts.path), "priors": n, "metric": "teacher-MSE (mean over priors of the per-pixel "
+                      "squared error to the teacher endpoint)", "results": results, "differences_vs_first": diffs}, indent=1))
+    return 0
