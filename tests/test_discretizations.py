@@ -54,6 +54,23 @@ def test_parameterization_roundtrip_and_monotone():
     assert free[-1] > 0.002 and free.shape == (7,)
 
 
+@pytest.mark.parametrize("space", ["time", "lambda"])
+def test_collapsed_softmax_still_gives_a_strictly_decreasing_float32_grid(space):
+    """A logit far below the others makes its softmax weight underflow; the MIN_GAP floor keeps every gap positive
+    after the float32 cast the solvers see (without it two adjacent times coincide)."""
+    from indis.discretizations.param import MIN_GAP
+
+    sched = indis.EDM()
+    for bad in range(4):
+        lg = torch.zeros(4, dtype=torch.float32)
+        lg[bad] = -200.0
+        t = logits_to_times(lg, sched, 80.0, 0.002, space).float()
+        assert torch.all(t[1:] < t[:-1]), t
+    # the floor's size: the smallest fraction of the range any gap can take (time space: plain fractions)
+    t = logits_to_times(torch.tensor([0.0, -200.0, 0.0], dtype=DT), sched, 80.0, 0.002, "time")
+    assert float(t[1] - t[2]) == pytest.approx(MIN_GAP * (80.0 - 0.002), rel=1e-6)
+
+
 def test_god_beats_best_heuristic_and_indis_beats_god(toy, tmp_path):
     sched, den, ts = toy
     N, solver = 3, "euler"

@@ -79,3 +79,50 @@ def test_eval_matches_sampling_by_hand_and_refuses_training_priors(tmp_path, cap
     assert main(["eval", "--model", "zoo:digits", "--teacher", str(te), "--method", "gits", "--steps", "3"]) == 2
     assert "indis schedule" in capsys.readouterr().err
     assert np.isfinite(r["results"][0]["ci95"]).all()
+
+
+def test_per_sample_guidance_equals_scalar_guidance_row_by_row():
+    h = indis.load_model("zoo:digits-cond").with_guidance_range(1, 6)
+    g = torch.Generator().manual_seed(0)
+    x, labels, t = torch.randn(3, 1, 8, 8, generator=g) * 5, torch.tensor([1, 4, 8]), torch.full((3,), 5.0)
+    scales = torch.tensor([1.0, 2.5, 6.0])
+    out, _ = h.denoiser(x, t, {"class": labels, "guidance_scale": scales})
+    for i in range(3):
+        ref = indis.load_model("zoo:digits-cond").with_guidance(float(scales[i]))
+        r, _ = ref.denoiser(x[i:i + 1], t[i:i + 1], labels[i:i + 1])
+        # float32 model, one batched CFG call vs one call per row: rounding-level differences only
+        torch.testing.assert_close(out[i:i + 1], r, rtol=1e-4, atol=1e-4)
+
+
+def test_guidance_range_teacher_train_sample(tmp_path, capsys):
+    t = tmp_path / "t"
+    common = ["--model", "zoo:digits-cond", "--guidance-range", "1,6"]
+    assert main(["teacher", *common, "--out", str(t), "--num", "48", "--steps", "4", "--solver", "euler", "--no-progress"]) == 0
+    ts = TeacherSet(t)
+    idx, xT, c, x0 = ts.batch(torch.arange(48))
+    gs = c["guidance_scale"]
+    assert ((gs >= 1) & (gs <= 6)).all() and len(set(gs.tolist())) == 48  # one scale per sample
+    assert torch.equal(TeacherSet(t).cond(torch.arange(48))["class"], c["class"])  # regenerated identically
+    fn = indis.load_model("zoo:digits-cond").denoiser.model
+    times = torch.tensor(ts.config.times, dtype=torch.float64)
+    ref = xT[:4].clone()
+    for i in range(len(times) - 1):
+        tt = torch.full((4,), float(times[i]))
+        cc, u = fn(ref, tt, c["class"][:4]), fn(ref, tt, torch.full((4,), 10))
+        ref = ref + (times[i + 1] - times[i]) * (ref - (u + gs[:4, None, None, None] * (cc - u))) / times[i]
+    torch.testing.assert_close(x0[:4], ref.float(), rtol=1e-4, atol=1e-4)  # float32 rounding only (see above)
+    assert main(["train", *common, "--teacher", str(t), "--method", "indis", "--nfe", "3", "--iterations", "20",
+                 "--val-every", "10", "--lr", "1e-2", "--out", str(tmp_path / "i"), "--no-progress"]) == 0
+    capsys.readouterr()
+    d = indis.load_discretization(tmp_path / "i" / "best")
+    assert d.phi.guidance_range == [1.0, 6.0]
+    x = xT[:2]
+    with torch.no_grad():  # the best checkpoint of so short a run may still be the warm start (zero head weights)
+        torch.nn.init.normal_(d.phi.head.weight, std=0.1, generator=torch.Generator().manual_seed(0))
+    t2 = d(x, {"class": c["class"][:2], "guidance_scale": torch.tensor([1.0, 1.0])}).times
+    t6 = d(x, {"class": c["class"][:2], "guidance_scale": torch.tensor([6.0, 6.0])}).times
+    assert not torch.equal(t2, t6)  # the schedule depends on the guidance scale
+    s = ["sample", "--model", "zoo:digits-cond", "--discretization", str(tmp_path / "i" / "best"), "--num", "4"]
+    assert main(s + ["--out", str(tmp_path / "s0"), "--force"]) == 2
+    assert "--guidance G" in capsys.readouterr().err
+    assert main(s + ["--guidance", "4", "--out", str(tmp_path / "s4"), "--force"]) == 0

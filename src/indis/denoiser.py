@@ -23,6 +23,21 @@ def bcast(v: Tensor, x: Tensor) -> Tensor:
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
 
 
+GUIDANCE_KEY = "guidance_scale"
+
+
+def split_guidance(cond: Cond) -> tuple[Cond, Tensor | None]:
+    """A condition that carries per-sample guidance scales (a dict with a "guidance_scale" entry [B], e.g.
+    {"class": labels, "guidance_scale": g}) -> (the model's own condition, g); any other condition -> (cond, None).
+    A lone "class" entry is unwrapped to the label tensor."""
+    if not isinstance(cond, Mapping) or GUIDANCE_KEY not in cond:
+        return cond, None
+    rest = {k: v for k, v in cond.items() if k != GUIDANCE_KEY}
+    if set(rest) == {"class"}:
+        return rest["class"], cond[GUIDANCE_KEY]
+    return (rest or None), cond[GUIDANCE_KEY]
+
+
 def _cat_cond(a: Cond, b: Cond, batch: int) -> Cond:
     """Stack cond and the unconditional cond along the batch axis for one CFG call."""
     if a is None and b is None:
@@ -45,7 +60,8 @@ class Denoiser(nn.Module):
     optional condition, and returns `prediction`: "eps" (noise), "x0" (clean data), "v" (v-prediction,
     v = alpha * eps - sigma * x0) or "velocity" (flow matching, dx_t/dt = alpha' x0 + sigma' eps).
     With `guidance_scale` g != 1, conditional and unconditional outputs come from one batched call and are
-    combined as u + g (c - u) (classifier-free guidance); `uncond` is the unconditional condition. `bottleneck`
+    combined as u + g (c - u) (classifier-free guidance); `uncond` is the unconditional condition. A condition
+    with a "guidance_scale" entry gives each sample its own g (`split_guidance`; needs `uncond`). `bottleneck`
     optionally names the model's U-Net bottleneck module (the feature AMED's predictor reads).
     """
 
@@ -95,8 +111,16 @@ class Denoiser(nn.Module):
 
     def raw(self, x: Tensor, t: Tensor, cond: Cond = None) -> Tensor:
         """The model's native output at per-sample times t [B], with classifier-free guidance applied."""
+        cond, g_rows = split_guidance(cond)
         self._check_cond(cond, x.shape[0])
         g = self.guidance_scale
+        if g_rows is not None:
+            if self.uncond is None:
+                raise InputError("the condition carries per-sample guidance scales but the Denoiser has no uncond "
+                                 "(the unconditional condition for classifier-free guidance)")
+            if not isinstance(g_rows, Tensor) or g_rows.dim() != 1 or g_rows.shape[0] not in (1, x.shape[0]):
+                raise InputError(f"cond['{GUIDANCE_KEY}'] must be a tensor [B] of guidance scales for a batch of {x.shape[0]}")
+            g = g_rows
         if g is None or (not isinstance(g, Tensor) and float(g) == 1.0):
             out = self.model(x, t, cond)
             return self._check_shape(out, x)

@@ -103,6 +103,8 @@ def _phi_net(handle: ModelHandle, net: dict[str, Any] | None, seed: int) -> dict
     netkw.setdefault("seed", seed)
     if handle.cond_kind == "class":
         netkw.setdefault("num_classes", handle.num_classes)
+        if handle.meta.get("guidance_range") is not None:
+            netkw.setdefault("guidance_range", list(handle.meta["guidance_range"]))
     elif handle.cond_kind == "table":
         from .discretizations.prior_net import pool_condition
 

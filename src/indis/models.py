@@ -40,7 +40,7 @@ class ModelHandle:
         from .teacher import CondSpec
 
         if self.cond_kind == "class":
-            return CondSpec("class", num_classes=self.num_classes)
+            return CondSpec("class", num_classes=self.num_classes, guidance=self.meta.get("guidance_range"))
         if self.cond_kind == "table":
             return CondSpec("table")
         return None
@@ -58,6 +58,22 @@ class ModelHandle:
                              f"{self.spec or 'this model'} has none")
         self.denoiser.guidance_scale = float(scale)
         self.denoiser.uncond = uncond
+        self.meta.pop("guidance_range", None)
+        return self
+
+    def with_guidance_range(self, lo: float, hi: float) -> "ModelHandle":
+        """Classifier-free guidance with a per-sample scale carried in the condition ({"class": labels,
+        "guidance_scale": g}): teacher sets draw g uniformly from [lo, hi] and phi takes it as an input. Returns self."""
+        from .teacher import check_guidance_range
+
+        lo, hi = check_guidance_range((lo, hi))
+        uncond = self.meta.get("uncond")
+        if uncond is None or self.cond_kind != "class":
+            raise InputError(f"a guidance range needs a class-conditional model with a null class (e.g. zoo:digits-cond); "
+                             f"{self.spec or 'this model'} has none")
+        self.denoiser.guidance_scale = None
+        self.denoiser.uncond = uncond
+        self.meta["guidance_range"] = [lo, hi]
         return self
 
 

@@ -29,7 +29,7 @@ FORMAT = "indis-teacher"
 #: seed * 2^32 + index, which torch's CPU generator truncates to 32 bits, so every seed gave the same priors.
 SEEDING = {"scheme": "numpy-seedsequence-pcg64", "version": 2}
 MAX_SEED = 2**63 - 1
-_NOISE, _LABEL = 0, 1  # stream ids: the noise and the class label of one sample come from independent streams
+_NOISE, _LABEL, _GUIDANCE = 0, 1, 2  # stream ids: noise, class label and guidance scale of a sample are independent
 
 
 def check_seed(seed: Any, name: str = "seed") -> int:
@@ -74,17 +74,24 @@ def prior_noise(indices: Sequence[int] | Tensor, base_seed: int, shape: Sequence
 @dataclass
 class CondSpec:
     """How sample i gets its condition: none; a class label (uniform over num_classes, from its own generator);
-    or row i % P of a stored table (e.g. P prompt embeddings)."""
+    or row i % P of a stored table (e.g. P prompt embeddings). With `guidance` = [lo, hi] (class conditions) each
+    sample also gets its own classifier-free guidance scale, uniform in [lo, hi], and the condition becomes
+    {"class": labels, "guidance_scale": scales} (see `indis.denoiser.split_guidance`)."""
 
     kind: str = "none"  # "none" | "class" | "table"
     num_classes: int = 0
     table_size: int = 0
+    guidance: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("none", "class", "table"):
             raise InputError(f"condition kind must be none, class or table, got {self.kind!r}")
         if self.kind == "class" and self.num_classes < 1:
             raise InputError("class conditions need num_classes >= 1")
+        if self.guidance is not None:
+            self.guidance = check_guidance_range(self.guidance)
+            if self.kind != "class":
+                raise InputError("a guidance range needs class conditions (the null class gives the unconditional output)")
 
 
 def class_labels(indices: Sequence[int] | Tensor, base_seed: int, num_classes: int) -> Tensor:
@@ -93,6 +100,32 @@ def class_labels(indices: Sequence[int] | Tensor, base_seed: int, num_classes: i
     if num_classes < 1:
         raise InputError(f"num_classes must be >= 1, got {num_classes}")
     return torch.tensor([int(sample_rng(seed, i, _LABEL).integers(num_classes)) for i in _indices(indices)], dtype=torch.long)
+
+
+def check_guidance_range(r: Any, name: str = "guidance range") -> list[float]:
+    """[lo, hi] with 0 <= lo <= hi finite, or InputError naming `name`."""
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be two numbers LO,HI, got {r!r}") from exc
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise InputError(f"{name} must satisfy 0 <= LO <= HI (finite), got {lo}, {hi}")
+    return [lo, hi]
+
+
+def guidance_scales(indices: Sequence[int] | Tensor, base_seed: int, lo: float, hi: float) -> Tensor:
+    """Per-sample guidance scale, uniform in [lo, hi], from a stream independent of the sample's noise and label."""
+    seed = check_seed(base_seed)
+    return torch.tensor([lo + (hi - lo) * float(sample_rng(seed, i, _GUIDANCE).random()) for i in _indices(indices)],
+                        dtype=torch.float32)
+
+
+def class_cond(indices: Sequence[int] | Tensor, base_seed: int, spec: CondSpec) -> Cond:
+    """The condition of class-conditional samples: labels [B], or {"class", "guidance_scale"} with a guidance range."""
+    labels = class_labels(indices, base_seed, spec.num_classes)
+    if spec.guidance is None:
+        return labels
+    return {"class": labels, "guidance_scale": guidance_scales(indices, base_seed, *spec.guidance)}
 
 
 def table_rows(table: Cond) -> int:
@@ -266,7 +299,8 @@ class TeacherSet:
     def cond(self, indices: Sequence[int] | Tensor, device: str | torch.device = "cpu") -> Cond:
         idx = torch.as_tensor(indices, dtype=torch.long)
         if self.cond_spec.kind == "class":
-            return class_labels(idx, self.config.seed, self.cond_spec.num_classes).to(device)
+            c = class_cond(idx, self.config.seed, self.cond_spec)
+            return {k: v.to(device) for k, v in c.items()} if isinstance(c, Mapping) else c.to(device)
         if self.cond_spec.kind == "table":
             if self.cond_table is None:
                 raise InputError(f"teacher set '{self.path}' uses a condition table; pass cond_table=")
@@ -428,7 +462,8 @@ def generate_teacher(
     rank, world = _dist()
     cond_probe = None
     if cond.kind == "class":
-        cond_probe = class_labels(torch.arange(2), seed, cond.num_classes).to(device)
+        c = class_cond(torch.arange(2), seed, cond)
+        cond_probe = {k: v.to(device) for k, v in c.items()} if isinstance(c, Mapping) else c.to(device)
     elif cond.kind == "table":
         cond_probe = {k: v[:2].to(device) for k, v in cond_table.items()} if isinstance(cond_table, Mapping) else cond_table[:2].to(device)
     cfg = TeacherConfig(

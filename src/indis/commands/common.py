@@ -16,8 +16,12 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, help="model spec: toy:tree[:A|B|AB], zoo:digits, zoo:digits-cond, "
                    "python:module:callable (the module is imported from the current folder or PYTHONPATH, as with python -m), "
                    "diffusers:PATH, edm:PATH")
-    p.add_argument("--guidance", type=float, default=None, metavar="G", help="classifier-free guidance scale for "
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--guidance", type=float, default=None, metavar="G", help="classifier-free guidance scale for "
                    "class-conditional models with a null class (zoo:digits-cond); default: unguided")
+    g.add_argument("--guidance-range", default=None, metavar="LO,HI", help="per-sample guidance scales: a teacher set "
+                   "draws each sample's scale uniformly from [LO, HI] and INDIS's phi takes it as an input (one "
+                   "schedule for every scale)")
     p.add_argument("--trust-pickle", action="store_true", help="allow loading pickled checkpoints (edm:PATH.pkl); only for files you trust")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="solver dtype")
@@ -53,6 +57,11 @@ def load(args: argparse.Namespace):
     g = getattr(args, "guidance", None)
     if g is not None:
         h.with_guidance(finite(g, "--guidance"))
+    r = getattr(args, "guidance_range", None)
+    if r is not None:
+        from ..teacher import check_guidance_range
+
+        h.with_guidance_range(*check_guidance_range(r.split(",") if isinstance(r, str) else r, "--guidance-range"))
     h.denoiser.to(args.device)
     return h
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -12,7 +13,7 @@ from ..errors import InputError
 from ..io import claim_output, save_tensors
 from ..methods import fixed
 from ..solvers import SOLVERS
-from ..teacher import class_labels, index_cond, prior_noise, prior_std, table_rows
+from ..teacher import class_cond, class_labels, index_cond, prior_noise, prior_std, table_rows
 from .common import add_model_args, check_steps, dtype_of, load
 
 
@@ -55,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     xT = prior_noise(range(args.num), args.seed, h.data_shape, prior_std(h.schedule, d.t_max), dt, args.device)
     cond = None
     if h.cond_kind == "class":
-        cond = (torch.full((args.num,), args.label, dtype=torch.long) if args.label is not None
-                else class_labels(range(args.num), args.seed, h.num_classes)).to(args.device)
+        cond = _class_condition(args, h, d)
     elif h.cond_kind == "table":
         c = index_cond(h.cond_table, torch.arange(args.num) % table_rows(h.cond_table))
         cond = {k: v.to(args.device) for k, v in c.items()} if isinstance(c, dict) else c.to(args.device)
@@ -68,11 +68,32 @@ def run(args: argparse.Namespace) -> int:
     tensors = {"samples": x.float().cpu()}
     if isinstance(cond, torch.Tensor):
         tensors["cond"] = cond.cpu()
+    elif isinstance(cond, dict) and "guidance_scale" in cond:
+        tensors["cond"], tensors["guidance_scale"] = cond["class"].cpu(), cond["guidance_scale"].cpu()
     save_tensors(out / "samples.safetensors", tensors, {"model": h.spec, "method": d.name, "steps": str(d.steps)})
     title = f"{h.spec}: {x.shape[0]} samples, {d.name} ({d.solver}, N={d.steps}{', AFS' if d.afs else ''}), seed {args.seed}"
     picture = _save_picture(x.float().cpu(), out / "samples.png", title)
     print(json.dumps({"samples": str(out / "samples.safetensors"), "picture": picture, "method": d.name, "steps": d.steps, "solver": d.solver}))
     return 0
+
+
+def _class_condition(args: argparse.Namespace, h, d) -> Any:
+    """Labels (given or random), plus per-sample guidance scales when the model samples a guidance range or the
+    discretization's phi was trained over one (then the fixed --guidance scale is its input)."""
+    labels = (torch.full((args.num,), args.label, dtype=torch.long) if args.label is not None
+              else class_labels(range(args.num), args.seed, h.num_classes))
+    wants = getattr(getattr(d, "phi", None), "guidance_range", None) is not None
+    if h.meta.get("guidance_range") is not None:
+        g = class_cond(range(args.num), args.seed, h.cond_spec())["guidance_scale"]
+    elif wants and isinstance(h.denoiser.guidance_scale, (int, float)):
+        g = torch.full((args.num,), float(h.denoiser.guidance_scale))
+    elif wants:
+        lo, hi = d.phi.guidance_range
+        raise InputError(f"this discretization was trained over guidance scales {lo:g}..{hi:g}: pass --guidance G "
+                         "(or --guidance-range)")
+    else:
+        return labels.to(args.device)
+    return {"class": labels.to(args.device), "guidance_scale": g.to(args.device)}
 
 
 def _save_picture(x: torch.Tensor, path: Path, title: str) -> str | None:

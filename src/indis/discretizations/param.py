@@ -8,6 +8,7 @@ from ..errors import InputError
 from ..schedules import NoiseSchedule
 
 SPACES = ("time", "lambda")
+MIN_GAP = 1e-5  # smallest gap, as a fraction of the range: keeps the grid strictly decreasing in float32
 SHIFT_MODES = ("relative", "absolute")
 
 
@@ -26,10 +27,13 @@ def logits_to_times(logits: Tensor, schedule: NoiseSchedule, t_max: float, t_min
     INDIS eq. 7: the softmax of the logits gives positive gaps that sum to one; their cumulative sum places
     t_0 = t_max and t_N = t_min in the chosen space ("time" or "lambda" = log-SNR), so the grid is monotone
     with fixed endpoints. With `free_last`, one extra logit is the gap between t_N and t_min, so t_N is free.
+    Each gap is at least MIN_GAP of the range (p = MIN_GAP + (1 - K MIN_GAP) softmax), so a training step that
+    drives one softmax weight to zero still leaves a strictly decreasing grid in float32.
     """
     if space not in SPACES:
         raise InputError(f"space must be one of {SPACES}, got {space!r}")
-    p = torch.softmax(logits, -1)
+    k = logits.shape[-1]
+    p = MIN_GAP + (1 - k * MIN_GAP) * torch.softmax(logits, -1)
     frac = torch.cumsum(p, -1)  # fraction of the way from t_max to t_min after each gap
     if free_last:
         frac = frac[..., :-1]
@@ -58,7 +62,9 @@ def times_to_logits(times: Tensor, schedule: NoiseSchedule, space: str = "time",
         gaps = torch.cat([gaps[..., :-1], gaps[..., -1:].clamp_min(1e-3 * float(gaps.sum()))], -1)
     if bool((gaps <= 0).any()):
         raise InputError("warm-start times must be strictly decreasing")
-    return torch.log(gaps / gaps.sum(-1, keepdim=True))
+    k = gaps.shape[-1]
+    p = gaps / gaps.sum(-1, keepdim=True)
+    return torch.log(((p - MIN_GAP) / (1 - k * MIN_GAP)).clamp_min(1e-30))  # inverts the gap floor
 
 
 def bounded(o: Tensor, bound: float) -> Tensor:

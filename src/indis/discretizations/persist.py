@@ -31,7 +31,8 @@ def model_info(handle: "ModelHandle") -> dict[str, Any]:
     """What a discretization records about the model it was made for (checked when it is loaded for a model)."""
     return {"spec": handle.spec, "data_shape": list(handle.data_shape), "cond_kind": handle.cond_kind,
             "num_classes": handle.num_classes, "prediction": handle.denoiser.prediction,
-            "guidance": _float_or_none(handle.denoiser.guidance_scale), "schedule": handle.schedule.config()}
+            "guidance": _float_or_none(handle.denoiser.guidance_scale), "guidance_range": handle.meta.get("guidance_range"),
+            "schedule": handle.schedule.config()}
 
 
 def _float_or_none(v: Any) -> float | None:

@@ -1,7 +1,8 @@
 """The prior-conditioning network phi(x_T, c) of INDIS (paper fig. 4): a small encoder of the starting noise
 (MLP for vectors, strided 2-D convolutions for images/latents, 3-D for videos) plus an optional condition
-branch (class one-hot scaled by 1/sqrt(num_classes) then linear; or pooled prompt embeddings), an MLP trunk and
-a zero-initialised head whose bias holds the warm-start logits."""
+branch (class one-hot scaled by 1/sqrt(num_classes) then linear; or pooled prompt embeddings), an optional
+guidance-scale branch (phi trained over a range of classifier-free guidance scales), an MLP trunk and a
+zero-initialised head whose bias holds the warm-start logits."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..denoiser import split_guidance
 from ..errors import InputError
 
 Cond = Tensor | Mapping[str, Tensor] | None
@@ -84,6 +86,7 @@ class PriorNet(nn.Module):
         seed: int = 0,
         use_instance: bool = True,
         use_cond: bool = True,
+        guidance_range: Sequence[float] | None = None,
     ):
         super().__init__()
         # ablation switches (paper fig. 5): without the instance input phi sees a constant in place of x_T (a learned
@@ -93,6 +96,7 @@ class PriorNet(nn.Module):
         self.num_classes, self.cond_dim = int(num_classes), int(cond_dim)
         self.cond_keys = list(cond_keys) if cond_keys is not None else None
         self.input_scale = float(input_scale)
+        self.guidance_range = None if guidance_range is None else [float(v) for v in guidance_range]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # phi's initial weights depend on its seed only, not on the global RNG
             self._build(out_dim, hidden, depth, channels, fourier_features, fourier_scale)
@@ -119,6 +123,11 @@ class PriorNet(nn.Module):
             cfeat = hidden
         else:
             self.cond_proj = None
+        if self.guidance_range is not None:  # the guidance scale, mapped to [-1, 1] over the range, and its square
+            self.guidance_proj: nn.Module | None = nn.Linear(2, hidden)
+            cfeat += hidden
+        else:
+            self.guidance_proj = None
         layers: list[nn.Module] = [nn.Linear(feat + cfeat, hidden), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]
@@ -130,6 +139,7 @@ class PriorNet(nn.Module):
     def features(self, x_T: Tensor, cond: Cond = None) -> Tensor:
         if tuple(x_T.shape[1:]) != self.data_shape:
             raise InputError(f"prior network expects x_T of shape [B, {', '.join(map(str, self.data_shape))}], got {list(x_T.shape)}")
+        cond, g = split_guidance(cond)
         x = x_T * self.input_scale if self.use_instance else torch.zeros_like(x_T)
         h = self.encoder(x)
         if hasattr(self, "fourier"):
@@ -151,7 +161,19 @@ class PriorNet(nn.Module):
                     raise InputError(f"prior network expects pooled condition features of size {self.cond_dim}, got {None if c is None else c.shape[-1]}")
                 c = c.to(h.dtype)
             h = torch.cat([h, self.cond_proj(c)], -1)
+        if self.guidance_proj is not None:
+            h = torch.cat([h, self.guidance_proj(self._guidance_features(g, h))], -1)
         return h
+
+    def _guidance_features(self, g: Tensor | None, h: Tensor) -> Tensor:
+        if g is None:
+            lo, hi = self.guidance_range
+            raise InputError(f"this prior network was trained over guidance scales {lo:g}..{hi:g}; pass the scale in the "
+                             "condition: {'class': labels, 'guidance_scale': scales [B]}")
+        lo, hi = self.guidance_range
+        z = (g.to(h.dtype).reshape(-1) - (lo + hi) / 2) / max((hi - lo) / 2, 1e-6)
+        z = z.expand(h.shape[0]) if z.shape[0] == 1 else z
+        return torch.stack([z, z * z], -1)
 
     def forward(self, x_T: Tensor, cond: Cond = None) -> Tensor:
         return self.head(self.trunk(self.features(x_T, cond)))
