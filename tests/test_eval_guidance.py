@@ -126,3 +126,15 @@ def test_guidance_range_teacher_train_sample(tmp_path, capsys):
     assert main(s + ["--out", str(tmp_path / "s0"), "--force"]) == 2
     assert "--guidance G" in capsys.readouterr().err
     assert main(s + ["--guidance", "4", "--out", str(tmp_path / "s4"), "--force"]) == 0
+
+
+def test_sets_without_a_guidance_range_keep_their_manifest_and_resume(tmp_path, capsys):
+    import json as _json_mod
+
+    t = tmp_path / "t"
+    argv = ["teacher", "--model", "zoo:digits-cond", "--out", str(t), "--steps", "3", "--no-progress"]
+    assert main(argv + ["--num", "8"]) == 0
+    m = _json_mod.loads((t / "manifest.json").read_text())
+    assert set(m["config"]["cond"]) == {"kind", "num_classes", "table_size"}  # as written before guidance ranges
+    assert main(argv + ["--num", "16"]) == 0  # extends the set with the same settings
+    assert TeacherSet(t).num_samples == 16

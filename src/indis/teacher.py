@@ -469,7 +469,7 @@ def generate_teacher(
     cfg = TeacherConfig(
         num_samples=int(num_samples), data_shape=[int(s) for s in data_shape], schedule=sched.config(), seed=int(seed),
         solver=solver, steps=int(times_t.numel() - 1), times=times_t.tolist(), afs=bool(afs), shard_size=int(shard_size),
-        cond=asdict(cond), model=model, fingerprint=model_fingerprint(denoiser, data_shape, cond_probe, device),
+        cond=_cond_fields(cond), model=model, fingerprint=model_fingerprint(denoiser, data_shape, cond_probe, device),
         prior_std=prior_std(sched, float(times_t[0])), dtype=str(dtype).removeprefix("torch."),
     )
     if not all(math.isfinite(v) for v in cfg.fingerprint):
@@ -487,6 +487,12 @@ def generate_teacher(
         if world > 1:
             torch.distributed.barrier()
     return TeacherSet(out, cond_table=cond_table)
+
+
+def _cond_fields(cond: CondSpec) -> dict[str, Any]:
+    """The manifest's "cond" object; without a guidance range it is the one sets had before ranges existed, so
+    those sets still resume and extend."""
+    return {k: v for k, v in asdict(cond).items() if k != "guidance" or v is not None}
 
 
 def teacher_info(ts: TeacherSet) -> dict[str, Any]:
