@@ -48,6 +48,10 @@ def configs_for(method: str, nfe: int, table: str) -> list[tuple[str, bool]]:
     return [c for c in CONFIGS if table == "main" or c[0] == "ipndm"]
 
 
+def _key(c: tuple[str, bool, str | None]) -> str:
+    return f"{c[0]}{'+afs' if c[1] else ''}{'' if c[2] is None else '/' + c[2]}"
+
+
 def steps_of(method: str, nfe: int, solver: str, afs: bool) -> int:
     return amed_steps(nfe, afs) if method in SOLVER_METHODS else steps_for_nfe(solver, nfe, afs)
 
@@ -195,27 +199,29 @@ class DigitsRun:
         d, info = self.exp.train(sp, self.build(method, sp, **kw), cfg, starts, probe_iterations=self.s["probe"])
         return sp, d, info
 
-    def choose_config(self, method: str, nfe: int, table: str) -> tuple[tuple[str, bool, str | None], dict[str, float]]:
-        """The configuration (solver, AFS, and for AMED/EPD the base schedule) whose short probe reached the lowest
-        validation loss (one candidate: no probe)."""
+    def choose_config(self, method: str, nfe: int, table: str) -> tuple[list[tuple[str, bool, str | None]], dict[str, float]]:
+        """Configurations (solver, AFS, and for AMED/EPD the base schedule) ranked by the validation loss of a short
+        probe (one candidate: no probe)."""
         bases = SPLIT_BASES if method in SOLVER_METHODS else (None,)
         configs = [(s, a, b) for s, a in configs_for(method, nfe, table) for b in bases]
         if len(configs) == 1:
-            return configs[0], {}
-
-        def key(c: tuple[str, bool, str | None]) -> str:
-            return f"{c[0]}{'+afs' if c[1] else ''}{'' if c[2] is None else '/' + c[2]}"
-
+            return configs, {}
         probes = {}
         for solver, afs, base in configs:
             _, _, info = self.learned_run(method, nfe, solver, afs, probe=True, base=base)
-            probes[key((solver, afs, base))] = info["best_val"]
-        return min(configs, key=lambda c: probes[key(c)]), probes
+            probes[_key((solver, afs, base))] = info["best_val"]
+        return sorted(configs, key=lambda c: probes[_key(c)]), probes
 
     def learned_row(self, method: str, nfe: int, table: str) -> dict[str, Any]:
-        (solver, afs, base), probes = self.choose_config(method, nfe, table)
-        sp, d, info = self.learned_run(method, nfe, solver, afs, base=base)
-        return self._row(sp, d, info, {"by": f"probe ({self.s['probe']} it) validation loss", "probes": probes})
+        """The best configuration of a learned method. AMED/EPD start from random predictor weights, so their short
+        probes rank configurations poorly: the best two are trained in full and the lower final validation loss wins."""
+        ranked, probes = self.choose_config(method, nfe, table)
+        finalists = ranked[: 2 if method in SOLVER_METHODS else 1]
+        runs = [self.learned_run(method, nfe, s, a, base=b) for s, a, b in finalists]
+        sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
+        by = f"probe ({self.s['probe']} it) validation loss" + (", then full training of the best two" if len(finalists) > 1 else "")
+        choice = {"by": by, "probes": probes, "finalists": {_key(c): r[2]["best_val"] for c, r in zip(finalists, runs)}}
+        return self._row(sp, d, info, choice)
 
     def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any]:
         """INDIS warm-started from the better trained global schedule (validation loss), under its configuration."""
