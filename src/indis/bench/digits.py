@@ -23,7 +23,8 @@ BENCHMARK = "digits"
 LR = {"god": 5e-2, "ld3": 5e-3, "indis": 1e-3, "amed": 5e-3, "epd": 1e-2, "oracle": 5e-2}
 FULL = dict(train=10_000, val=1_000, test=5_000, seeds=[0, 1, 2], batch=64, patience=8, val_every=50, cap=4000, probe=100,
             val_train=500, starts=3, oracle_priors=500, oracle_cap=400, oracle_patience=5, oracle_nfes=[3, 5],
-            ablation_nfes=[3, 5], ablation_seeds=1, gits_warmup=256, ipndm_table=True)
+            ablation_nfes=[3, 5], ablation_seeds=1, gits_warmup=256, ipndm_table=True,
+            ipndm_seeds=1)
 QUICK = dict(train=600, val=200, test=400, seeds=[0], batch=64, patience=3, val_every=20, cap=150, probe=15, val_train=100,
              starts=2, oracle_priors=64, oracle_cap=60, oracle_patience=3, oracle_nfes=[3], ablation_nfes=[3],
              ablation_seeds=1, gits_warmup=32, ipndm_table=False, replicates=50)

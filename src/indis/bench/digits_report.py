@@ -59,13 +59,14 @@ def aggregate(runs: list[Any], seeds: list[dict[str, Any]], nfes: list[int], rep
     """Tables (mean +- std over seeds) and INDIS-vs-baseline comparisons with paired bootstrap CIs."""
     res: dict[str, Any] = {"table": {}, "table_ipndm": {}, "comparisons": {}, "oracle": {}, "ablations": {}}
     for key, table in (("table", "main"), ("table_ipndm", "ipndm")):
-        if seeds[0].get(table, {}).get(str(nfes[0])) is None:
+        have = [(run, s) for run, s in zip(runs, seeds) if s.get(table, {}).get(str(nfes[0])) is not None]
+        if not have:  # the iPNDM-only table may run on the first seed(s) only
             continue
-        res[key] = {row: {str(n): _cell([s[table][str(n)][row] for s in seeds]) for n in nfes} for row in ROWS}
+        res[key] = {row: {str(n): _cell([s[table][str(n)][row] for _, s in have]) for n in nfes} for row in ROWS}
         for row in ROWS:
             for n in map(str, nfes):
-                feats = [run.rows(s[table][n][row]["spec"])["features"] for run, s in zip(runs, seeds)]
-                res[key][row][n]["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run in runs], replicates=replicates)
+                feats = [run.rows(s[table][n][row]["spec"])["features"] for run, s in have]
+                res[key][row][n]["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run, _ in have], replicates=replicates)
     for n in map(str, nfes):
         res["comparisons"][n] = _comparisons(runs, seeds, res["table"], n, replicates)
         if n in seeds[0]["oracle"]:
@@ -257,7 +258,8 @@ def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str
          f"digits" + (f", accuracy {_f(res['teacher']['accuracy'][0], 3)}" if "accuracy" in res["teacher"] else "") + ".", ""]
     L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond)
     if res.get("table_ipndm"):
-        L += table_md(res["table_ipndm"], nfes, "iPNDM only (AFS chosen on validation)", cond)
+        k = res["table_ipndm"][ROWS[0]][str(nfes[0])]["seeds"]
+        L += table_md(res["table_ipndm"], nfes, f"iPNDM only (AFS chosen on validation; {k} seed{'s' if k > 1 else ''})", cond)
     L += comparisons_md(res, nfes) + oracle_md(res) + ablations_md(res)
     ov = res.get("overhead")
     if ov:

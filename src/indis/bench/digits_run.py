@@ -321,13 +321,14 @@ class DigitsRun:
     def run(self, nfes: list[int]) -> dict[str, Any]:
         """Every table of the protocol for this seed (cached: a rerun only redoes what is missing)."""
         s, res = self.s, {"seed": self.seed, "main": {}, "ipndm": {}, "oracle": {}, "ablations": {}}
+        rank = s["seeds"].index(self.seed)  # the iPNDM-only table and the ablations run on the first seed(s) only
         for nfe in nfes:
             k = str(nfe)
             res["main"][k] = rows = self.table(nfe, "main")
-            res["ipndm"][k] = self.table(nfe, "ipndm") if s["ipndm_table"] else None
+            res["ipndm"][k] = self.table(nfe, "ipndm") if s["ipndm_table"] and rank < s.get("ipndm_seeds", 99) else None
             if nfe in s["oracle_nfes"]:
                 res["oracle"][k] = self.oracle(nfe, rows)
-            if nfe in s["ablation_nfes"] and s["seeds"].index(self.seed) < s.get("ablation_seeds", len(s["seeds"])):
+            if nfe in s["ablation_nfes"] and rank < s.get("ablation_seeds", len(s["seeds"])):
                 variants = [v for v in ABLATIONS if v != "no-class" or self.cond]
                 res["ablations"][k] = {v: rows["indis"] if v == "full" else self.indis_row(nfe, "main", rows, v) for v in variants}
         fig = min(nfes, key=lambda n: abs(n - 3))
