@@ -322,15 +322,19 @@ class DigitsRun:
         """Every table of the protocol for this seed (cached: a rerun only redoes what is missing)."""
         s, res = self.s, {"seed": self.seed, "main": {}, "ipndm": {}, "oracle": {}, "ablations": {}}
         rank = s["seeds"].index(self.seed)  # the iPNDM-only table and the ablations run on the first seed(s) only
+        # headline first: every main table, then oracles, ablations and the iPNDM-only table (partial runs stay useful)
         for nfe in nfes:
-            k = str(nfe)
-            res["main"][k] = rows = self.table(nfe, "main")
-            res["ipndm"][k] = self.table(nfe, "ipndm") if s["ipndm_table"] and rank < s.get("ipndm_seeds", 99) else None
-            if nfe in s["oracle_nfes"]:
-                res["oracle"][k] = self.oracle(nfe, rows)
-            if nfe in s["ablation_nfes"] and rank < s.get("ablation_seeds", len(s["seeds"])):
-                variants = [v for v in ABLATIONS if v != "no-class" or self.cond]
-                res["ablations"][k] = {v: rows["indis"] if v == "full" else self.indis_row(nfe, "main", rows, v) for v in variants}
+            res["main"][str(nfe)] = self.table(nfe, "main")
+        for nfe in (n for n in nfes if n in s["oracle_nfes"]):
+            res["oracle"][str(nfe)] = self.oracle(nfe, res["main"][str(nfe)])
+        if rank < s.get("ablation_seeds", len(s["seeds"])):
+            variants = [v for v in ABLATIONS if v != "no-class" or self.cond]
+            for nfe in (n for n in nfes if n in s["ablation_nfes"]):
+                rows = res["main"][str(nfe)]
+                res["ablations"][str(nfe)] = {v: rows["indis"] if v == "full" else self.indis_row(nfe, "main", rows, v)
+                                              for v in variants}
+        for nfe in nfes:
+            res["ipndm"][str(nfe)] = self.table(nfe, "ipndm") if s["ipndm_table"] and rank < s.get("ipndm_seeds", 99) else None
         fig = min(nfes, key=lambda n: abs(n - 3))
         res["teacher"] = self.teacher_record()
         res["timesteps"] = self.timesteps(fig, res["main"][str(fig)])
