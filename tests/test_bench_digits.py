@@ -4,6 +4,7 @@ errors for bad settings. Plus the guided teacher against classifier-free guidanc
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,7 +92,8 @@ def test_rerun_recomputes_nothing(tiny, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [(["--guidance", "4"], "class-conditional"), (["--model", "zoo:digits-cond", "--guidance", "-1"], "--guidance"),
-                                          (["--nfe", "1"], "--nfe"), (["--model", "zoo:cifar"], "invalid choice")])
+                                          (["--nfe", "1"], "--nfe"), (["--nfe", "3", "--ipndm-nfes", "5"], "--ipndm-nfes"),
+                                          (["--model", "zoo:cifar"], "invalid choice")])
 def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, argv, needle):
     assert main(["bench", "digits", "--out", str(tmp_path), "--quick", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -113,3 +115,38 @@ def test_guided_teacher_is_cfg_by_hand():
         ref = ref + (times[i + 1] - times[i]) * d
     # float32 model, the same calls in another order (batched vs separate): rounding-level differences only
     torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-4)
+
+
+class _FakeRun:
+    """Per-prior rows for the report code: features and MSE drawn per (seed, method) so every number is known."""
+
+    def __init__(self, seed):
+        self.seed, self.real_all = seed, np.random.default_rng([seed, 99]).normal(size=(40, 3))
+        self.real_heldout = self.real_all[:20]
+
+    def rows(self, spec):
+        g = np.random.default_rng([self.seed, rep.ROWS.index(spec["method"]), spec["nfe"]])
+        return {"features": g.normal(size=(30, 3)), "mse": g.uniform(size=30)}
+
+    def teacher_features(self):
+        return self.real_all
+
+
+def _seed_result(seed, nfes, ipndm_nfes):
+    def row(m, n):
+        return {"test": {"fd": 1.0 + seed, "mse": 0.1}, "train": {"seconds": 1.0},
+                "spec": {"method": m, "nfe": n, "solver": "ipndm", "afs": False, "steps": n}}
+    table = lambda n: {m: row(m, n) for m in rep.ROWS}  # noqa: E731
+    return {"main": {str(n): table(n) for n in nfes}, "ipndm": {str(n): table(n) if n in ipndm_nfes else None for n in nfes},
+            "oracle": {}, "ablations": {}}
+
+
+def test_partial_tables_are_reported_for_the_seeds_and_nfes_that_have_them():
+    runs = [_FakeRun(0), _FakeRun(1)]
+    seeds = [_seed_result(0, [3, 5], ipndm_nfes=[3]), _seed_result(1, [3, 5], ipndm_nfes=[])]
+    res = rep.aggregate(runs, seeds, [3, 5], replicates=10)
+    assert set(res["table"]["god"]) == {"3", "5"} and res["table"]["god"]["5"]["seeds"] == 2
+    assert res["table"]["god"]["3"]["fd"] == pytest.approx(1.5)  # mean of the two seeds' stored FDs (1.0, 2.0)
+    assert set(res["table_ipndm"]["god"]) == {"3"} and res["table_ipndm"]["god"]["3"]["seeds"] == 1
+    lines = rep.table_md(res["table_ipndm"], [3, 5], "iPNDM only", cond=False)
+    assert sum(line.startswith("| GOD |") for line in lines) == 1  # NFE 3 only: no row for the NFE nobody ran

@@ -59,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h = argparse.SUPPRESS  # sizes for tests and investigations
     for name in ("num-train", "num-val", "num-test", "cap", "probe", "patience", "val-every", "oracle-priors", "gits-warmup"):
         p.add_argument(f"--{name}", type=int, default=None, help=h)
+    for name in ("ipndm-nfes", "oracle-nfes", "ablation-nfes"):  # subsets of --nfe (e.g. to report what a partial run finished)
+        p.add_argument(f"--{name}", type=int, nargs="*", default=None, help=h)
     p.add_argument("--phi-hidden", type=int, default=256, help=h)
     p.add_argument("--phi-channels", type=int, default=16, help=h)
     p.add_argument("--lr-indis", type=float, default=None, help=h)
@@ -101,6 +103,12 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         s["oracle_nfes"] = []
     if args.no_ipndm_table:
         s["ipndm_table"] = False
+    for key in ("ipndm_nfes", "oracle_nfes", "ablation_nfes"):
+        v = getattr(args, key, None)
+        if v is not None:
+            if not set(v) <= set(s["nfes"]):
+                raise InputError(f"--{key.replace('_', '-')} must be a subset of the NFEs {s['nfes']}, got {v}")
+            s[key] = sorted(set(v))
     s["oracle_nfes"] = [n for n in s["oracle_nfes"] if n in s["nfes"]]
     s["ablation_nfes"] = [n for n in s["ablation_nfes"] if n in s["nfes"]]
     return s

@@ -59,14 +59,12 @@ def aggregate(runs: list[Any], seeds: list[dict[str, Any]], nfes: list[int], rep
     """Tables (mean +- std over seeds) and INDIS-vs-baseline comparisons with paired bootstrap CIs."""
     res: dict[str, Any] = {"table": {}, "table_ipndm": {}, "comparisons": {}, "oracle": {}, "ablations": {}}
     for key, table in (("table", "main"), ("table_ipndm", "ipndm")):
-        have = [(run, s) for run, s in zip(runs, seeds) if s.get(table, {}).get(str(nfes[0])) is not None]
-        if not have:  # the iPNDM-only table may run on the first seed(s) only
-            continue
-        res[key] = {row: {str(n): _cell([s[table][str(n)][row] for _, s in have]) for n in nfes} for row in ROWS}
-        for row in ROWS:
-            for n in map(str, nfes):
+        for n in map(str, nfes):  # the iPNDM-only table may run on the first seed(s) and some NFEs only
+            have = [(run, s) for run, s in zip(runs, seeds) if s.get(table, {}).get(n) is not None]
+            for row in ROWS if have else ():
+                c = res[key].setdefault(row, {})[n] = _cell([s[table][n][row] for _, s in have])
                 feats = [run.rows(s[table][n][row]["spec"])["features"] for run, s in have]
-                res[key][row][n]["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run, _ in have], replicates=replicates)
+                c["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run, _ in have], replicates=replicates)
     for n in map(str, nfes):
         res["comparisons"][n] = _comparisons(runs, seeds, res["table"], n, replicates)
         if n in seeds[0]["oracle"]:
@@ -123,7 +121,7 @@ def table_md(t: dict[str, Any], nfes: list[int], title: str, cond: bool) -> list
          "teacher-MSE x1e3 |" + (" accuracy |" if cond else "") + " solver (per seed) | iterations | train s |",
          "|---|---|---|---|---|---|---|" + ("---|" if cond else "") + "---|---|---|"]
     for row in ROWS:
-        for n in map(str, nfes):
+        for n in (str(n) for n in nfes if str(n) in t[row]):
             c = t[row][n]
             L.append(f"| {LABELS[row]} | {n} | {_pm(c, 'fd')} | {_pm(c, 'fd_heldout')} | {_pm(c, 'fd_teacher')} | "
                      f"{_pm(c, 'kid', 4)} | {_pm(c, 'mse', 2, 1e3)} |" + (f" {_pm(c, 'accuracy', 3)} |" if cond else "")
@@ -258,7 +256,7 @@ def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str
          f"digits" + (f", accuracy {_f(res['teacher']['accuracy'][0], 3)}" if "accuracy" in res["teacher"] else "") + ".", ""]
     L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond)
     if res.get("table_ipndm"):
-        k = res["table_ipndm"][ROWS[0]][str(nfes[0])]["seeds"]
+        k = next(iter(res["table_ipndm"][ROWS[0]].values()))["seeds"]
         L += table_md(res["table_ipndm"], nfes, f"iPNDM only (AFS chosen on validation; {k} seed{'s' if k > 1 else ''})", cond)
     L += comparisons_md(res, nfes) + oracle_md(res) + ablations_md(res)
     ov = res.get("overhead")

@@ -334,7 +334,8 @@ class DigitsRun:
                 res["ablations"][str(nfe)] = {v: rows["indis"] if v == "full" else self.indis_row(nfe, "main", rows, v)
                                               for v in variants}
         for nfe in nfes:
-            res["ipndm"][str(nfe)] = self.table(nfe, "ipndm") if s["ipndm_table"] and rank < s.get("ipndm_seeds", 99) else None
+            wanted = s["ipndm_table"] and rank < s.get("ipndm_seeds", 99) and nfe in s.get("ipndm_nfes", nfes)
+            res["ipndm"][str(nfe)] = self.table(nfe, "ipndm") if wanted else None
         fig = min(nfes, key=lambda n: abs(n - 3))
         res["teacher"] = self.teacher_record()
         res["timesteps"] = self.timesteps(fig, res["main"][str(fig)])
