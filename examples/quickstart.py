@@ -13,7 +13,7 @@ import torch
 import indis
 from indis.losses import mse
 from indis.methods import fixed, learned
-from indis.teacher import CondSpec
+from indis.priors import CondSpec
 from indis.training import evaluate_loss
 
 torch.manual_seed(0)

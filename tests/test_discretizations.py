@@ -9,7 +9,8 @@ import indis
 from indis.discretizations import (FixedSchedule, GlobalSchedule, InstanceOracle, InstanceSchedule, heuristic,
                                    load_discretization, logits_to_times, times_to_logits)
 from indis.losses import mse
-from indis.teacher import CondSpec, generate_teacher, prior_noise
+from indis.priors import CondSpec, prior_noise
+from indis.teacher import generate_teacher
 from indis.toy.gmm import GaussianMixture
 from indis.training import TrainConfig, evaluate_loss, train_discretizer
 

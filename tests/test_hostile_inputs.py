@@ -28,7 +28,7 @@ from fake_models import cli_env, make_gmm, run_indis  # noqa: E402
 import indis  # noqa: E402
 from indis.cli import main  # noqa: E402
 from indis.errors import InputError  # noqa: E402
-from indis.teacher import CondSpec  # noqa: E402
+from indis.priors import CondSpec  # noqa: E402
 
 GMM = "python:fake_models:make_gmm"
 TEACHER = ["--num-samples", "24", "--steps", "8", "--shard-size", "8", "--batch-size", "8", "--no-progress"]

@@ -168,7 +168,7 @@ def test_flux_teacher_train_sample_save_load(flux_pipe, tmp_path):
     rds = dx.rds_times(h, 3)
     assert 0.99 < rds[0] <= 1.0 and rds[-1] == 0.0
     teacher = indis.generate_teacher(h.denoiser, tmp_path / "teacher", h.data_shape, 8, times=indis.heuristic("uniform", 12, h.schedule),
-                                     solver="euler", cond=indis.teacher.CondSpec("table"), cond_table=table, progress=False,
+                                     solver="euler", cond=indis.priors.CondSpec("table"), cond_table=table, progress=False,
                                      batch_size=8)
     # flow matching scales the velocity, which stays well conditioned next to t = 1: times, shift and scale learn
     d = learned(h, "indis", 2, "euler", init="uniform", net=dict(hidden=32, channels=8))
@@ -210,7 +210,7 @@ def test_sd_handle_cfg_teacher_and_pixel_decode(sd_parts, tmp_path):
     assert h.data_shape == (4, 8, 8) and h.denoiser.guidance_scale == 4.0 and h.decode is not None
     times = indis.heuristic("edm", 6, h.schedule)
     teacher = indis.generate_teacher(h.denoiser, tmp_path / "t", h.data_shape, 4, times=times, solver="ipndm",
-                                     cond=indis.teacher.CondSpec("table"), cond_table=table, progress=False)
+                                     cond=indis.priors.CondSpec("table"), cond_table=table, progress=False)
     d = learned(h, "indis", 2, "ipndm", net=dict(hidden=16, channels=8))
     _, xT, c, x0 = teacher.batch(torch.arange(4))
     x = d.sample(h.denoiser, xT, c, checkpoint=True)

@@ -28,7 +28,8 @@ from .errors import InputError
 from .io import atomic_write_json, ensure_dir, load_json, load_tensors, save_tensors
 from .models import ModelHandle
 from .discretizations.persist import model_info
-from .teacher import MAX_SEED, TeacherSet, check_seed, generate_teacher, teacher_info
+from .priors import MAX_SEED, check_seed
+from .teacher import TeacherSet, generate_teacher, teacher_info
 from .training import TrainConfig, train_with_starts
 
 SPLITS = ("train", "val", "test")

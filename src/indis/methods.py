@@ -71,7 +71,7 @@ def fixed(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", a
     """A heuristic, GITS or DMN schedule wrapped as a Discretizer."""
     if method == "gits":
         from .discretizations.gits import gits
-        from .teacher import class_labels, prior_noise, prior_std
+        from .priors import class_labels, prior_noise, prior_std
 
         # GITS' warm-up trajectories start from priors 0..warmup-1 of base seed `seed` (pass the training priors' seed)
         n, seed = int(kw.pop("warmup", 256)), int(kw.pop("seed", 0))
@@ -129,7 +129,7 @@ def amed_feature(handle: ModelHandle) -> tuple[str, int]:
     if handle.cond_kind == "class":
         cond = torch.zeros(1, dtype=torch.long)
     elif handle.cond_kind == "table":
-        from .teacher import index_cond
+        from .priors import index_cond
 
         cond = index_cond(handle.cond_table, torch.zeros(1, dtype=torch.long))
     with torch.no_grad(), _Feature(handle.denoiser, kind) as f:

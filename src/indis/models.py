@@ -36,8 +36,8 @@ class ModelHandle:
         return self.denoiser.schedule
 
     def cond_spec(self):
-        """How teacher samples of this model get their condition (`indis.teacher.CondSpec`), or None."""
-        from .teacher import CondSpec
+        """How teacher samples of this model get their condition (`indis.priors.CondSpec`), or None."""
+        from .priors import CondSpec
 
         if self.cond_kind == "class":
             return CondSpec("class", num_classes=self.num_classes, guidance=self.meta.get("guidance_range"))
@@ -64,7 +64,7 @@ class ModelHandle:
     def with_guidance_range(self, lo: float, hi: float) -> "ModelHandle":
         """Classifier-free guidance with a per-sample scale carried in the condition ({"class": labels,
         "guidance_scale": g}): teacher sets draw g uniformly from [lo, hi] and phi takes it as an input. Returns self."""
-        from .teacher import check_guidance_range
+        from .priors import check_guidance_range
 
         lo, hi = check_guidance_range((lo, hi))
         uncond = self.meta.get("uncond")

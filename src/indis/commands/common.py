@@ -59,7 +59,7 @@ def load(args: argparse.Namespace):
         h.with_guidance(finite(g, "--guidance"))
     r = getattr(args, "guidance_range", None)
     if r is not None:
-        from ..teacher import check_guidance_range
+        from ..priors import check_guidance_range
 
         h.with_guidance_range(*check_guidance_range(r.split(",") if isinstance(r, str) else r, "--guidance-range"))
     h.denoiser.to(args.device)

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..io import claim_output, save_tensors
 from ..methods import fixed
 from ..solvers import SOLVERS
-from ..teacher import class_cond, class_labels, index_cond, prior_noise, prior_std, table_rows
+from ..priors import class_cond, class_labels, index_cond, prior_noise, prior_std, table_rows
 from .common import add_model_args, check_steps, dtype_of, load
 
 

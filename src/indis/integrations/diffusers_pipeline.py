@@ -15,7 +15,7 @@ from ..denoiser import Cond
 from ..discretizations.base import Discretizer
 from ..errors import InputError
 from ..solvers import sample
-from ..teacher import prior_std
+from ..priors import prior_std
 from .diffusers import (_decoder, _device, _require_diffusers, _seq_len, calculate_shift, latent_shape, make_denoiser,
                         pipeline_family)
 
@@ -117,12 +117,7 @@ def sample_pipeline(
     Gradients flow unless called under torch.no_grad(); checkpoint=True recomputes each model call in backward.
     """
     _require_diffusers()
-    if output_type not in ("latent", "pt", "raw"):
-        raise InputError(f"output_type must be 'latent', 'pt' or 'raw', got {output_type!r}")
-    if num_images_per_prompt < 1:
-        raise InputError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-    if discretization is not None and not isinstance(discretization, Discretizer):
-        raise InputError(f"discretization must be an indis Discretizer (or use times=), got {type(discretization).__name__}")
+    _check_call(output_type, num_images_per_prompt, discretization)
     fam = pipeline_family(pipe)
     dev = _device(pipe)
     if fam == "sd" and guidance_scale is None and negative_prompt_embeds is not None:
@@ -146,14 +141,7 @@ def sample_pipeline(
     solver = solver or ("euler" if fam in ("flux", "ltx") else "ipndm")
     if times is None and discretization is None:
         times = _default_times(pipe, fam, den.schedule, shape, steps)
-    if latents is None:
-        t0 = float(torch.as_tensor(times).flatten()[0]) if times is not None else float(discretization.t_max)
-        latents = _initial_noise((B, *shape), den.schedule, t0, generator, dev)
-    x_T = latents.to(device=dev, dtype=dtype)
-    if tuple(x_T.shape[1:]) != tuple(shape):
-        raise InputError(f"latents must have shape [B, {', '.join(map(str, shape))}] (unpacked), got {list(x_T.shape)}")
-    if x_T.shape[0] != B:
-        raise InputError(f"latents has batch {x_T.shape[0]} but prompts x num_images_per_prompt give {B}")
+    x_T = _start_latents(latents, (B, *shape), den.schedule, times, discretization, generator, dev, dtype)
     shift = scale = None
     if discretization is not None:
         discretization.check_compatible(den.schedule, shape)
@@ -166,6 +154,29 @@ def sample_pipeline(
     dec = _decoder(pipe, fam)
     img = x if dec is None else dec(x)
     return img if output_type == "raw" else (img / 2 + 0.5).clamp(0, 1)
+
+
+def _check_call(output_type: str, num_images_per_prompt: int, discretization: Any) -> None:
+    if output_type not in ("latent", "pt", "raw"):
+        raise InputError(f"output_type must be 'latent', 'pt' or 'raw', got {output_type!r}")
+    if num_images_per_prompt < 1:
+        raise InputError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+    if discretization is not None and not isinstance(discretization, Discretizer):
+        raise InputError(f"discretization must be an indis Discretizer (or use times=), got {type(discretization).__name__}")
+
+
+def _start_latents(latents: Tensor | None, shape: tuple[int, ...], schedule: Any, times: Any, discretization: Any,
+                   generator: Any, dev: torch.device, dtype: torch.dtype) -> Tensor:
+    """x_T: the given latents (checked against the pipeline's unpacked latent shape) or fresh noise at the first time."""
+    if latents is None:
+        t0 = float(torch.as_tensor(times).flatten()[0]) if times is not None else float(discretization.t_max)
+        latents = _initial_noise(shape, schedule, t0, generator, dev)
+    x_T = latents.to(device=dev, dtype=dtype)
+    if tuple(x_T.shape[1:]) != tuple(shape[1:]):
+        raise InputError(f"latents must have shape [B, {', '.join(map(str, shape[1:]))}] (unpacked), got {list(x_T.shape)}")
+    if x_T.shape[0] != shape[0]:
+        raise InputError(f"latents has batch {x_T.shape[0]} but prompts x num_images_per_prompt give {shape[0]}")
+    return x_T
 
 
 def _to(c: Cond, dev: torch.device) -> Cond:

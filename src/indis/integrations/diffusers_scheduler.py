@@ -28,7 +28,7 @@ from ..discretizations.base import Discretizer, FixedSchedule, GlobalSchedule
 from ..errors import InputError
 from ..schedules import FlowMatching, schedule_from_config
 from ..solvers import SOLVERS, sample
-from ..teacher import prior_std
+from ..priors import prior_std
 from .diffusers import prediction_type as _prediction_of, vp_schedule
 
 _DONE = object()
