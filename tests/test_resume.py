@@ -37,6 +37,8 @@ def _shards(path):
 
 
 def _same_teacher(a, b):
+    # bit-exact on purpose: a killed-and-resumed run and an uninterrupted one execute the same code on the same
+    # machine, inputs and thread count, so any difference at all means a shard was lost, redone or mixed up
     assert _shards(a) == _shards(b) == SHARDS
     for name in SHARDS:
         ta, _ = load_tensors(a / name)
