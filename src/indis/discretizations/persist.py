@@ -166,7 +166,7 @@ def model_card(cfg: Mapping[str, Any]) -> str:
     teacher = ex.get("teacher_info") or {}
     L = [f"# indis discretization: {cfg['method']} ({cfg.get('name', cfg['method'])})", "",
          f"A {'per-instance' if cfg['class'] in ('InstanceSchedule', 'AMED') else 'global'} few-step discretization "
-         f"made with [indis](https://github.com/) {cfg.get('indis_version', '')}.", "",
+         f"made with indis {cfg.get('indis_version', '')}.", "",
          "| field | value |", "|---|---|",
          f"| model | {m.get('spec', 'not recorded')} |", f"| data shape | {cfg.get('data_shape')} |",
          f"| condition | {m.get('cond_kind', '-')} |", f"| schedule | {cfg['schedule'].get('type')} |",
