@@ -33,7 +33,8 @@ PROTOCOL = ("fixed schedules: lowest validation FD over {iPNDM, DPM-Solver++(3M)
             "(multi-start for global schedules, plateau learning rate, stop after `patience` validations without "
             "improvement, cap far above); INDIS: warm start from the better trained GOD/LD3 under its configuration; "
             "AMED/EPD at odd NFE with AFS (their reference), their base schedule (edm, logsnr, time_uniform) probed like "
-            "a configuration and the best two probes trained in full (random initial predictors make probes noisy); NFE counts model calls (EPD's K parallel evaluations count once, as published).")
+            "a configuration and the best two probes of each solver family (own solver, iPNDM plugin) trained in full, "
+            "lowest final validation loss reported (random initial predictors make probes noisy); NFE counts model calls (EPD's K parallel evaluations count once, as published).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
