@@ -67,9 +67,9 @@ def test_choices_are_made_on_validation(tiny):
     assert len(god["choice"]["probes"]) == 6
     best = min(god["choice"]["probes"], key=god["choice"]["probes"].get)
     assert best == f"{god['spec']['solver']}{'+afs' if god['spec']['afs'] else ''}"
-    for m in ("amed", "epd"):  # the best two probes of each solver family trained in full; lowest final loss wins
+    for m in ("amed", "epd"):  # the best probe(s) of EACH solver family trained in full (quick: one); lowest final loss wins
         fin = seed["main"]["3"][m]["choice"]["finalists"]
-        assert sorted(k.split("+")[0] for k in fin) == sorted([m, m, "ipndm", "ipndm"]), fin
+        assert sorted(k.split("+")[0] for k in fin) == sorted([m, "ipndm"]), fin
         assert seed["main"]["3"][m]["train"]["best_val"] == min(fin.values())
     ind = seed["main"]["3"]["indis"]
     warm = seed["main"]["3"][ind["choice"]["warm_start"]]

@@ -215,16 +215,17 @@ class DigitsRun:
     def learned_row(self, method: str, nfe: int, table: str) -> dict[str, Any]:
         """The best configuration of a learned method. AMED/EPD start from random predictor weights, so their short
         probes rank configurations poorly, above all across their two solver families (own solver vs iPNDM plugin:
-        on guided digits the plugin probes worse and trains far better): the best two probes of EACH family are
-        trained in full and the lowest final validation loss wins."""
+        on guided digits the plugin probes worse and trains far better): the best `finalists` (2; quick 1) probes of
+        EACH family are trained in full and the lowest final validation loss wins."""
         ranked, probes = self.choose_config(method, nfe, table)
         if method in SOLVER_METHODS:
-            finalists = [c for fam in SOLVER_METHODS[method] for c in [c for c in ranked if c[0] == fam][:2]]
+            k = self.s.get("finalists", 2)
+            finalists = [c for fam in SOLVER_METHODS[method] for c in [c for c in ranked if c[0] == fam][:k]]
         else:
             finalists = ranked[:1]
         runs = [self.learned_run(method, nfe, s, a, base=b) for s, a, b in finalists]
         sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
-        by = f"probe ({self.s['probe']} it) validation loss" + (", then full training of the best two per solver family"
+        by = f"probe ({self.s['probe']} it) validation loss" + (f", then full training of the best {len(finalists) // 2} per solver family"
                                                                  if len(finalists) > 1 else "")
         choice = {"by": by, "probes": probes, "finalists": {_key(c): r[2]["best_val"] for c, r in zip(finalists, runs)}}
         return self._row(sp, d, info, choice)
