@@ -27,7 +27,8 @@ FULL = dict(train=10_000, val=1_000, test=5_000, seeds=[0, 1, 2], batch=64, pati
             ipndm_seeds=1, finalists=2)
 QUICK = dict(train=600, val=200, test=400, seeds=[0], batch=64, patience=3, val_every=20, cap=150, probe=15, val_train=100,
              starts=2, oracle_priors=64, oracle_cap=60, oracle_patience=3, oracle_nfes=[3], ablation_nfes=[3],
-             ablation_seeds=1, gits_warmup=32, ipndm_table=False, replicates=50, finalists=1)
+             ablation_seeds=1, gits_warmup=32, ipndm_table=False, replicates=50, finalists=1,
+             split_bases=["edm", "logsnr"])
 PROTOCOL = ("fixed schedules: lowest validation FD over {iPNDM, DPM-Solver++(3M), UniPC} x {AFS off, on}; GOD, LD3, AMED, EPD: "
             "each configuration probed for `probe` iterations, the lowest validation loss trained under the budget rule "
             "(multi-start for global schedules, plateau learning rate, stop after `patience` validations without "

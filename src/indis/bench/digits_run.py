@@ -202,7 +202,7 @@ class DigitsRun:
     def choose_config(self, method: str, nfe: int, table: str) -> tuple[list[tuple[str, bool, str | None]], dict[str, float]]:
         """Configurations (solver, AFS, and for AMED/EPD the base schedule) ranked by the validation loss of a short
         probe (one candidate: no probe)."""
-        bases = SPLIT_BASES if method in SOLVER_METHODS else (None,)
+        bases = tuple(self.s.get("split_bases", SPLIT_BASES)) if method in SOLVER_METHODS else (None,)
         configs = [(s, a, b) for s, a in configs_for(method, nfe, table) for b in bases]
         if len(configs) == 1:
             return configs, {}
