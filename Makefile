@@ -11,6 +11,7 @@ $(BIN)/python:
 
 # torch is installed first and pinned, so the resolver never pulls the multi-GB CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
