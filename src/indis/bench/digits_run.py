@@ -218,14 +218,11 @@ class DigitsRun:
         on guided digits the plugin probes worse and trains far better): the best `finalists` (2; quick 1) probes of
         EACH family are trained in full and the lowest final validation loss wins."""
         ranked, probes = self.choose_config(method, nfe, table)
-        if method in SOLVER_METHODS:
-            k = self.s.get("finalists", 2)
-            finalists = [c for fam in SOLVER_METHODS[method] for c in [c for c in ranked if c[0] == fam][:k]]
-        else:
-            finalists = ranked[:1]
+        k = self.s.get("finalists", 2) if method in SOLVER_METHODS else 1
+        finalists = [c for fam in SOLVER_METHODS.get(method, (None,)) for c in [c for c in ranked if fam in (None, c[0])][:k]]
         runs = [self.learned_run(method, nfe, s, a, base=b) for s, a, b in finalists]
         sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
-        by = f"probe ({self.s['probe']} it) validation loss" + (f", then full training of the best {len(finalists) // 2} per solver family"
+        by = f"probe ({self.s['probe']} it) validation loss" + (f", then full training of the best {k} per solver family"
                                                                  if len(finalists) > 1 else "")
         choice = {"by": by, "probes": probes, "finalists": {_key(c): r[2]["best_val"] for c, r in zip(finalists, runs)}}
         return self._row(sp, d, info, choice)

@@ -149,6 +149,11 @@ def sample_pipeline(
         times, shift, scale = s.times, s.shift, s.scale
     x = sample(den, x_T, times, solver=solver, shift=shift, scale=scale, cond=cond, afs=bool(afs), checkpoint=checkpoint,
                **solver_options)
+    return _output(pipe, fam, x, output_type)
+
+
+def _output(pipe: Any, fam: str, x: Tensor, output_type: str) -> Tensor:
+    """The final solver state as asked: latents, decoded in [-1, 1] ("raw") or decoded in [0, 1] ("pt")."""
     if output_type == "latent":
         return x
     dec = _decoder(pipe, fam)
