@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest workers: tests are independent (each writes under its own tmp_path); one file per worker keeps module fixtures shared
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/indis demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV)
