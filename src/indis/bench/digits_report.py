@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..metrics.stats import bootstrap_ci, mean_std, paired_bootstrap, weighted_fd, weighted_mean
+from ..metrics.stats import bootstrap_ci, fd_reference, mean_std, paired_bootstrap_many, weighted_fd, weighted_mean
 
 ROWS = ("best-heuristic", "dmn", "gits", "ld3", "god", "amed", "epd", "indis")
 BASELINES = ROWS[:-1]
@@ -39,19 +39,22 @@ def _stat(metric: str) -> Callable:
     return weighted_mean if metric == "mse" else weighted_fd
 
 
-def compare(runs: list[Any], seeds: list[dict[str, Any]], table: str, nfe: str, a: str, b: str, metric: str,
-            replicates: int = 200) -> dict[str, Any]:
-    """Paired bootstrap CI of mean_seed [metric(a) - metric(b)] on the test priors (rows resampled jointly)."""
-    A, B, R = [], [], []
+def compare(runs: list[Any], seeds: list[dict[str, Any]], table: str, nfe: str, a: str, bs: list[str], metric: str,
+            replicates: int = 200) -> dict[str, dict[str, Any]]:
+    """Paired bootstrap CI of mean_seed [metric(a) - metric(b)] on the test priors (rows resampled jointly), for each
+    b in bs (one pass: the same replicate draws for every b)."""
+    key = "mse" if metric == "mse" else "features"
+    A, B, R = [], {b: [] for b in bs}, []
     for run, res in zip(runs, seeds):
-        ra, rb = (run.rows(res[table][nfe][m]["spec"]) for m in (a, b))
-        key = "mse" if metric == "mse" else "features"
-        A.append(ra[key])
-        B.append(rb[key])
+        A.append(run.rows(res[table][nfe][a]["spec"])[key])
+        for b in bs:
+            B[b].append(run.rows(res[table][nfe][b]["spec"])[key])
         R.append(None if metric == "mse" else {"fd": run.real_all, "fd_heldout": run.real_heldout,
                                                 "fd_teacher": run.teacher_features()}[metric])
-    out = paired_bootstrap(_stat(metric), A, B, R, replicates=replicates)
-    out["all_seeds_agree"] = bool(all(np.sign(out["per_seed"]) == np.sign(out["diff"])))
+    out = paired_bootstrap_many(_stat(metric), A, B, R, replicates=replicates,
+                                prepare=None if metric == "mse" else fd_reference)
+    for v in out.values():
+        v["all_seeds_agree"] = bool(all(np.sign(v["per_seed"]) == np.sign(v["diff"])))
     return out
 
 
@@ -64,7 +67,8 @@ def aggregate(runs: list[Any], seeds: list[dict[str, Any]], nfes: list[int], rep
             for row in ROWS if have else ():
                 c = res[key].setdefault(row, {})[n] = _cell([s[table][n][row] for _, s in have])
                 feats = [run.rows(s[table][n][row]["spec"])["features"] for run, s in have]
-                c["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run, _ in have], replicates=replicates)
+                c["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run, _ in have], replicates=replicates,
+                                         prepare=fd_reference)
     for n in map(str, nfes):
         res["comparisons"][n] = _comparisons(runs, seeds, res["table"], n, replicates)
         if n in seeds[0]["oracle"]:
@@ -77,9 +81,10 @@ def aggregate(runs: list[Any], seeds: list[dict[str, Any]], nfes: list[int], rep
 
 def _comparisons(runs, seeds, table, n: str, replicates: int) -> dict[str, Any]:
     best = min(BASELINES, key=lambda r: table[r][n]["fd"])
-    out: dict[str, Any] = {"best_baseline": best, "vs": {}}
-    for base in BASELINES:
-        out["vs"][base] = {m: compare(runs, seeds, "main", n, "indis", base, m, replicates) for m in ("fd", "fd_teacher", "mse")}
+    out: dict[str, Any] = {"best_baseline": best, "vs": {base: {} for base in BASELINES}}
+    for m in ("fd", "fd_teacher", "mse"):
+        for base, v in compare(runs, seeds, "main", n, "indis", list(BASELINES), m, replicates).items():
+            out["vs"][base][m] = v
     c = out["vs"][best]["fd"]
     out["win"] = bool(c["diff"] < 0 and c["excludes_zero"] and c["all_seeds_agree"])
     out["beaten_by"] = [b for b, v in out["vs"].items() if v["fd"]["diff"] > 0 and v["fd"]["excludes_zero"]]

@@ -3,13 +3,13 @@ evaluated on the same priors (pooled over seeds), and mean +- std over seeds."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["mean_std", "paired_bootstrap", "bootstrap_ci", "fd_from_moments", "weighted_fd", "weighted_mean", "t_interval"]
+__all__ = ["mean_std", "paired_bootstrap", "paired_bootstrap_many", "bootstrap_ci", "fd_from_moments", "fd_reference", "weighted_fd", "weighted_mean", "t_interval"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -20,52 +20,76 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray, np.ndarray], float], a: Sequence[np.ndarray],
+def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequence[np.ndarray],
                      b: Sequence[np.ndarray], ref: Sequence[np.ndarray | None], *, replicates: int = 200, level: float = 0.95,
-                     seed: int = 0) -> dict[str, object]:
+                     seed: int = 0, prepare: Callable[[np.ndarray], Any] | None = None) -> dict[str, object]:
     """Confidence interval of mean_s [stat(a_s, ref_s) - stat(b_s, ref_s)] over seeds s.
 
     a[s] and b[s] hold per-prior rows (features or per-sample losses) of two methods on the SAME priors of seed s,
     so each replicate resamples those rows once for both methods (paired), and resamples the reference rows ref[s]
     (shared by both methods; None for statistics without a reference). `stat(rows, weights, ref)` evaluates the
-    statistic; rows are passed with bootstrap multiplicities as `weights` (no copies). Percentile interval."""
-    if not (len(a) == len(b) == len(ref)) or not a:
+    statistic; rows are passed with bootstrap multiplicities as `weights` (no copies); `prepare` turns a (resampled)
+    reference into what `stat` takes, once per replicate (e.g. `fd_reference`). Percentile interval."""
+    return paired_bootstrap_many(stat, a, {"b": b}, ref, replicates=replicates, level=level, seed=seed, prepare=prepare)["b"]
+
+
+def paired_bootstrap_many(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequence[np.ndarray],
+                          bs: dict[str, Sequence[np.ndarray]], ref: Sequence[np.ndarray | None], *, replicates: int = 200,
+                          level: float = 0.95, seed: int = 0, prepare: Callable[[np.ndarray], Any] | None = None
+                          ) -> dict[str, dict[str, object]]:
+    """`paired_bootstrap(stat, a, b, ref)` for every b in `bs` at once, with the same replicate draws as separate calls
+    (same seed): a's statistic and the prepared reference are computed once per replicate instead of once per b."""
+    if not bs or any(not (len(a) == len(b) == len(ref)) for b in bs.values()) or not a:
         raise InputError("paired_bootstrap needs the same number (>= 1) of seeds for a, b and ref")
-    for s, (x, y) in enumerate(zip(a, b)):
-        if len(x) != len(y):
-            raise InputError(f"seed {s}: the two methods were evaluated on different numbers of priors ({len(x)} vs {len(y)})")
+    for name, b in bs.items():
+        for s, (x, y) in enumerate(zip(a, b)):
+            if len(x) != len(y):
+                raise InputError(f"seed {s}: the two methods ({name}) were evaluated on different numbers of priors "
+                                 f"({len(x)} vs {len(y)})")
+    prep = prepare or (lambda r: r)
     rng = np.random.default_rng(seed)
-    point = [stat(x, np.ones(len(x)), r) - stat(y, np.ones(len(y)), r) for x, y, r in zip(a, b, ref)]
-    reps = np.empty(replicates)
-    for k in range(replicates):
-        diffs = []
-        for x, y, r in zip(a, b, ref):
+    full = [None if r is None else prep(r) for r in ref]
+    sa = [stat(x, np.ones(len(x)), r) for x, r in zip(a, full)]
+    point = {k: [p - stat(y, np.ones(len(y)), r) for p, y, r in zip(sa, b, full)] for k, b in bs.items()}
+    reps = {k: np.empty(replicates) for k in bs}
+    for i in range(replicates):
+        diffs: dict[str, list[float]] = {k: [] for k in bs}
+        for s, (x, r) in enumerate(zip(a, ref)):
             w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(np.float64)
-            rr = None if r is None else r[rng.integers(0, len(r), len(r))]
-            diffs.append(stat(x, w, rr) - stat(y, w, rr))
-        reps[k] = float(np.mean(diffs))
-    lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
-    return {"diff": float(np.mean(point)), "ci": [float(lo), float(hi)], "per_seed": [float(p) for p in point],
-            "replicates": replicates, "level": level,
-            "excludes_zero": bool(lo > 0 or hi < 0)}
+            rr = None if r is None else prep(r[rng.integers(0, len(r), len(r))])
+            sx = stat(x, w, rr)
+            for k, b in bs.items():
+                diffs[k].append(sx - stat(b[s], w, rr))
+        for k in bs:
+            reps[k][i] = float(np.mean(diffs[k]))
+    out = {}
+    for k in bs:
+        lo, hi = np.percentile(reps[k], [50 * (1 - level), 50 * (1 + level)])
+        out[k] = {"diff": float(np.mean(point[k])), "ci": [float(lo), float(hi)], "per_seed": [float(p) for p in point[k]],
+                  "replicates": replicates, "level": level, "excludes_zero": bool(lo > 0 or hi < 0)}
+    return out
 
 
-def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray, np.ndarray], float], a: Sequence[np.ndarray],
-                 ref: Sequence[np.ndarray | None], *, replicates: int = 200, level: float = 0.95, seed: int = 0) -> list[float]:
+def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequence[np.ndarray],
+                 ref: Sequence[np.ndarray | None], *, replicates: int = 200, level: float = 0.95, seed: int = 0,
+                 prepare: Callable[[np.ndarray], Any] | None = None) -> list[float]:
     """Percentile interval of mean_s stat(a_s, ref_s) over seeds, resampling the rows of a_s and ref_s."""
+    prep = prepare or (lambda r: r)
     rng = np.random.default_rng(seed)
     reps = np.empty(replicates)
     for k in range(replicates):
         vals = []
         for x, r in zip(a, ref):
             w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(np.float64)
-            vals.append(stat(x, w, None if r is None else r[rng.integers(0, len(r), len(r))]))
+            vals.append(stat(x, w, None if r is None else prep(r[rng.integers(0, len(r), len(r))])))
         reps[k] = float(np.mean(vals))
     lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
 
 
 def _weighted_moments(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = w > 0  # about 37% of the rows of a bootstrap replicate are not drawn
+    x, w = x[keep], w[keep]
     n = w.sum()
     mu = (w[:, None] * x).sum(0) / n
     xc = x - mu
@@ -82,10 +106,15 @@ def fd_from_moments(mu_a: np.ndarray, ca: np.ndarray, mu_b: np.ndarray, cb: np.n
     return max(float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2.0 * cross), 0.0)
 
 
-def weighted_fd(rows: np.ndarray, w: np.ndarray, ref: np.ndarray) -> float:
-    """FD between weighted rows (bootstrap multiplicities) and a reference feature set."""
+def fd_reference(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of a reference feature set, for `weighted_fd` (the `prepare` of the bootstraps)."""
+    return _weighted_moments(np.asarray(ref, dtype=np.float64), np.ones(len(ref)))
+
+
+def weighted_fd(rows: np.ndarray, w: np.ndarray, ref: np.ndarray | tuple[np.ndarray, np.ndarray]) -> float:
+    """FD between weighted rows (bootstrap multiplicities) and a reference feature set (or its `fd_reference`)."""
     mu_a, ca = _weighted_moments(rows, w)
-    mu_b, cb = _weighted_moments(ref, np.ones(len(ref)))
+    mu_b, cb = ref if isinstance(ref, tuple) else fd_reference(ref)
     return fd_from_moments(mu_a, ca, mu_b, cb)
 
 
