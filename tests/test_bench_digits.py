@@ -95,6 +95,37 @@ def test_rerun_recomputes_nothing(tiny, capsys):
     assert res2["table"] == res["table"] and res2["comparisons"] == res["comparisons"]
 
 
+def test_moved_output_folder_recomputes_nothing(tiny, tmp_path, capsys):
+    """Run specs name their warm start by run folder, not by path: a copied or renamed output folder is reused."""
+    import shutil
+
+    out, res = tiny
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)  # copy2 keeps modification stamps
+    stamps = {p.relative_to(moved): p.stat().st_mtime_ns for p in moved.rglob("*.safetensors")}
+    assert bd.main(_args(moved)) == 0
+    res2 = json.loads(capsys.readouterr().out)
+    assert {p.relative_to(moved): p.stat().st_mtime_ns for p in moved.rglob("*.safetensors")} == stamps
+    assert res2["table"] == res["table"]
+
+
+def test_experiment_adopts_a_run_stored_under_an_older_spelling(tmp_path):
+    from indis.experiment import Experiment, ExperimentConfig
+
+    e = Experiment(tmp_path, bd.load_handle("zoo:digits", None), ExperimentConfig(model="zoo:digits", seed=0,
+                   sizes={"train": 4, "val": 2, "test": 2}), progress=False)
+    old, new, other = ({"method": "indis", "warm": w} for w in ("/abs/path/god-1", "god-1", "god-2"))
+    (e.run_dir(old) / "disc").mkdir()
+    e.adopt(new, [old])
+    assert not e.run_path(old).exists() and (e.run_path(new) / "disc").is_dir()
+    assert json.loads((e.run_path(new) / "spec.json").read_text())["spec"] == new
+    (e.run_dir(old) / "train").mkdir()  # a folder with work of its own is never replaced
+    e.adopt(new, [old])
+    assert e.run_path(old).exists() and not (e.run_path(new) / "train").exists()
+    e.adopt(other, [{"method": "indis", "warm": "god-9"}])  # nothing stored under that spelling: nothing happens
+    assert not e.run_path(other).exists()
+
+
 @pytest.mark.parametrize("argv,needle", [(["--guidance", "4"], "class-conditional"), (["--model", "zoo:digits-cond", "--guidance", "-1"], "--guidance"),
                                           (["--nfe", "1"], "--nfe"), (["--nfe", "3", "--ipndm-nfes", "5"], "--ipndm-nfes"),
                                           (["--model", "zoo:cifar"], "invalid choice")])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,10 +113,29 @@ class Experiment:
         return self._data[split]
 
     # -- runs -----------------------------------------------------------------------------------------------------
-    def run_dir(self, spec: Mapping[str, Any]) -> Path:
-        """Folder of one run: named after its method, keyed by the data and every setting in `spec`."""
+    def run_path(self, spec: Mapping[str, Any]) -> Path:
+        """Folder of one run (not created): named after its method, keyed by the data and every setting in `spec`."""
         name = str(spec.get("name", spec.get("method", "run")))
-        folder = self.root / "runs" / f"{name}-{settings_hash([self.key, dict(spec)])}"
+        return self.root / "runs" / f"{name}-{settings_hash([self.key, dict(spec)])}"
+
+    def adopt(self, spec: Mapping[str, Any], legacy: list[Mapping[str, Any]]) -> None:
+        """Move a finished or partial run stored under an older spelling of the same settings (`legacy`) to `spec`'s
+        folder, so a change of spelling does not train again. Only when `spec`'s folder holds no work yet."""
+        folder = self.run_path(spec)
+        if any(p.name != "spec.json" for p in folder.glob("*")):
+            return
+        for old in map(self.run_path, legacy):
+            if (old / "spec.json").is_file() and old != folder:
+                if folder.exists():
+                    shutil.rmtree(folder)
+                os.replace(old, folder)
+                atomic_write_json(folder / "spec.json", {"experiment": asdict(self.cfg), "spec": dict(spec)})
+                self.log(f"{folder.name}: adopted {old.name} (same settings, older spelling)")
+                return
+
+    def run_dir(self, spec: Mapping[str, Any]) -> Path:
+        """Folder of one run (created with its spec.json on first use)."""
+        folder = self.run_path(spec)
         if not (folder / "spec.json").is_file():
             ensure_dir(folder)
             atomic_write_json(folder / "spec.json", {"experiment": asdict(self.cfg), "spec": dict(spec)})

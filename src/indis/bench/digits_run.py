@@ -191,9 +191,11 @@ class DigitsRun:
         if variant:
             extra["variant"] = variant
         warm = kw.pop("warm", None)
-        if warm is not None:
-            extra["warm"] = warm["run"]
+        if warm is not None:  # by folder name (itself a hash of the warm run's settings): stable if the output moves
+            extra["warm"] = Path(warm["run"]).name
         sp = self.spec(method, nfe, solver, afs, **extra)
+        if warm is not None:  # runs written when the spec held the warm run's path (through a link or not)
+            self.exp.adopt(sp, [{**sp, "warm": p} for p in dict.fromkeys([warm["run"], str(Path(warm["run"]).resolve())])])
         cfg = self.train_cfg(method, probe, steps=sp["steps"])
         starts = [str(Path(warm["run"]) / "disc")] if warm is not None else self.starts(method)[: 1 if probe else None]
         d, info = self.exp.train(sp, self.build(method, sp, **kw), cfg, starts, probe_iterations=self.s["probe"])
