@@ -20,6 +20,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
+def _draw(rng: np.random.Generator, x: np.ndarray, ref: np.ndarray | None, prep: Callable[[np.ndarray], Any]):
+    """One bootstrap replicate of a seed: multiplicities of x's rows, and the resampled, prepared reference."""
+    w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(np.float64)
+    return w, None if ref is None else prep(ref[rng.integers(0, len(ref), len(ref))])
+
+
 def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequence[np.ndarray],
                      b: Sequence[np.ndarray], ref: Sequence[np.ndarray | None], *, replicates: int = 200, level: float = 0.95,
                      seed: int = 0, prepare: Callable[[np.ndarray], Any] | None = None) -> dict[str, object]:
@@ -55,8 +61,7 @@ def paired_bootstrap_many(stat: Callable[[np.ndarray, np.ndarray, Any], float], 
     for i in range(replicates):
         diffs: dict[str, list[float]] = {k: [] for k in bs}
         for s, (x, r) in enumerate(zip(a, ref)):
-            w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(np.float64)
-            rr = None if r is None else prep(r[rng.integers(0, len(r), len(r))])
+            w, rr = _draw(rng, x, r, prep)
             sx = stat(x, w, rr)
             for k, b in bs.items():
                 diffs[k].append(sx - stat(b[s], w, rr))
@@ -80,8 +85,7 @@ def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequen
     for k in range(replicates):
         vals = []
         for x, r in zip(a, ref):
-            w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(np.float64)
-            vals.append(stat(x, w, None if r is None else prep(r[rng.integers(0, len(r), len(r))])))
+            vals.append(stat(x, *_draw(rng, x, r, prep)))
         reps[k] = float(np.mean(vals))
     lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
