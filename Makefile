@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest workers: tests are independent (each writes under its own tmp_path); one file per worker keeps module fixtures
 # shared. Workers x torch threads (OMP_NUM_THREADS, default 1) = usable cores: more would oversubscribe them.
-TEST_WORKERS ?= $(shell $(PY) -c "import os; print(max(1, len(os.sched_getaffinity(0)) // max(1, int(os.environ.get('OMP_NUM_THREADS') or 1))))")
+# (sched_getaffinity is Linux-only: elsewhere all CPUs count.)
+TEST_WORKERS ?= $(shell $(PY) -c "import os; c = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1; print(max(1, c // max(1, int(os.environ.get('OMP_NUM_THREADS') or 1))))")
 
 .PHONY: demo test install clean
 
