@@ -326,6 +326,8 @@ def test_messages_name_the_real_cause(world, tmp_path, capsys):
     base = ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(tmp_path / "o"), *TRAIN]
     bad(capsys, [*base, "--shift-bound", "nan"], "--shift-bound", "finite")
     bad(capsys, [*base, "--scale-bound", "inf"], "--scale-bound", "finite")
+    bad(capsys, [*base, "--ema", "1"], "--ema", "[0, 1)")
+    bad(capsys, [*base, "--loss", "digits-perceptual"], "digits-perceptual", "[1, 8, 8]")
     t = _copy(world / "teacher", tmp_path / "teacher")
     from indis.io import load_tensors, save_tensors
 

@@ -101,3 +101,37 @@ def test_torchmetrics_fid_with_digits_features():
     m.update(xh, real=False)
     ours = frechet_distance(real_digits_features("heldout"), real_digits_features("train"))
     assert float(m.compute()) == pytest.approx(ours, rel=1e-3)
+
+
+def test_digits_perceptual_loss_matches_lpips_formula_by_hand():
+    from indis.losses import get_loss
+    from indis.zoo import load_classifier
+
+    loss = get_loss("digits-perceptual")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
+    y = (x + 0.3 * torch.randn(5, 1, 8, 8, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    body = load_classifier().body.double()
+    acts = {}
+    for i, m in enumerate(body):
+        if isinstance(m, torch.nn.SiLU):
+            m.register_forward_hook(lambda mod, inp, out, i=i: acts.setdefault(i, []).append(out))
+    body(x), body(y)
+    ref = torch.zeros(5, dtype=torch.float64)
+    for fx, fy in acts.values():  # LPIPS eq. 1, unit weights: channel-normalise, squared distance, spatial mean
+        nx = fx / fx.norm(dim=1, keepdim=True)
+        ny = fy / fy.norm(dim=1, keepdim=True)
+        dd = (nx - ny).pow(2).sum(1)
+        ref += dd.flatten(1).mean(1) if dd.dim() > 1 else dd
+    assert len(acts) == 4
+    got = loss(x, y)
+    # float64 on both sides; only the 1e-10 guard in the normaliser differs
+    torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-12)
+    assert (got > 0).all() and float(loss(x, x).abs().max()) < 1e-12
+    torch.testing.assert_close(loss(y, x), got, rtol=1e-10, atol=0)  # symmetric
+    torch.testing.assert_close(loss(x[2:3], y[2:3]), got[2:3], rtol=1e-10, atol=0)  # per sample, not per batch
+    xf = x.float().requires_grad_(True)
+    loss(xf, y.float()).sum().backward()
+    assert torch.isfinite(xf.grad).all() and xf.grad.abs().sum() > 0
+    with pytest.raises(InputError, match=r"\[B,1,8,8\]"):
+        loss(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))

@@ -137,3 +137,48 @@ def test_finished_run_is_reused_and_a_larger_cap_extends_it(problem, tmp_path):
     with pytest.raises(indis.InputError, match="other settings"):
         train_discretizer(_god(sched, "edm"), den, ts, _cfg(lr=2e-2, iterations=40, val_every=10), out_dir=tmp_path / "a",
                           dtype=DT, progress=False)
+
+
+def _snapshot(run):
+    return [p.detach().clone() for p in run.params]
+
+
+def test_ema_result_is_the_moving_average_of_the_raw_weights(problem):
+    sched, den, ts = problem
+    d = 0.8
+    run = TrainRun(_god(sched, "edm"), den, ts, _cfg(lr=1e-2, iterations=15, val_indices=[], patience=0, ema=d), dtype=DT)
+    raw = [_snapshot(run)]
+    r = run.run(progress=False, callback=lambda it, loss: raw.append(_snapshot(run)))
+    assert r.iterations == 15 and len(raw) == 16
+    ref = raw[0]
+    for w in raw[1:]:  # EMA by its definition: e_0 = w_0, e_t = d e_{t-1} + (1 - d) w_t
+        ref = [d * e + (1 - d) * x for e, x in zip(ref, w)]
+    assert not torch.allclose(raw[-1][0], ref[0])  # the average differs from the last raw weights
+    # no validation set: the result is the final average; 1e-6 relative covers float32 rounding of 15 updates
+    for p, e in zip(run.params, ref):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-6, atol=1e-9)
+
+
+def test_ema_validates_the_average_and_resumes_exactly(problem, tmp_path):
+    sched, den, ts = problem
+    cfg = _cfg(lr=1e-2, iterations=20, val_every=5, patience=0, ema=0.7)
+    run = TrainRun(_god(sched, "edm"), den, ts, cfg, dtype=DT, out_dir=tmp_path / "a")
+    seen = []
+    orig = run.validate
+    run.validate = lambda: (seen.append((_snapshot(run), [e.clone() for e in run.ema])), orig())[1]
+    with pytest.raises(KeyboardInterrupt):
+        run.run(progress=False, callback=lambda it, loss: it == 10 and (_ for _ in ()).throw(KeyboardInterrupt))
+    assert len(seen) == 3  # iterations 0, 5 and 10; each saw the averaged weights in place of the raw ones
+    for params, ema in seen:
+        assert all(torch.equal(p, e) for p, e in zip(params, ema))
+    a = _god(sched, "edm")
+    train_discretizer(a, den, ts, cfg, out_dir=tmp_path / "a", dtype=DT, progress=False)
+    b = _god(sched, "edm")
+    train_discretizer(b, den, ts, cfg, out_dir=tmp_path / "b", dtype=DT, progress=False)
+    # same code, same inputs, one process: resuming restores the average, so both runs end bit for bit equal
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in b.state_dict())
+    with pytest.raises(indis.InputError, match="ema"):  # an EMA run is not resumed without EMA, or vice versa
+        train_discretizer(_god(sched, "edm"), den, ts, _cfg(lr=1e-2, iterations=20, val_every=5, patience=0),
+                          out_dir=tmp_path / "a", dtype=DT, progress=False)
+    with pytest.raises(indis.InputError, match=r"ema must be a decay in \[0, 1\)"):
+        TrainConfig(ema=1.0).check()

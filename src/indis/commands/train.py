@@ -60,7 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-2 god/oracle, 5e-3 ld3, 1e-3 indis)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
                    help="plateau: halve the lr after 3 validations without improvement (default); cosine; constant")
-    p.add_argument("--loss", default="mse", choices=["mse", "l1", "pseudo_huber"], help="distance to the teacher endpoint")
+    p.add_argument("--loss", default="mse", choices=["mse", "l1", "pseudo_huber", "digits-perceptual"],
+                   help="distance to the teacher endpoint (digits-perceptual: features of the shipped digits classifier, 8x8 only)")
+    p.add_argument("--ema", type=float, default=0.0, help="decay of a moving average of the weights used for validation "
+                   "and the result (e.g. 0.999; 0: off)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=200, help="save a resumable checkpoint every this many iterations (and on Ctrl-C)")
@@ -73,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> TrainConfig:
-    for name in ("lr", "shift_bound", "scale_bound", "val_fraction", "noise_radius"):
+    for name in ("lr", "shift_bound", "scale_bound", "val_fraction", "noise_radius", "ema"):
         v = getattr(args, name)
         if v is not None:
             finite(v, "--" + name.replace("_", "-"))
@@ -81,10 +84,13 @@ def _config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> TrainConfi
     if lr <= 0:
         raise InputError(f"--lr must be > 0, got {lr}")
     val_fraction = 0.0 if args.method == "oracle" else args.val_fraction
+    if args.loss == "digits-perceptual" and tuple(data_shape) != (1, 8, 8):
+        raise InputError(f"--loss digits-perceptual works on 8x8 grey digits [1, 8, 8]; this teacher set holds {list(data_shape)}")
     cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=lr, lr_schedule=args.lr_schedule, loss=args.loss,
                       val_fraction=val_fraction, val_every=args.val_every, patience=args.patience,
                       grad_checkpoint=args.grad_checkpoint, seed=args.seed, ckpt_every=args.ckpt_every,
-                      optimizer="rmsprop" if args.method == "ld3" else "adam", noise_radius=_noise_radius(args, data_shape))
+                      optimizer="rmsprop" if args.method == "ld3" else "adam", noise_radius=_noise_radius(args, data_shape),
+                      ema=args.ema)
     try:
         return cfg.check()
     except InputError as exc:  # name the flag rather than the config field

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, MissingDependencyError
 
-PERCEPTUAL = ("lpips", "stlpips")
+PERCEPTUAL = ("lpips", "stlpips", "digits-perceptual")
 _CHANNELS = (64, 192, 384, 256, 256)
 
 
@@ -190,8 +190,43 @@ def lpips(backbone_weights: str | Path | None = None, lin_weights: str | Path | 
     return m
 
 
+class DigitsPerceptual(nn.Module):
+    """An LPIPS analogue for 8x8 digits built from the shipped digits classifier: after each activation of its
+    feature body (three conv stages and the 128-d penultimate layer), unit-normalise every position's channel
+    vector, take the squared distance, average over positions and sum over the four layers (LPIPS eq. 1 with unit
+    weights: the classifier has no learned heads). Differentiable in both arguments; inputs [B,1,8,8] in [-1, 1].
+
+    Caution: FD-digits is measured in this classifier's penultimate features, so a schedule trained on this loss
+    is trained partly on the metric's own feature space."""
+
+    def __init__(self, weights_dir: str | Path | None = None, eps: float = 1e-10):
+        super().__init__()
+        from ..zoo import load_classifier
+
+        self.body = load_classifier(weights_dir).body
+        self.eps = eps
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape != y.shape or tuple(x.shape[1:]) != (1, 8, 8):
+            raise InputError(f"the digits perceptual loss takes two [B,1,8,8] batches, got {tuple(x.shape)} and {tuple(y.shape)}")
+        p = next(self.body.parameters())
+        if p.device != x.device or p.dtype != x.dtype:
+            self.body.to(x.device, x.dtype)
+        h, b, total = torch.cat([x, y]), x.shape[0], x.new_zeros(x.shape[0])
+        for layer in self.body:
+            h = layer(h)
+            if isinstance(layer, nn.SiLU):
+                n = h / (h.pow(2).sum(1, keepdim=True).sqrt() + self.eps)
+                d = (n[:b] - n[b:]).pow(2).sum(1)
+                total = total + (d.flatten(1).mean(1) if d.dim() > 1 else d)
+        return total
+
+
 def perceptual_loss(name: str, **options: object) -> Callable[[Tensor, Tensor], Tensor]:
-    """A perceptual distance `(x, y) -> [B]` on images in [-1, 1]: "lpips" (user weights) or "stlpips" (offline)."""
+    """A perceptual distance `(x, y) -> [B]` on images in [-1, 1]: "lpips" (user weights), "stlpips" (offline) or
+    "digits-perceptual" (8x8 digits, from the shipped classifier)."""
+    if name == "digits-perceptual":
+        return DigitsPerceptual(**options)  # type: ignore[arg-type]
     if name == "lpips":
         return lpips(**options)  # type: ignore[arg-type]
     if name in ("stlpips", "st-lpips", "st_lpips"):

@@ -52,6 +52,9 @@ class TrainConfig:
     #: whose loss it lowered (LD3's rule). 0 turns it off. Validation and evaluation always use the original noise.
     noise_radius: float = 0.0
     noise_lr: float = 0.0
+    #: decay of an exponential moving average of the trained weights (0: off). With it, validation, the best
+    #: checkpoint and the result use the averaged weights; the optimizer keeps stepping the raw ones.
+    ema: float = 0.0
 
     def check(self) -> "TrainConfig":
         """Raise InputError naming the first field that is out of range."""
@@ -69,6 +72,8 @@ class TrainConfig:
                 raise InputError(f"TrainConfig.{name} must be a finite number {'>=' if closed else '>'} {lo}, got {v!r}")
         if self.seed > 2**63 - 1:
             raise InputError(f"TrainConfig.seed must be <= 2^63 - 1, got {self.seed}")
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0 <= self.ema < 1:
+            raise InputError(f"TrainConfig.ema must be a decay in [0, 1) (0: off), got {self.ema!r}")
         if not 0 < self.plateau_factor < 1:
             raise InputError(f"TrainConfig.plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
         if not 0 <= self.val_fraction < 1:
@@ -83,6 +88,8 @@ class TrainConfig:
         """The fields that must match to resume a run (the iteration cap may grow: more iterations extend a run)."""
         skip = {"iterations", "ckpt_every", "train_indices", "val_indices"}
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        if not self.ema:
+            del out["ema"]  # runs saved before EMA existed resume unchanged
         for name in ("train_indices", "val_indices"):
             v = getattr(self, name)
             out[name] = None if v is None else [len(v), sum(int(i) * (k + 1) for k, i in enumerate(v)) % 1_000_000_007]

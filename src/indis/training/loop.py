@@ -4,10 +4,11 @@ offers `step`, `validate` and `checkpoint`; `run` is the driver loop. Distribute
 torch.distributed is initialised; checkpoints are atomic and resumable (nothing is pickled)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -110,6 +111,7 @@ class TrainRun:
         self.model: nn.Module = nn.parallel.DistributedDataParallel(disc) if self.world > 1 else disc
         self.opt = make_optimizer(self.params, cfg)
         self.st, self.best_state = LoopState(), None
+        self.ema = [p.detach().clone() for p in self.params] if cfg.ema else None
         self.out = ensure_dir(out_dir) if out_dir is not None else None
         if self.out is not None and self.rank == 0:
             for name in (STATE_FILE, "history.json"):
@@ -118,6 +120,9 @@ class TrainRun:
             self.st, self.best_state, extra = load_state(self.out, disc, self.opt, cfg)
             if self.noise is not None and "noise_offsets" in extra:
                 self.noise.offsets.copy_(extra["noise_offsets"])
+            if self.ema is not None:
+                for i, e in enumerate(self.ema):
+                    e.copy_(extra[f"ema.{i}"])
         n_stats = min(256, len(self.va))
         self.stats_idx = self.va[:n_stats]
 
@@ -190,6 +195,10 @@ class TrainRun:
         if self.cfg.grad_clip and not self.oracle:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for e, p in zip(self.ema, self.params):
+                    e.lerp_(p.detach(), 1.0 - self.cfg.ema)
         if self.noise is not None:
             def resolve(x: Tensor) -> Tensor:
                 with torch.no_grad():
@@ -199,6 +208,23 @@ class TrainRun:
         if self.world > 1:
             torch.distributed.all_reduce(tot)
         return float(tot) / len(b)  # mean over the global batch, identical on every rank
+
+    @contextlib.contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Inside: the parameters hold their moving average (when TrainConfig.ema is on)."""
+        if self.ema is None:
+            yield
+            return
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.ema):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, r in zip(self.params, raw):
+                    p.copy_(r)
 
     def validate(self) -> dict[str, Any]:
         self.disc.eval()
@@ -225,7 +251,8 @@ class TrainRun:
     def checkpoint(self) -> None:
         if self.out is None or self.rank != 0:
             return
-        extra = {"noise_offsets": self.noise.offsets} if self.noise is not None else None
+        extra = {"noise_offsets": self.noise.offsets} if self.noise is not None else {}
+        extra.update({f"ema.{i}": e for i, e in enumerate(self.ema or [])})
         save_state(self.out, self.disc, self.opt, self.cfg, self.st, self.best_state, extra)
         atomic_write_json(self.out / "history.json", {
             "iteration": self.st.iteration, "world_size": self.world, "history": self.st.history, "best_val": self.st.best_val,
@@ -252,6 +279,10 @@ class TrainRun:
     def _finalize(self, save: bool = True) -> None:
         if self.best_state is not None:
             self.disc.load_state_dict(self.best_state)  # keep the best-validation parameters
+        elif self.ema is not None:  # no validation set: the result is the final average
+            with torch.no_grad():
+                for p, e in zip(self.params, self.ema):
+                    p.copy_(e)
         st = self.st
         self.disc.extra.update({"train": {"iterations": st.iteration, "best_val": st.best_val, "best_iter": st.best_iter,
                                           "seconds": round(st.seconds, 2), "loss": self.cfg.loss, "stop_reason": st.stop_reason}})
@@ -262,8 +293,6 @@ class TrainRun:
             stop_at: int | None = None) -> TrainResult:
         """Train until the patience rule or the iteration cap stops the run (or `stop_at`, or Ctrl-C); the output
         folder is locked meanwhile, so a second process cannot write into it."""
-        import contextlib
-
         from ..io import FolderLock
 
         lock = FolderLock(self.out, "training run") if self.out is not None and self.rank == 0 else contextlib.nullcontext()
@@ -301,8 +330,9 @@ class TrainRun:
                     st.iteration += 1
                     rec: dict[str, Any] = {"iteration": st.iteration, "loss": lv, "lr": self.opt.param_groups[0]["lr"]}
                     if len(self.va) and (st.iteration % cfg.val_every == 0 or st.iteration == cfg.iterations):
-                        rec.update(self.validate())
-                        self._after_validation(rec["val"])
+                        with self.averaged():  # best_state then holds the averaged weights too
+                            rec.update(self.validate())
+                            self._after_validation(rec["val"])
                     if st.iteration >= cfg.iterations and st.stop_reason is None:
                         st.stop_reason = "cap"
                     st.history.append(rec)
