@@ -185,3 +185,23 @@ def test_partial_tables_are_reported_for_the_seeds_and_nfes_that_have_them():
     assert set(res["table_ipndm"]["god"]) == {"3"} and res["table_ipndm"]["god"]["3"]["seeds"] == 1
     lines = rep.table_md(res["table_ipndm"], [3, 5], "iPNDM only", cond=False)
     assert sum(line.startswith("| GOD |") for line in lines) == 1  # NFE 3 only: no row for the NFE nobody ran
+
+
+def test_loss_option_reaches_every_training_run_and_keeps_default_specs(tmp_path):
+    import indis
+    from indis.bench.digits_run import DigitsRun
+
+    h = indis.load_model("zoo:digits")
+    runs = {}
+    for loss in ("mse", "digits-perceptual"):
+        s = bd.settings_from_args(_args(tmp_path / loss, ["--loss", loss]))
+        runs[loss] = DigitsRun(s, 0, tmp_path / loss, h, progress=False)
+    mse, perc = runs["mse"], runs["digits-perceptual"]
+    for method in ("god", "ld3", "indis", "amed", "epd"):
+        # the default spec has no loss entry: runs cached before the option existed keep their folders
+        afs = method in ("amed", "epd")  # their odd NFE needs the analytical first step
+        assert "loss" not in mse.spec(method, 3, "ipndm", afs)["train"]
+        assert perc.spec(method, 3, "ipndm", afs)["train"]["loss"] == "digits-perceptual"
+        assert mse.train_cfg(method).loss == "mse" and perc.train_cfg(method).loss == "digits-perceptual"
+    assert bd.default_out({**perc.s, "quick": False}).name == "bench-digits-digits-perceptual"
+    assert bd.default_out({**mse.s, "quick": False}).name == "bench-digits"

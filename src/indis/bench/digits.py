@@ -51,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="experiment seeds: each seeds its own train/"
                    "validation/test priors and training (default 0 1 2; quick: 0)")
     p.add_argument("--select", choices=["fd", "mse"], default="fd", help="validation criterion for fixed schedules")
+    p.add_argument("--loss", choices=["mse", "digits-perceptual"], default="mse", help="training and validation loss of the "
+                   "learned methods (GOD, LD3, INDIS, oracle; AMED/EPD keep their published per-step loss and use this one "
+                   "for early stopping and selection): squared error to the teacher endpoint, or the LPIPS-like distance "
+                   "in the digits classifier's features (FD is measured in that classifier's features too)")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--no-oracle", action="store_true")
     p.add_argument("--no-ipndm-table", action="store_true")
@@ -95,7 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     replicates = args.replicates if args.replicates is not None else s.get("replicates", 200)
     if replicates < 10:
         raise InputError(f"--replicates must be >= 10, got {replicates}")
-    s.update(model=args.model, guidance=args.guidance, select=args.select, lr=lr, val_train=min(s["val_train"], s["val"]),
+    s.update(model=args.model, guidance=args.guidance, select=args.select, lr=lr, loss=args.loss, val_train=min(s["val_train"], s["val"]),
              phi={"hidden": args.phi_hidden, "channels": args.phi_channels}, cond=args.model == "zoo:digits-cond",
              teacher="30-step iPNDM on EDM rho=7 times" + (f", guidance {args.guidance}" if args.guidance else ""),
              protocol=PROTOCOL, replicates=replicates)
@@ -125,6 +129,7 @@ def load_handle(model: str, guidance: float | None):
 
 def default_out(s: dict[str, Any]) -> Path:
     name = "bench-digits" + ("-cond" if s["cond"] else "") + (f"-g{s['guidance']:g}" if s["guidance"] is not None else "")
+    name += "" if s.get("loss", "mse") == "mse" else f"-{s['loss']}"
     return Path("runs") / (name + ("-quick" if s["quick"] else ""))
 
 

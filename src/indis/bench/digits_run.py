@@ -64,6 +64,7 @@ class DigitsRun:
         from ..metrics.features import DigitsFeatureExtractor, real_digits_features
 
         self.s, self.seed, self.h, self.log = s, seed, handle, log or (lambda m: None)
+        self.loss = s.get("loss", "mse")
         cfg = ExperimentConfig(model=s["model"], seed=seed, sizes={"train": s["train"], "val": s["val"], "test": s["test"]},
                                guidance=s.get("guidance"))
         self.exp = Experiment(root / f"seed-{seed}", handle, cfg, device=device, progress=progress, log=self.log,
@@ -132,6 +133,8 @@ class DigitsRun:
         if method in self.s["lr"]:
             keys = ("batch", "patience", "val_every", "cap", "probe", "val_train", "starts")
             sp["train"] = {k: self.s[k] for k in keys} | {"lr": self.s["lr"][method]}
+            if self.loss != "mse":  # absent for the default, so runs cached before the option existed are found
+                sp["train"]["loss"] = self.loss
         if method == "indis":
             sp["phi"] = dict(self.s["phi"])
         if method == "gits":
@@ -151,7 +154,7 @@ class DigitsRun:
         base = dict(iterations=s["probe"] if probe else s["cap"], batch_size=s["batch"], lr=s["lr"][method],
                     patience=0 if probe else s["patience"], val_every=s["probe"] if probe else s["val_every"],
                     optimizer="rmsprop" if method == "ld3" else "adam", noise_radius=radius, seed=self.seed,
-                    val_indices=list(range(min(s["val_train"], s["val"]))), ckpt_every=max(50, s["val_every"]))
+                    val_indices=list(range(min(s["val_train"], s["val"]))), ckpt_every=max(50, s["val_every"]), loss=self.loss)
         return TrainConfig(**{**base, **over})
 
     def build(self, method: str, sp: dict[str, Any], **kw: Any) -> Callable[[Any], Any]:
@@ -263,7 +266,8 @@ class DigitsRun:
         sp = self.spec("oracle-of-god", nfe, solver, afs, priors=P, god=self.exp.run_dir(gsp).name,
                        oracle={k: self.s[k] for k in ("oracle_cap", "oracle_patience")} | {"lr": self.s["lr"]["oracle"]})
         cfg = TrainConfig(iterations=self.s["oracle_cap"], batch_size=P, lr=self.s["lr"]["oracle"], patience=self.s["oracle_patience"],
-                          val_every=10, train_indices=list(range(P)), val_indices=list(range(P)), grad_clip=0.0, seed=self.seed)
+                          val_every=10, train_indices=list(range(P)), val_indices=list(range(P)), grad_clip=0.0, seed=self.seed,
+                          loss=self.loss)
         d, info = self.exp.train(sp, lambda _: InstanceOracle.from_global(god, P), cfg, [None], teacher="test", val="test")
         recs = {"oracle": self.test_record(sp, d, limit=P), "god": self.test_record(gsp, god, limit=P),
                 "indis": self.test_record(ind["spec"], self.exp.load(ind["spec"]), limit=P)}
