@@ -88,8 +88,6 @@ class TrainConfig:
         """The fields that must match to resume a run (the iteration cap may grow: more iterations extend a run)."""
         skip = {"iterations", "ckpt_every", "train_indices", "val_indices"}
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        if not self.ema:
-            del out["ema"]  # runs saved before EMA existed resume unchanged
         for name in ("train_indices", "val_indices"):
             v = getattr(self, name)
             out[name] = None if v is None else [len(v), sum(int(i) * (k + 1) for k, i in enumerate(v)) % 1_000_000_007]

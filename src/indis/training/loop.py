@@ -49,6 +49,13 @@ def schedule_stats(disc: Discretizer, xT: Tensor, cond: Cond, index: Tensor) -> 
             "log_sigma_std": [round(float(v), 5) for v in lt.std(0, unbiased=False)]}
 
 
+def _assign(dst: list[Tensor], src: list[Tensor]) -> None:
+    """Copy each tensor of `src` into its counterpart in `dst` in place (parameters, their moving average)."""
+    with torch.no_grad():
+        for d, s in zip(dst, src):
+            d.copy_(s)
+
+
 class NoiseBall:
     """LD3's learnable noise: per-prior offsets of the standard-normal noise, moved by SGD inside an L2 ball of
     `radius`; a move is kept only for the samples whose loss it lowered."""
@@ -121,8 +128,7 @@ class TrainRun:
             if self.noise is not None and "noise_offsets" in extra:
                 self.noise.offsets.copy_(extra["noise_offsets"])
             if self.ema is not None:
-                for i, e in enumerate(self.ema):
-                    e.copy_(extra[f"ema.{i}"])
+                _assign(self.ema, [extra[f"ema.{i}"] for i in range(len(self.ema))])
         n_stats = min(256, len(self.va))
         self.stats_idx = self.va[:n_stats]
 
@@ -216,15 +222,11 @@ class TrainRun:
             yield
             return
         raw = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, e in zip(self.params, self.ema):
-                p.copy_(e)
+        _assign(self.params, self.ema)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for p, r in zip(self.params, raw):
-                    p.copy_(r)
+            _assign(self.params, raw)
 
     def validate(self) -> dict[str, Any]:
         self.disc.eval()
@@ -280,9 +282,7 @@ class TrainRun:
         if self.best_state is not None:
             self.disc.load_state_dict(self.best_state)  # keep the best-validation parameters
         elif self.ema is not None:  # no validation set: the result is the final average
-            with torch.no_grad():
-                for p, e in zip(self.params, self.ema):
-                    p.copy_(e)
+            _assign(self.params, self.ema)
         st = self.st
         self.disc.extra.update({"train": {"iterations": st.iteration, "best_val": st.best_val, "best_iter": st.best_iter,
                                           "seconds": round(st.seconds, 2), "loss": self.cfg.loss, "stop_reason": st.stop_reason}})

@@ -5,7 +5,7 @@ import json
 import math
 import signal
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,11 @@ def load_state(path: Path, disc: Discretizer, opt: torch.optim.Optimizer, cfg: T
                           if not isinstance(old, dict) or old.get(k) != sig[k])
         raise InputError(f"{other}: {diffs}; {fix}")
     oc, nc = meta.get("config", {}), cfg.signature()
-    known = {f.name for f in fields(TrainConfig)}  # a setting left out of one signature because it is off (ema)
-    diffs = [k for k in [*nc, *(k for k in oc if k not in nc and k in known)] if oc.get(k) != nc.get(k)]
+    # a setting missing from a stored signature was added to TrainConfig later: the run used its default
+    old_cfg = {**{f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}, **oc}
+    diffs = [k for k in nc if old_cfg.get(k) != nc[k]]
     if diffs:
-        raise InputError(f"{other} ({', '.join(f'{k}={oc.get(k)!r}, not {nc.get(k)!r}' for k in diffs)}); {fix}")
+        raise InputError(f"{other} ({', '.join(f'{k}={old_cfg.get(k)!r}, not {nc[k]!r}' for k in diffs)}); {fix}")
     try:
         disc.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as exc:
