@@ -205,3 +205,24 @@ def test_loss_option_reaches_every_training_run_and_keeps_default_specs(tmp_path
         assert mse.train_cfg(method).loss == "mse" and perc.train_cfg(method).loss == "digits-perceptual"
     assert bd.default_out({**perc.s, "quick": False}).name == "bench-digits-digits-perceptual"
     assert bd.default_out({**mse.s, "quick": False}).name == "bench-digits"
+
+
+def test_verdict_bold_line_and_win_follow_one_rule(monkeypatch):
+    """A baseline whose pooled CI lies above 0 while one seed disagrees gets no verdict anywhere in the report."""
+    def cmp(diff, ci, per_seed):
+        return {"diff": diff, "ci": ci, "per_seed": per_seed, "excludes_zero": ci[0] > 0 or ci[1] < 0,
+                "all_seeds_agree": all((p > 0) == (diff > 0) for p in per_seed)}
+    fd = {b: cmp(-1.0, [-1.5, -0.5], [-1.0, -1.0, -1.0]) for b in rep.BASELINES}
+    fd["dmn"] = cmp(2.0, [1.8, 2.3], [2.0, 2.1, 1.9])    # ahead of INDIS in every seed
+    fd["god"] = cmp(0.09, [0.02, 0.14], [-0.02, 0.07, 0.22])  # pooled CI above 0, seed 0 the other way
+    monkeypatch.setattr(rep, "compare", lambda *a, **k: {b: fd[b] for b in rep.BASELINES})
+    table = {r: {"7": {"fd": 5.0}} for r in rep.ROWS} | {"dmn": {"7": {"fd": 2.5}}}
+    c = rep._comparisons(None, None, table, "7", replicates=10)
+    assert c["best_baseline"] == "dmn" and not c["win"]
+    assert c["beaten_by"] == ["dmn"] and c["ahead_pooled_only"] == ["god"]
+    lines = rep.comparisons_md({"comparisons": {"7": c}}, [7])
+    verdicts = {ln.split(" | ")[1].replace(" (strongest)", ""): ln.split(" | ")[-1].rstrip(" |") for ln in lines
+                if ln.startswith("| 7 |")}
+    assert verdicts["DMN"] == "baseline better" and verdicts["GOD"] == "no significant difference"
+    assert "- **NFE 7: DMN beats INDIS on FD beyond the interval.**" in lines
+    assert any(ln.startswith("- NFE 7: GOD ahead of INDIS") and "not in every seed" in ln for ln in lines)

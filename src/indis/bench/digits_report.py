@@ -86,9 +86,16 @@ def _comparisons(runs, seeds, table, n: str, replicates: int) -> dict[str, Any]:
         for base, v in compare(runs, seeds, "main", n, "indis", list(BASELINES), m, replicates).items():
             out["vs"][base][m] = v
     c = out["vs"][best]["fd"]
-    out["win"] = bool(c["diff"] < 0 and c["excludes_zero"] and c["all_seeds_agree"])
-    out["beaten_by"] = [b for b, v in out["vs"].items() if v["fd"]["diff"] > 0 and v["fd"]["excludes_zero"]]
+    out["win"] = bool(c["diff"] < 0 and significant(c))
+    out["beaten_by"] = [b for b, v in out["vs"].items() if v["fd"]["diff"] > 0 and significant(v["fd"])]
+    out["ahead_pooled_only"] = [b for b, v in out["vs"].items()
+                                if v["fd"]["diff"] > 0 and v["fd"]["excludes_zero"] and not v["fd"]["all_seeds_agree"]]
     return out
+
+
+def significant(c: dict[str, Any]) -> bool:
+    """The report's one rule for a verdict: the pooled CI excludes 0 and every seed's difference has its sign."""
+    return bool(c["excludes_zero"] and c["all_seeds_agree"])
 
 
 def _oracle(seeds: list[dict[str, Any]], n: str) -> dict[str, Any]:
@@ -142,8 +149,7 @@ def comparisons_md(res: dict[str, Any], nfes: list[int]) -> list[str]:
         c = res["comparisons"][n]
         for base, v in c["vs"].items():
             fd, ft, ms = v["fd"], v["fd_teacher"], v["mse"]
-            verdict = ("INDIS better" if fd["diff"] < 0 else "baseline better") if fd["excludes_zero"] and fd["all_seeds_agree"] \
-                else "no significant difference"
+            verdict = ("INDIS better" if fd["diff"] < 0 else "baseline better") if significant(fd) else "no significant difference"
             star = " (strongest)" if base == c["best_baseline"] else ""
             L.append(f"| {n} | {LABELS[base]}{star} | {_f(fd['diff'])} [{_f(fd['ci'][0])}, {_f(fd['ci'][1])}] | "
                      f"{_f(ft['diff'])} [{_f(ft['ci'][0])}, {_f(ft['ci'][1])}] | {_f(1e3 * ms['diff'], 2)} "
@@ -154,6 +160,9 @@ def comparisons_md(res: dict[str, Any], nfes: list[int]) -> list[str]:
         if c["beaten_by"]:
             L.append(f"- **NFE {n}: {', '.join(LABELS[b] for b in c['beaten_by'])} beat{'s' if len(c['beaten_by']) == 1 else ''} "
                      f"INDIS on FD beyond the interval.**")
+        if c.get("ahead_pooled_only"):  # absent from results written before this line existed
+            L.append(f"- NFE {n}: {', '.join(LABELS[b] for b in c['ahead_pooled_only'])} ahead of INDIS on FD beyond the "
+                     "pooled interval, but not in every seed (no verdict).")
         L.append(f"- NFE {n}: INDIS {'wins' if c['win'] else 'does not win'} against the strongest baseline "
                  f"({LABELS[c['best_baseline']]}) on FD.")
     return L + [""]
