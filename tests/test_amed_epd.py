@@ -201,3 +201,203 @@ def test_base_schedule_is_the_named_heuristic(method):
         assert torch.allclose(d.times, indis.heuristic(base, 3, indis.EDM()), rtol=0, atol=0)
     with pytest.raises(InputError, match="base schedule"):
         learned_solver(h, method, 3, base="bogus")
+
+
+# -- the reference recipes (issue 27): initialisation, teacher grids, objectives, step-by-step updates -----------------
+def _euler_by_hand(x, t):
+    for n in range(len(t) - 1):
+        x = x + (t[n + 1] - t[n]) * d_of(x, t[n])
+    return x
+
+
+@pytest.mark.parametrize("solver", ["epd", "ipndm"])
+def test_untrained_epd_is_euler_like_and_tends_to_euler(solver):
+    """The default start: distinct r per direction in [0.02, 0.1], uniform weights, unit scales. As r -> 0 the EPD
+    step (both the solver and the plugin, whose Adams-Bashforth slope only moves the intermediate points) becomes
+    Euler on the same grid, with an error linear in r."""
+    e = EPD(3, indis.EDM(), solver, data_shape=(2,), num_points=3).double()
+    p = e.step_params()
+    assert torch.allclose(p["r"][0], torch.tensor([0.02, 0.06, 0.1], dtype=DT)) and torch.equal(p["r"][0], p["r"][2])
+    assert torch.allclose(p["w"], torch.full_like(p["w"], 1 / 3)) and torch.equal(p["c"], torch.ones_like(p["c"]))
+    assert torch.equal(p["a"], torch.ones_like(p["a"]))
+    x, t = xT(), e.times.tolist()
+    ref = _euler_by_hand(x.clone(), t)
+    errs = []
+    for factor in (1e-3, 1e-4):
+        with torch.no_grad():
+            e.r_logits.copy_(torch.logit(factor * torch.tensor([0.02, 0.06, 0.1], dtype=DT)).expand(3, 3))
+        errs.append(float((e.sample(den(), x) - ref).detach().abs().max()))
+    # r scaled by 1/10 shrinks the departure from Euler tenfold (first order in r; 0.05 slack for the O(r^2) term)
+    assert errs[1] < errs[0] / 10 * 1.05 and errs[1] < 1e-3 * float(ref.abs().max()), errs
+
+
+def test_epd_reference_init_is_seeded_standard_normal():
+    a = EPD(2, indis.EDM(), data_shape=(2,), init="randn", seed=3)
+    b = EPD(2, indis.EDM(), data_shape=(2,), init="randn", seed=3)
+    c = EPD(2, indis.EDM(), data_shape=(2,), init="randn", seed=4)
+    assert torch.equal(a.r_logits, b.r_logits) and not torch.equal(a.r_logits, c.r_logits)
+    g = torch.Generator().manual_seed(3)  # the reference's order: r, scale_dir, scale_time, weight
+    r, sd, st, w = (torch.randn(2, 2, generator=g, dtype=DT) for _ in range(4))
+    assert torch.equal(a.r_logits.data, r) and torch.equal(a.weight_logits.data, w) and torch.equal(a.time_logits.data, st)
+    with pytest.raises(InputError, match="init"):
+        EPD(2, indis.EDM(), data_shape=(2,), init="zeros")
+
+
+def _diff_sampler_time_uniform(n):
+    """diff-sampler / EPD `get_schedule(n, 0.002, 80, 'time_uniform', rho=1)`, written out with numpy."""
+    import numpy as np
+
+    eps, smin, smax = 1e-3, 0.002, 80.0
+    beta_d = 2 * (np.log(smin**2 + 1) / eps - np.log(smax**2 + 1)) / (eps - 1)
+    beta_min = np.log(smax**2 + 1) - 0.5 * beta_d
+    tau = 1 + np.arange(n) / (n - 1) * (eps - 1)
+    return np.sqrt(np.exp(0.5 * beta_d * tau**2 + beta_min * tau) - 1)
+
+
+def test_teacher_grids_follow_the_reference_formulas():
+    from indis.discretizations.midpoint import teacher_grid
+
+    a = AMED(2, indis.EDM(), "amed", data_shape=(2,), feature="denoised", feature_dim=2)  # Heun, M = 1, time_uniform
+    grid, stride = a.teacher_grid()
+    assert stride == 2 and a.teacher_solver == "heun"
+    torch.testing.assert_close(grid, torch.from_numpy(_diff_sampler_time_uniform(5)), rtol=1e-9, atol=0)  # (M+1)N+1
+    torch.testing.assert_close(grid[::stride], a.times.double(), rtol=1e-9, atol=0)  # the coarse grid is nested
+    e = EPD(2, indis.EDM(), data_shape=(2,))  # Heun, M = 3, two rho = 7 substeps per interval (`inner_steps=3`)
+    grid, stride = e.teacher_grid()
+    fine = _diff_sampler_time_uniform(9)
+    by_hand = []
+    for hi, lo in zip(fine[:-1], fine[1:]):
+        by_hand += [hi, (0.5 * hi ** (1 / 7) + 0.5 * lo ** (1 / 7)) ** 7]
+    torch.testing.assert_close(grid, torch.tensor(by_hand + [fine[-1]], dtype=DT), rtol=1e-9, atol=0)
+    assert stride == 8 and e.teacher_M == 3 and e.teacher_solver == "heun"
+    p = AMED(2, indis.EDM(), "ipndm", data_shape=(2,), feature="denoised", feature_dim=2)  # plugin: iPNDM, M = 2, edm
+    g, s = p.teacher_grid()
+    torch.testing.assert_close(g, indis.heuristic("edm", 6, indis.EDM()).double(), rtol=1e-12, atol=0)
+    assert s == 3 and p.teacher_solver == "ipndm"
+    with pytest.raises(InputError, match="substeps"):
+        teacher_grid("edm", 2, 1, indis.EDM(), 80.0, 0.002, substeps=0)
+
+
+def test_epd_teacher_states_are_heun_on_the_substep_grid():
+    e = EPD(2, indis.EDM(), data_shape=(2,)).double()
+    grid, stride = e.teacher_grid()
+    x = xT(3)
+    states = e.teacher_states(den(), x, None)
+    y = x.clone()
+    g = grid.tolist()
+    for i in range(len(g) - 1):  # Heun (EDM alg. 1, correction on every step since the last time is 0.002)
+        d = d_of(y, g[i])
+        ye = y + (g[i + 1] - g[i]) * d
+        y = y + (g[i + 1] - g[i]) * 0.5 * (d + d_of(ye, g[i + 1]))
+        if (i + 1) % stride == 0:
+            torch.testing.assert_close(states[(i + 1) // stride - 1], y, rtol=1e-10, atol=1e-10)  # float64, same order
+
+
+def test_endpoint_objective_gradient_reaches_every_step():
+    """EPD's reference objective runs the student's own trajectory with the graph kept: the final-sample loss has an
+    exact (finite-difference checked, float64) gradient in every step's parameters, and it is non-zero there."""
+    from indis.losses import mse
+
+    e = EPD(3, indis.EDM(), "epd", data_shape=(2,), num_points=2, teacher_M=1, teacher_substeps=1).double()
+    x = xT(4)
+    target = e.teacher_states(den(), x, None)
+
+    class Loss(torch.nn.Module):  # the objective as a module's forward, so functional_call can substitute parameters
+        def __init__(self):
+            super().__init__()
+            self.e = e
+
+        def forward(self):
+            return self.e._loop(den(), x, None, afs=False, checkpoint=False, targets=target, loss_fn=mse)[1].sum()
+
+    def f(r, w):
+        return torch.func.functional_call(Loss(), {"e.r_logits": r, "e.weight_logits": w}, ())
+
+    r0 = e.r_logits.detach().clone().requires_grad_()
+    w0 = e.weight_logits.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(f, (r0, w0))
+    gr, gw = torch.autograd.grad(f(r0, w0), (r0, w0))
+    assert bool((gr.abs().sum(1) > 0).all()) and bool((gw.abs().sum(1) > 0).all())  # steps 0, 1 and 2 all get gradient
+    assert e.objective == "endpoint"
+    # the per-step variant restarts each step from the teacher state: the last step's loss no longer reaches step 0
+    ps = EPD(3, indis.EDM(), "epd", data_shape=(2,), num_points=2, teacher_M=1, teacher_substeps=1,
+             objective="per-step").double()
+    ps._loop(den(), x, None, afs=False, checkpoint=False, targets=target)[1].sum().backward()
+    assert ps.r_logits.grad is not None and bool((ps.r_logits.grad.abs().sum(1) > 0).all())
+
+
+def test_amed_updates_after_every_step_as_its_reference():
+    """`update` is called once per step with that step's per-sample loss, before the next step runs (so the next step
+    sees updated weights); the returned loss is their sum."""
+    a = AMED(3, indis.EDM(), "amed", data_shape=(2,), feature="denoised", feature_dim=2).double()
+    x = xT(4)
+    target = a.teacher_states(den(), x, None)
+    seen, biases = [], []
+
+    def update(step_loss):
+        seen.append(step_loss.detach().clone())
+        biases.append(float(a.predictor.fc.bias[0].detach()))
+        with torch.no_grad():
+            a.predictor.fc.bias[0] += 1.0  # a visible "optimiser step"
+
+    total = a._loop(den(), x, None, afs=False, checkpoint=False, targets=target, update=update)[1]
+    assert len(seen) == 3 and biases == [0.0, 1.0, 2.0]
+    torch.testing.assert_close(total, sum(seen))
+    assert a.stepwise_updates and not getattr(EPD, "stepwise_updates", False)
+
+
+def test_amed_predictor_starts_as_the_reference():
+    """EDM `Linear` default (kaiming-normal weights of std fan_in^-1/2, zero biases) for the encoder and the heads."""
+    torch.manual_seed(0)
+    p = indis.discretizations.amed.AMEDPredictor(feature_dim=256, hidden=512)
+    for lin in (p.enc[0], p.enc[2], p.fc):
+        assert torch.equal(lin.bias, torch.zeros_like(lin.bias))
+    w = p.enc[0].weight.detach()
+    assert abs(float(w.std()) * 256 ** 0.5 - 1) < 0.02  # 131k draws: the std estimate is within ~0.4% (5 sigma 2%)
+
+
+def test_amed_feature_is_the_unpooled_bottleneck_channel_mean():
+    from indis.discretizations.amed import _Feature
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mid = torch.nn.Identity()
+
+        def forward(self, x, sigma, cond=None):
+            self.mid(x.repeat(1, 3, 2, 2))  # a [B, 3, 16, 16] "bottleneck" of the [B, 1, 8, 8] input
+            return x * 0
+
+    net = Net()
+    d = indis.Denoiser(net, indis.EDM(), "x0", bottleneck=net.mid)
+    x = torch.randn(2, 1, 8, 8)
+    with _Feature(d, "bottleneck") as f:
+        D, _ = d(x, torch.full((2,), 1.0), None)
+    assert f.get(2, D).shape == (2, 256)  # 16 x 16 positions, no pooling (the reference keeps all 8x8 = 64)
+    with _Feature(d, "denoised") as f:
+        D = torch.randn(2, 4, 32, 32)
+        assert torch.allclose(f.get(2, D), torch.nn.functional.adaptive_avg_pool2d(D.mean(1, keepdim=True), 8).flatten(1))
+
+
+def test_cli_trains_epd_with_its_reference_recipe_and_keeps_the_final_weights(tmp_path, capsys):
+    """`indis train --method epd` defaults to the reference recipe: Adam lr 0.2 with cosine decay to 0.01, batch 32, no
+    clipping, the final weights (not the best validation), the endpoint objective; an explicit flag overrides it."""
+    import json
+
+    assert main(["teacher", "--model", "zoo:digits", "--out", str(tmp_path / "t"), "--num", "96", "--no-progress"]) == 0
+    out = tmp_path / "epd"
+    assert main(["train", "--model", "zoo:digits", "--teacher", str(tmp_path / "t"), "--method", "epd", "--nfe", "3",
+                 "--iterations", "6", "--val-every", "2", "--loss", "digits-features", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    hist = json.loads((out / "history.json").read_text())["history"]
+    lrs = [h["lr"] for h in hist if "lr" in h]
+    assert lrs[0] == pytest.approx(0.2) and lrs[-1] < lrs[0] and lrs == sorted(lrs, reverse=True)  # cosine decay
+    cfg = json.loads((out / "best" / "config.json").read_text())
+    assert cfg["extra"]["train"]["keep"] == "last" and cfg["extra"]["train"]["loss"] == "digits-features"
+    assert cfg["kwargs"]["objective"] == "endpoint" and cfg["kwargs"]["base"] == "time_uniform"
+    from safetensors.torch import load_file
+
+    state = load_file(str(out / "train_state.safetensors"))
+    saved = load_file(str(out / "best" / "model.safetensors"))
+    keys = [k for k in saved if k.endswith("_logits")]
+    assert keys and all(torch.equal(saved[k], state[f"model.{k}"]) for k in keys)  # the final weights, not the best

@@ -67,10 +67,12 @@ def test_choices_are_made_on_validation(tiny):
     assert len(god["choice"]["probes"]) == 6
     best = min(god["choice"]["probes"], key=god["choice"]["probes"].get)
     assert best == f"{god['spec']['solver']}{'+afs' if god['spec']['afs'] else ''}"
-    for m in ("amed", "epd"):  # the best probe(s) of EACH solver family trained in full (quick: one); lowest final loss wins
-        fin = seed["main"]["3"][m]["choice"]["finalists"]
-        assert sorted(k.split("+")[0] for k in fin) == sorted([m, "ipndm"]), fin
-        assert seed["main"]["3"][m]["train"]["best_val"] == min(fin.values())
+    for m in ("amed", "epd"):  # every (solver family x base) trained with the reference recipe; lowest validation FD wins
+        row = seed["main"]["3"][m]
+        cands = row["choice"]["candidates"]
+        assert sorted(cands) == sorted(f"{s}+afs/{b}" for s in (m, "ipndm") for b in ("edm", "time_uniform")), cands
+        assert row["val"]["fd"] == pytest.approx(min(cands.values()), abs=1e-5)
+        assert row["train"]["keep"] == "last" and row["spec"]["train"]["priors"] == 96
     ind = seed["main"]["3"]["indis"]
     warm = seed["main"]["3"][ind["choice"]["warm_start"]]
     assert (ind["spec"]["solver"], ind["spec"]["afs"]) == (warm["spec"]["solver"], warm["spec"]["afs"])
@@ -197,12 +199,14 @@ def test_loss_option_reaches_every_training_run_and_keeps_default_specs(tmp_path
         s = bd.settings_from_args(_args(tmp_path / loss, ["--loss", loss]))
         runs[loss] = DigitsRun(s, 0, tmp_path / loss, h, progress=False)
     mse, perc = runs["mse"], runs["digits-perceptual"]
-    for method in ("god", "ld3", "indis", "amed", "epd"):
+    for method in ("god", "ld3", "indis"):
         # the default spec has no loss entry: runs cached before the option existed keep their folders
-        afs = method in ("amed", "epd")  # their odd NFE needs the analytical first step
-        assert "loss" not in mse.spec(method, 3, "ipndm", afs)["train"]
-        assert perc.spec(method, 3, "ipndm", afs)["train"]["loss"] == "digits-perceptual"
+        assert "loss" not in mse.spec(method, 3, "ipndm", False)["train"]
+        assert perc.spec(method, 3, "ipndm", False)["train"]["loss"] == "digits-perceptual"
         assert mse.train_cfg(method).loss == "mse" and perc.train_cfg(method).loss == "digits-perceptual"
+    for method, loss in (("amed", "mse"), ("epd", "digits-features")):  # their references' losses whatever --loss says
+        for run in (mse, perc):
+            assert run.spec(method, 3, "ipndm", True)["train"]["loss"] == loss and run.train_cfg(method).loss == loss
     assert bd.default_out({**perc.s, "quick": False}).name == "bench-digits-digits-perceptual"
     assert bd.default_out({**mse.s, "quick": False}).name == "bench-digits"
 

@@ -173,7 +173,7 @@ class Experiment:
                                  out_dir=folder / "train", device=self.device, dtype=self.dtype, progress=self.progress,
                                  describe=str, val_teacher=vs)
         info = {"iterations": r.iterations, "seconds": round(r.seconds, 2), "best_val": r.best_val, "best_iter": r.best_iter,
-                "stop_reason": r.stop_reason, "starts": r.starts, "lr": cfg.lr, "patience": cfg.patience,
+                "final_val": r.final_val, "keep": cfg.keep, "stop_reason": r.stop_reason, "starts": r.starts, "lr": cfg.lr, "patience": cfg.patience,
                 "val_every": cfg.val_every, "cap": cfg.iterations}
         d.extra.update({"model_info": model_info(self.h), "teacher_info": teacher_info(ts)})
         d.save(folder / "disc")

@@ -20,22 +20,22 @@ import torch
 from ..errors import InputError
 
 BENCHMARK = "digits"
-LR = {"god": 5e-2, "ld3": 5e-3, "indis": 1e-3, "amed": 5e-3, "epd": 1e-2, "oracle": 5e-2}
+LR = {"god": 5e-2, "ld3": 5e-3, "indis": 1e-3, "oracle": 5e-2}  # AMED / EPD: their reference recipes (digits_run)
 FULL = dict(train=10_000, val=1_000, test=5_000, seeds=[0, 1, 2], batch=64, patience=8, val_every=50, cap=4000, probe=100,
             val_train=500, starts=3, oracle_priors=500, oracle_cap=400, oracle_patience=5, oracle_nfes=[3, 5],
             ablation_nfes=[3, 5], ablation_seeds=1, gits_warmup=256, ipndm_table=True,
-            ipndm_seeds=1, finalists=2)
+            ipndm_seeds=1)
 QUICK = dict(train=600, val=200, test=400, seeds=[0], batch=64, patience=3, val_every=20, cap=150, probe=15, val_train=100,
              starts=2, oracle_priors=64, oracle_cap=60, oracle_patience=3, oracle_nfes=[3], ablation_nfes=[3],
-             ablation_seeds=1, gits_warmup=32, ipndm_table=False, replicates=50, finalists=1,
-             split_bases=["edm", "logsnr"])
-PROTOCOL = ("fixed schedules: lowest validation FD over {iPNDM, DPM-Solver++(3M), UniPC} x {AFS off, on}; GOD, LD3, AMED, EPD: "
+             ablation_seeds=1, gits_warmup=32, ipndm_table=False, replicates=50, split_bases=["edm", "time_uniform"])
+PROTOCOL = ("fixed schedules: lowest validation FD over {iPNDM, DPM-Solver++(3M), UniPC} x {AFS off, on}; GOD, LD3: "
             "each configuration probed for `probe` iterations, the lowest validation loss trained under the budget rule "
-            "(multi-start for global schedules, plateau learning rate, stop after `patience` validations without "
-            "improvement, cap far above); INDIS: warm start from the better trained GOD/LD3 under its configuration; "
-            "AMED/EPD at odd NFE with AFS (their reference), their base schedule (edm, logsnr, time_uniform) probed like "
-            "a configuration and the best two probes of each solver family (own solver, iPNDM plugin) trained in full, "
-            "lowest final validation loss reported (random initial predictors make probes noisy); NFE counts model calls (EPD's K parallel evaluations count once, as published).")
+            "(multi-start, plateau learning rate, stop after `patience` validations without improvement, cap far above); "
+            "INDIS: warm start from the better trained GOD/LD3 under its configuration; AMED/EPD: trained as their "
+            "reference code trains them (objective, teacher, optimiser, one pass over the training priors, final weights) "
+            "at odd NFE with AFS (their reference), in every configuration (own solver or iPNDM plugin x base schedule "
+            "edm, logsnr, time_uniform), lowest validation FD reported; NFE counts model calls (EPD's K parallel "
+            "evaluations count once, as published).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,8 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "validation/test priors and training (default 0 1 2; quick: 0)")
     p.add_argument("--select", choices=["fd", "mse"], default="fd", help="validation criterion for fixed schedules")
     p.add_argument("--loss", choices=["mse", "digits-perceptual"], default="mse", help="training and validation loss of the "
-                   "learned methods (GOD, LD3, INDIS, oracle; AMED/EPD keep their published per-step loss and use this one "
-                   "for early stopping and selection): squared error to the teacher endpoint, or the LPIPS-like distance "
+                   "learned methods (GOD, LD3, INDIS, oracle; AMED/EPD keep their references' losses): squared error to the teacher endpoint, or the LPIPS-like distance "
                    "in the digits classifier's features (FD is measured in that classifier's features too)")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--no-oracle", action="store_true")

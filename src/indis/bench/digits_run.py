@@ -5,9 +5,11 @@ Protocol for every row at each NFE:
 - fixed schedules (uniform, logsnr, edm, quadratic, DMN, GITS) are evaluated under every solver configuration in
   {iPNDM, DPM-Solver++(3M), UniPC} x {AFS off, on} on the validation priors; the lowest validation FD is reported
   (the best heuristic is chosen over the four candidates as well);
-- learned global schedules (GOD, LD3) and learned solvers (AMED, EPD: their own solver or the iPNDM plugin, AFS at
-  odd NFE as in the reference) probe every configuration for `probe` iterations and train the one with the lowest
-  validation loss under the budget rule (multi-start, plateau learning rate, validation patience);
+- learned global schedules (GOD, LD3) probe every configuration for `probe` iterations and train the one with the
+  lowest validation loss under the budget rule (multi-start, plateau learning rate, validation patience);
+- the learned solvers AMED and EPD train as their reference code trains them (objective, teacher, optimiser, budget,
+  final weights: `SOLVER_RECIPES`), in every configuration (own solver or the iPNDM plugin, AFS at odd NFE as in
+  the references, x base schedule), and the configuration with the lowest validation FD is reported;
 - INDIS warm-starts from the better (validation loss) of the trained GOD and LD3 and trains under its configuration.
 A second table repeats the protocol with iPNDM only. Test priors produce the reported numbers and nothing else.
 """
@@ -34,6 +36,15 @@ HEURISTICS = ("uniform", "logsnr", "edm", "quadratic")
 FIXED = HEURISTICS + ("dmn", "gits")
 SOLVER_METHODS = {"amed": ("amed", "ipndm"), "epd": ("epd", "ipndm")}
 SPLIT_BASES = ("edm", "logsnr", "time_uniform")  # AMED/EPD base schedules probed (their references use edm/time_uniform)
+#: AMED / EPD training as their reference code does it (`indis.discretizations.amed/epd.REFERENCE_TRAINING`): one pass
+#: over `priors` training priors; EPD's endpoint loss is the MSE of the FD classifier's features (the reference: of
+#: FID's Inception features), its validation loss too.
+SOLVER_RECIPES = {
+    "amed": {"lr": 5e-3, "batch": 128, "priors": 10_000, "lr_schedule": "constant", "min_lr_ratio": 1.0, "grad_clip": 0.0,
+             "keep": "last", "loss": "mse"},
+    "epd": {"lr": 0.2, "batch": 32, "priors": 10_000, "lr_schedule": "cosine", "min_lr_ratio": 0.05, "grad_clip": 0.0,
+            "keep": "last", "loss": "digits-features"},
+}
 ABLATIONS = {"full": {}, "no-instance": {"use_instance": False}, "no-shift": {"learn_shift": False},
              "no-scale": {"learn_scale": False}, "times-only": {"learn_shift": False, "learn_scale": False},
              "no-class": {"use_cond": False}}
@@ -130,7 +141,10 @@ class DigitsRun:
     def spec(self, method: str, nfe: int, solver: str, afs: bool, **extra: Any) -> dict[str, Any]:
         steps = steps_of(method, nfe, solver, afs)
         sp = {"method": method, "nfe": nfe, "solver": solver, "afs": afs, "steps": steps, **extra}
-        if method in self.s["lr"]:
+        if method in SOLVER_RECIPES:
+            r = SOLVER_RECIPES[method]
+            sp["train"] = {**r, "priors": min(r["priors"], self.s["train"]), "val_train": self.s["val_train"]}
+        elif method in self.s["lr"]:
             keys = ("batch", "patience", "val_every", "cap", "probe", "val_train", "starts")
             sp["train"] = {k: self.s[k] for k in keys} | {"lr": self.s["lr"][method]}
             if self.loss != "mse":  # absent for the default, so runs cached before the option existed are found
@@ -150,6 +164,13 @@ class DigitsRun:
 
     def train_cfg(self, method: str, probe: bool = False, **over: Any) -> TrainConfig:
         s, steps = self.s, over.pop("steps", 1)
+        if method in SOLVER_RECIPES:  # one pass over the priors, validated once at the end (the final weights are kept)
+            r = {**SOLVER_RECIPES[method], "priors": min(SOLVER_RECIPES[method]["priors"], s["train"])}
+            it = math.ceil(r["priors"] / r["batch"])
+            return TrainConfig(iterations=it, batch_size=r["batch"], lr=r["lr"], lr_schedule=r["lr_schedule"],
+                               min_lr_ratio=r["min_lr_ratio"], grad_clip=r["grad_clip"], keep=r["keep"], loss=r["loss"],
+                               val_every=it, patience=0, seed=self.seed, ckpt_every=max(50, s["val_every"]),
+                               val_indices=list(range(min(s["val_train"], s["val"]))))
         radius = 0.001 * math.prod(self.h.data_shape) / steps**2 if method == "ld3" else 0.0  # LD3's soft bound
         base = dict(iterations=s["probe"] if probe else s["cap"], batch_size=s["batch"], lr=s["lr"][method],
                     patience=0 if probe else s["patience"], val_every=s["probe"] if probe else s["val_every"],
@@ -204,32 +225,37 @@ class DigitsRun:
         d, info = self.exp.train(sp, self.build(method, sp, **kw), cfg, starts, probe_iterations=self.s["probe"])
         return sp, d, info
 
-    def choose_config(self, method: str, nfe: int, table: str) -> tuple[list[tuple[str, bool, str | None]], dict[str, float]]:
-        """Configurations (solver, AFS, and for AMED/EPD the base schedule) ranked by the validation loss of a short
-        probe (one candidate: no probe)."""
-        bases = tuple(self.s.get("split_bases", SPLIT_BASES)) if method in SOLVER_METHODS else (None,)
-        configs = [(s, a, b) for s, a in configs_for(method, nfe, table) for b in bases]
+    def choose_config(self, method: str, nfe: int, table: str) -> tuple[list[tuple[str, bool]], dict[str, float]]:
+        """Configurations (solver, AFS) ranked by the validation loss of a short probe (one candidate: no probe)."""
+        configs = configs_for(method, nfe, table)
         if len(configs) == 1:
             return configs, {}
         probes = {}
-        for solver, afs, base in configs:
-            _, _, info = self.learned_run(method, nfe, solver, afs, probe=True, base=base)
-            probes[_key((solver, afs, base))] = info["best_val"]
-        return sorted(configs, key=lambda c: probes[_key(c)]), probes
+        for solver, afs in configs:
+            _, _, info = self.learned_run(method, nfe, solver, afs, probe=True)
+            probes[_key((solver, afs, None))] = info["best_val"]
+        return sorted(configs, key=lambda c: probes[_key((*c, None))]), probes
 
     def learned_row(self, method: str, nfe: int, table: str) -> dict[str, Any]:
-        """The best configuration of a learned method. AMED/EPD start from random predictor weights, so their short
-        probes rank configurations poorly, above all across their two solver families (own solver vs iPNDM plugin:
-        on guided digits the plugin probes worse and trains far better): the best `finalists` (2; quick 1) probes of
-        EACH family are trained in full and the lowest final validation loss wins."""
+        """The best configuration of a learned global schedule (probe ranking, then full training)."""
+        if method in SOLVER_METHODS:
+            return self.solver_row(method, nfe, table)
         ranked, probes = self.choose_config(method, nfe, table)
-        k = self.s.get("finalists", 2) if method in SOLVER_METHODS else 1
-        finalists = [c for fam in SOLVER_METHODS.get(method, (None,)) for c in [c for c in ranked if fam in (None, c[0])][:k]]
-        runs = [self.learned_run(method, nfe, s, a, base=b) for s, a, b in finalists]
-        sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
-        by = f"probe ({self.s['probe']} it) validation loss" + (f", then full training of the best {k} per solver family"
-                                                                 if len(finalists) > 1 else "")
-        choice = {"by": by, "probes": probes, "finalists": {_key(c): r[2]["best_val"] for c, r in zip(finalists, runs)}}
+        sp, d, info = self.learned_run(method, nfe, *ranked[0])
+        choice = {"by": f"probe ({self.s['probe']} it) validation loss", "probes": probes}
+        return self._row(sp, d, info, choice)
+
+    def solver_row(self, method: str, nfe: int, table: str) -> dict[str, Any]:
+        """AMED / EPD trained with their reference recipe in every configuration (solver family x base schedule);
+        the lowest validation FD (or `--select`) wins, as for the fixed schedules."""
+        scored = []
+        for solver, afs in configs_for(method, nfe, table):
+            for base in self.s.get("split_bases", SPLIT_BASES):
+                sp, d, info = self.learned_run(method, nfe, solver, afs, base=base)
+                scored.append((self.val_score(sp, d)[self.s["select"]], sp, d, info))
+        _, sp, d, info = min(scored, key=lambda t: t[0])
+        choice = {"by": f"validation {self.s['select']} of every configuration trained with the reference recipe",
+                  "candidates": {_key((c[1]["solver"], c[1]["afs"], c[1]["base"])): round(c[0], 5) for c in scored}}
         return self._row(sp, d, info, choice)
 
     def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ from ..training.config import LR_SCHEDULES
 from .common import add_model_args, check_steps, dtype_of, finite, load
 
 #: defaults that find the good basin (see `indis.training.starts`): learning rate, number of starts
-DEFAULT_LR = {"god": 5e-2, "oracle": 5e-2, "ld3": 5e-3, "indis": 1e-3, "amed": 5e-3, "epd": 5e-3}
+DEFAULT_LR = {"god": 5e-2, "oracle": 5e-2, "ld3": 5e-3, "indis": 1e-3, "amed": 5e-3, "epd": 0.2}
 DEFAULT_STARTS = {"god": 3, "ld3": 3, "oracle": 1, "indis": 1, "amed": 1, "epd": 1}
 STEP_SOLVERS = {"amed": ("amed", "ipndm"), "epd": ("epd", "ipndm")}  # AMED/EPD: their own solver or the iPNDM plugin
 
@@ -41,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--afs", action="store_true", help="analytical first step (saves one NFE)")
     p.add_argument("--num-points", type=int, default=2, help="EPD: parallel directions K per step (default 2)")
     p.add_argument("--base", default=None, choices=sorted(HEURISTICS), help="amed/epd: base schedule whose steps are "
-                   "split (default: the references' choice, edm for the iPNDM plugins and EPD, time_uniform for AMED-Solver)")
+                   "split (default: the references' choice, edm for the AMED plugin, time_uniform otherwise)")
+    p.add_argument("--recipe", choices=["reference", "budget"], default="reference", help="amed/epd: 'reference' trains as "
+                   "their reference code (EPD: Adam lr 0.2, cosine to 0.01, batch 32; AMED: lr 5e-3, batch 128; one pass "
+                   "over 10k priors, no clipping, the final weights; flags given explicitly override it); 'budget' uses "
+                   "the budget rule of the other methods (--iterations, --patience, plateau learning rate, best validation)")
     p.add_argument("--out", required=True, help="output folder: checkpoints (resumable) and best/ (the trained discretization)")
     p.add_argument("--init", default=None, help="start: heuristic name (edm, logsnr, ...), dmn, NAME~K (perturbed), or a saved "
                    "global schedule folder (warm start; indis starts from it)")
@@ -54,14 +59,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale-bound", type=float, default=0.1)
     p.add_argument("--no-shift", action="store_true")
     p.add_argument("--no-scale", action="store_true")
-    p.add_argument("--iterations", type=int, default=4000, help="iteration cap (rerun with a larger cap to extend a run)")
-    p.add_argument("--patience", type=int, default=8, help="stop after this many validations without improvement (0: run to the cap)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-2 god/oracle, 5e-3 ld3, 1e-3 indis)")
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
+    p.add_argument("--iterations", type=int, default=None, help="iteration cap (default 4000; rerun with a larger cap to "
+                   "extend a run)")
+    p.add_argument("--patience", type=int, default=None, help="stop after this many validations without improvement (default "
+                   "8; 0: run to the cap)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 64")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 5e-2 god/oracle, 5e-3 ld3 and amed, 1e-3 indis, 0.2 epd)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
                    help="plateau: halve the lr after 3 validations without improvement (default); cosine; constant")
-    p.add_argument("--loss", default="mse", choices=["mse", "l1", "pseudo_huber", "digits-perceptual"],
-                   help="distance to the teacher endpoint (digits-perceptual: features of the shipped digits classifier, 8x8 only)")
+    p.add_argument("--loss", default="mse", choices=["mse", "l1", "pseudo_huber", "digits-perceptual", "digits-features"],
+                   help="distance to the teacher endpoint (digits-perceptual / digits-features: features of the shipped "
+                   "digits classifier, 8x8 only; EPD's endpoint objective uses it, its reference takes Inception-feature MSE)")
     p.add_argument("--ema", type=float, default=0.0, help="decay of a moving average of the weights used for validation "
                    "and the result (e.g. 0.999; 0: off)")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -75,19 +83,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """Training settings before the flags: the budget rule, or an AMED/EPD reference recipe (`--recipe reference`)."""
+    out: dict[str, Any] = {"iterations": 4000, "batch_size": 64, "lr": DEFAULT_LR[args.method], "lr_schedule": "plateau",
+                           "patience": 8}
+    if args.method in STEP_SOLVERS and args.recipe == "reference":
+        from ..discretizations import amed, epd
+
+        r = (amed if args.method == "amed" else epd).REFERENCE_TRAINING
+        out.update(batch_size=r["batch_size"], lr=r["lr"], lr_schedule=r["lr_schedule"], patience=0,
+                   iterations=math.ceil(r["priors"] / r["batch_size"]), grad_clip=r["grad_clip"], keep=r["keep"],
+                   min_lr_ratio=r.get("min_lr", r["lr"]) / r["lr"])
+    given = {"iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr, "lr_schedule": args.lr_schedule,
+             "patience": args.patience}
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
 def _config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> TrainConfig:
     for name in ("lr", "shift_bound", "scale_bound", "val_fraction", "noise_radius", "ema"):
         v = getattr(args, name)
         if v is not None:
             finite(v, "--" + name.replace("_", "-"))
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
-    if lr <= 0:
-        raise InputError(f"--lr must be > 0, got {lr}")
+    r = _recipe(args)
+    if r["lr"] <= 0:
+        raise InputError(f"--lr must be > 0, got {r['lr']}")
     val_fraction = 0.0 if args.method == "oracle" else args.val_fraction
-    if args.loss == "digits-perceptual" and tuple(data_shape) != (1, 8, 8):
-        raise InputError(f"--loss digits-perceptual works on 8x8 grey digits [1, 8, 8]; this teacher set holds {list(data_shape)}")
-    cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=lr, lr_schedule=args.lr_schedule, loss=args.loss,
-                      val_fraction=val_fraction, val_every=args.val_every, patience=args.patience,
+    if args.loss.startswith("digits-") and tuple(data_shape) != (1, 8, 8):
+        raise InputError(f"--loss {args.loss} works on 8x8 grey digits [1, 8, 8]; this teacher set holds {list(data_shape)}")
+    cfg = TrainConfig(**r, loss=args.loss, val_fraction=val_fraction, val_every=args.val_every,
                       grad_checkpoint=args.grad_checkpoint, seed=args.seed, ckpt_every=args.ckpt_every,
                       optimizer="rmsprop" if args.method == "ld3" else "adam", noise_radius=_noise_radius(args, data_shape),
                       ema=args.ema)

@@ -2,12 +2,12 @@
 
 Both work in the schedule's EDM-form ODE coordinates (y = x / c(t), u = ode_time(t), dy/du = d = (y - D) / u; plain
 x and sigma for EDM). The intermediate ODE time of a step from u_n to u_{n+1} is the geometric interpolation
-u_mid = u_{n+1}^r u_n^(1-r), r in (0, 1). Their distillation loss (AMED / EPD code) compares the student state after
-every step with the state of a teacher run on the same base schedule refined by M extra points per interval.
+u_mid = u_{n+1}^r u_n^(1-r), r in (0, 1). Both distil a teacher run on the base schedule of the same type with
+(M+1)N+1 points (AMED / EPD code, `get_teacher_traj`); AMED compares every step's state, EPD the final sample.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor
@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..solvers import _AB, _Coords, _Evaluator, sample
 from .base import Discretizer, Steps
 
-__all__ = ["SplitStepDiscretizer", "Stepper", "TargetCache", "ab_update", "refined_teacher_states", "mid_time"]
+__all__ = ["SplitStepDiscretizer", "Stepper", "TargetCache", "ab_update", "mid_time", "refined_teacher_states", "teacher_grid"]
 
 
 def mid_time(u_n: Tensor, u_next: Tensor, r: Tensor) -> Tensor:
@@ -68,20 +68,37 @@ class Stepper:
         return (y - D) / bcast(u, y)
 
 
-def refined_teacher_states(denoiser: Denoiser, x_T: Tensor, cond: Cond, times: Tensor, M: int, solver: str) -> list[Tensor]:
-    """States of `solver` on `times` refined by M extra points per interval (geometric in ODE time), at the coarse
-    times t_1..t_N: the per-step targets of AMED / EPD distillation."""
-    if M < 0:
-        raise InputError(f"M (extra teacher points per interval) must be >= 0, got {M}")
-    s = denoiser.schedule
-    u = s.ode_time(times)
-    frac = torch.arange(M + 2, dtype=times.dtype, device=times.device)[:-1] / (M + 1)
-    fine_u = torch.cat([mid_time(u[:, n:n + 1], u[:, n + 1:n + 2], frac) for n in range(times.shape[1] - 1)] + [u[:, -1:]], 1)
-    fine = s.t_from_ode_time(fine_u)
-    fine[:, 0], fine[:, -1] = times[:, 0], times[:, -1]
+def teacher_grid(base: str, steps: int, M: int, schedule, t_max: float, t_min: float, substeps: int = 1) -> tuple[Tensor, int]:
+    """The reference teachers' grid (AMED / EPD code, `get_teacher_traj`): the base schedule of the same type with
+    (M+1)N+1 points, each interval optionally split into `substeps` steps polynomial in u^(1/7) (EPD's Heun teacher,
+    `inner_steps=3`: two rho = 7 substeps). Returns the times [(M+1) N substeps + 1] and the stride between the
+    coarse times t_1..t_N in it."""
+    from .heuristics import heuristic
+
+    if isinstance(M, bool) or not isinstance(M, int) or M < 0:
+        raise InputError(f"M (extra teacher points per interval) must be an integer >= 0, got {M!r}")
+    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+        raise InputError(f"teacher substeps must be an integer >= 1, got {substeps!r}")
+    fine = heuristic(base, (M + 1) * steps, schedule, t_max=t_max, t_min=t_min).to(torch.float64)
+    if substeps == 1:
+        return fine, M + 1
+    u = schedule.ode_time(fine)
+    ramp = torch.arange(substeps + 1, dtype=torch.float64) / substeps
+    rho = 7.0
+    pieces = [(u[i] ** (1 / rho) + ramp[:-1] * (u[i + 1] ** (1 / rho) - u[i] ** (1 / rho))) ** rho for i in range(len(u) - 1)]
+    grid = schedule.t_from_ode_time(torch.cat(pieces + [u[-1:]]))
+    stride = (M + 1) * substeps
+    grid[::substeps] = fine  # the refined points themselves, exactly
+    return grid, stride
+
+
+def refined_teacher_states(denoiser: Denoiser, x_T: Tensor, cond: Cond, grid: Tensor, stride: int, solver: str) -> list[Tensor]:
+    """States of `solver` run on `grid` (one grid for the batch, `teacher_grid`) at every `stride`-th time after the
+    first: the teacher states at the coarse times t_1..t_N, the targets of AMED / EPD distillation."""
+    times = grid.to(x_T.dtype).to(x_T.device).unsqueeze(0).expand(x_T.shape[0], -1)
     with torch.no_grad():
-        _, traj = sample(denoiser, x_T, fine, solver=solver, cond=cond, return_trajectory=True)
-    return [traj.states[(M + 1) * k] for k in range(1, times.shape[1])]
+        _, traj = sample(denoiser, x_T, times, solver=solver, cond=cond, return_trajectory=True)
+    return [traj.states[k] for k in range(stride, times.shape[1], stride)]
 
 
 class TargetCache:
@@ -114,8 +131,20 @@ class TargetCache:
 
 class SplitStepDiscretizer(Discretizer):
     """What AMED and EPD share as discretizations: a base grid `times` (buffer), two model calls per step (2N NFE,
-    2N - 1 with AFS), their own sampling loop `_run`, and the per-step distillation loss against the refined
-    teacher (`train_loss`, targets cached per prior)."""
+    2N - 1 with AFS), a step rule `_step`, and distillation against the reference teacher (`train_loss`, targets
+    cached per prior) with one of two objectives:
+
+    - "per-step" (AMED; EPD's earlier variant): squared error to the teacher state after every step; single-step
+      solvers restart each step from the teacher state, the iPNDM plugin continues from its own (detached) state.
+      With `update`, the optimiser steps after every step, as the AMED reference does.
+    - "endpoint" (EPD reference, `EPD_loss` with the CIFAR/FFHQ/ImageNet training loop): the student runs its own
+      trajectory with the graph kept from step to step and only the final sample is compared, by the training loss
+      (the reference: Inception-feature MSE); with N >= 5 steps the reference adds the per-step squared error of
+      the earlier steps (`ENDPOINT_ONLY_BELOW`), here summed into one update.
+    """
+
+    ENDPOINT_ONLY_BELOW: ClassVar[int] = 5  # EPD training loop: `loss_fn.num_steps < 6` timestamps -> final step only
+    objective: str = "per-step"
 
     @property
     def nfe(self) -> int:
@@ -127,24 +156,71 @@ class SplitStepDiscretizer(Discretizer):
 
     def sample(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, **kw: Any) -> Tensor:
         self.check_compatible(denoiser.schedule, tuple(x_T.shape[1:]))
-        return self._run(denoiser, x_T, cond, afs=kw.get("afs", self.afs), checkpoint=kw.get("checkpoint", False))[0]
+        return self._loop(denoiser, x_T, cond, afs=kw.get("afs", self.afs), checkpoint=kw.get("checkpoint", False))[0]
+
+    def teacher_grid(self) -> tuple[Tensor, int]:
+        """The reference teacher's grid and the stride of the coarse times in it (`midpoint.teacher_grid`)."""
+        return teacher_grid(self.base, self.steps, self.teacher_M, self.schedule, self.t_max, self.t_min,
+                            getattr(self, "teacher_substeps", 1))
+
+    def teacher_states(self, denoiser: Denoiser, x_T: Tensor, cond: Cond) -> list[Tensor]:
+        """The reference teacher's states at t_1..t_N for a batch of priors."""
+        grid, stride = self.teacher_grid()
+        return refined_teacher_states(denoiser, x_T, cond, grid, stride, self.teacher_solver)
 
     def train_loss(self, denoiser: Denoiser, x_T: Tensor, cond: Cond, x0: Tensor, loss_fn: Any = None,
-                   checkpoint: bool = False, index: tuple[str, Tensor] | None = None) -> Tensor:
-        """Per-sample sum over steps of the mean squared error to the refined teacher's state (AMED/EPD loss)."""
-        t = self.forward(x_T).times.to(x_T.device)
-
+                   checkpoint: bool = False, index: tuple[str, Tensor] | None = None,
+                   update: Callable[[Tensor], None] | None = None) -> Tensor:
+        """Per-sample distillation loss against the reference teacher's states (see the class docstring); `x0`
+        (the many-step teacher's endpoint) is not used: these methods distil their own teacher."""
         def compute(rows: Tensor | None) -> list[Tensor]:
             if rows is None:
-                return refined_teacher_states(denoiser, x_T, cond, t, self.teacher_M, self.teacher_solver)
+                return self.teacher_states(denoiser, x_T, cond)
             c = None if cond is None else ({k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond[rows])
-            return refined_teacher_states(denoiser, x_T[rows], c, t[rows], self.teacher_M, self.teacher_solver)
+            return self.teacher_states(denoiser, x_T[rows], c)
 
         if not hasattr(self, "_targets"):
             self._targets = TargetCache()
         targets = self._targets.get(index, compute)
-        return self._run(denoiser, x_T, cond, afs=self.afs, checkpoint=checkpoint, targets=targets)[1]
+        return self._loop(denoiser, x_T, cond, afs=self.afs, checkpoint=checkpoint, targets=targets,
+                          loss_fn=loss_fn, update=update)[1]
 
-    def _run(self, den: Denoiser, x_T: Tensor, cond: Cond, *, afs: bool, checkpoint: bool,
-             targets: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def _loop(self, den: Denoiser, x_T: Tensor, cond: Cond, *, afs: bool, checkpoint: bool,
+              targets: list[Tensor] | None = None, loss_fn: Any = None,
+              update: Callable[[Tensor], None] | None = None) -> tuple[Tensor, Tensor]:
+        """Run the N steps; with `targets`, also the per-sample training loss of `self.objective`."""
+        t = self.forward(x_T).times.to(x_T.device)
+        st = Stepper(den, cond, t, checkpoint)
+        training = targets is not None
+        ctx = self._context(x_T.dtype)
+        x, hist = x_T, []
+        loss = torch.zeros(x_T.shape[0], dtype=x_T.dtype, device=x_T.device)
+        for n in range(self.steps):
+            x, hist = self._step(st, n, x, hist, afs and n == 0, ctx, training)
+            if not training:
+                continue
+            if self.objective == "endpoint":
+                if n == self.steps - 1:
+                    loss = loss + (loss_fn or _mse)(x, targets[n])
+                elif self.steps >= self.ENDPOINT_ONLY_BELOW:
+                    loss = loss + _mse(x, targets[n])
+                continue
+            step_loss = _mse(x, targets[n])
+            if update is not None:
+                update(step_loss)
+                step_loss = step_loss.detach()
+            loss = loss + step_loss
+            x = (x if self.solver == "ipndm" else targets[n]).detach()  # single-step students restart from the teacher
+        return x, loss
+
+    def _context(self, dtype: torch.dtype) -> Any:
+        """Anything the step rule needs once per run (EPD: its per-step parameters)."""
+        return None
+
+    def _step(self, st: Stepper, n: int, x: Tensor, hist: list[Tensor], first_afs: bool, ctx: Any,
+              training: bool) -> tuple[Tensor, list[Tensor]]:
         raise NotImplementedError
+
+
+def _mse(x: Tensor, y: Tensor) -> Tensor:
+    return (x - y).pow(2).flatten(1).mean(1)

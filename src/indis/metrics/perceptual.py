@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, MissingDependencyError
 
-PERCEPTUAL = ("lpips", "stlpips", "digits-perceptual")
+PERCEPTUAL = ("lpips", "stlpips", "digits-perceptual", "digits-features")
 _CHANNELS = (64, 192, 384, 256, 256)
 
 
@@ -222,11 +222,34 @@ class DigitsPerceptual(nn.Module):
         return total
 
 
+class DigitsFeatureMSE(nn.Module):
+    """Mean squared difference of the shipped digits classifier's 128-d penultimate features (the features FD-digits
+    is measured in), inputs clamped to [-1, 1] first as the feature extractor does: the digits analogue of EPD's
+    Inception-feature MSE (`compute_inception_mse_loss`), which is measured in FID's own feature space too."""
+
+    def __init__(self, weights_dir: str | Path | None = None):
+        super().__init__()
+        from ..zoo import load_classifier
+
+        self.body = load_classifier(weights_dir).body
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape != y.shape or tuple(x.shape[1:]) != (1, 8, 8):
+            raise InputError(f"the digits feature loss takes two [B,1,8,8] batches, got {tuple(x.shape)} and {tuple(y.shape)}")
+        p = next(self.body.parameters())
+        if p.device != x.device or p.dtype != x.dtype:
+            self.body.to(x.device, x.dtype)
+        f = self.body(torch.cat([x, y]).clamp(-1.0, 1.0))
+        return (f[: x.shape[0]] - f[x.shape[0]:]).pow(2).mean(1)
+
+
 def perceptual_loss(name: str, **options: object) -> Callable[[Tensor, Tensor], Tensor]:
-    """A perceptual distance `(x, y) -> [B]` on images in [-1, 1]: "lpips" (user weights), "stlpips" (offline) or
-    "digits-perceptual" (8x8 digits, from the shipped classifier)."""
+    """A perceptual distance `(x, y) -> [B]` on images in [-1, 1]: "lpips" (user weights), "stlpips" (offline),
+    "digits-perceptual" or "digits-features" (8x8 digits, from the shipped classifier)."""
     if name == "digits-perceptual":
         return DigitsPerceptual(**options)  # type: ignore[arg-type]
+    if name == "digits-features":
+        return DigitsFeatureMSE(**options)  # type: ignore[arg-type]
     if name == "lpips":
         return lpips(**options)  # type: ignore[arg-type]
     if name in ("stlpips", "st-lpips", "st_lpips"):

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..errors import InputError
 
 LR_SCHEDULES = ("plateau", "cosine", "constant")
+KEEP = ("best", "last")
 OPTIMIZERS = ("adam", "rmsprop")
 
 
@@ -23,7 +24,8 @@ class TrainConfig:
     `min_delta`, or at the `iterations` cap, whichever comes first (`TrainResult.stop_reason` says which).
     `lr_schedule="plateau"` keeps the learning rate constant and multiplies it by `plateau_factor` after every
     `plateau_patience` validations without improvement, so the times are not frozen before they converge;
-    "cosine" decays to `min_lr_ratio` over `iterations`; "constant" never changes it.
+    "cosine" decays to `min_lr_ratio` over `iterations`; "constant" never changes it. `keep="best"` returns the
+    parameters of the best validation; "last" the final ones (fixed-budget references such as AMED and EPD).
     """
 
     iterations: int = 1000
@@ -55,6 +57,7 @@ class TrainConfig:
     #: decay of an exponential moving average of the trained weights (0: off). With it, validation, the best
     #: checkpoint and the result use the averaged weights; the optimizer keeps stepping the raw ones.
     ema: float = 0.0
+    keep: str = "best"
 
     def check(self) -> "TrainConfig":
         """Raise InputError naming the first field that is out of range."""
@@ -80,6 +83,8 @@ class TrainConfig:
             raise InputError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.keep not in KEEP:
+            raise InputError(f"TrainConfig.keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         return self
@@ -106,6 +111,7 @@ class TrainResult:
     stop_reason: str | None = None  # "patience" | "cap" | None (interrupted or stopped early by the caller)
     reused: bool = False  # a finished run found in out_dir: nothing was trained this time
     starts: list[dict[str, Any]] = field(default_factory=list)  # multi-start: each start's validation loss
+    final_val: float = math.inf  # the last validation (the kept result's with TrainConfig.keep="last")
 
 
 def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:

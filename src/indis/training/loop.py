@@ -171,31 +171,19 @@ class TrainRun:
     def lr(self) -> float:
         return self.cfg.lr * self.st.lr_scale * lr_factor(self.cfg, self.st.iteration)
 
-    def _per_sample_loss(self, xT: Tensor, c: Cond, idx: Tensor, x0: Tensor) -> Tensor:
+    def _per_sample_loss(self, xT: Tensor, c: Cond, idx: Tensor, x0: Tensor,
+                         update: Callable[[Tensor], None] | None = None) -> Tensor:
         custom = getattr(self.disc, "train_loss", None)
-        if custom is not None:  # AMED / EPD: their own (per-step) distillation loss
+        if custom is not None:  # AMED / EPD: their own distillation loss (AMED steps the optimiser per step: `update`)
             return custom(self.den, xT, c, x0, self.loss_fn, checkpoint=self.cfg.grad_checkpoint,
-                          index=(str(self.teacher.path), idx) if self.noise is None else None)
+                          index=(str(self.teacher.path), idx) if self.noise is None else None, update=update)
         s = self.model(xT, c, idx)
         x = sample(self.den, xT, s.times, solver=self.disc.solver, shift=s.shift, scale=s.scale, cond=c,
                    afs=self.disc.afs, checkpoint=self.cfg.grad_checkpoint)
         return self.loss_fn(x, x0)
 
-    def step(self, b: Tensor) -> float:
-        """One optimisation step on the global batch of sample indices `b`; returns its mean loss."""
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr()
-        local = b.tensor_split(self.world)[self.rank] if self.world > 1 else b
-        idx, xT, c, x0 = self.teacher.batch(local, self.dtype, self.device)
-        idx = idx.to(self.device)
-        base, off = xT, None
-        if self.noise is not None:
-            xT, off = self.noise.perturb(idx, xT)
-        self.disc.train()
-        per = self._per_sample_loss(xT, c, idx, x0)
-        # DDP averages gradients over ranks, so each rank scales by world / global count: the average is then the mean
-        # over the global batch even when the slices are unequal; the oracle's per-sample losses are summed instead
-        loss = per.sum() * self.world / len(b) if not self.oracle else per.sum() * self.world
+    def _apply(self, loss: Tensor) -> None:
+        """Backward pass, clipping and one optimiser step (and the moving average) for a scalar loss."""
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip and not self.oracle:
@@ -205,6 +193,29 @@ class TrainRun:
             with torch.no_grad():
                 for e, p in zip(self.ema, self.params):
                     e.lerp_(p.detach(), 1.0 - self.cfg.ema)
+
+    def step(self, b: Tensor) -> float:
+        """One optimisation step on the global batch of sample indices `b` (one per solver step for methods whose
+        reference updates step by step, e.g. AMED); returns its mean loss."""
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr()
+        local = b.tensor_split(self.world)[self.rank] if self.world > 1 else b
+        idx, xT, c, x0 = self.teacher.batch(local, self.dtype, self.device)
+        idx = idx.to(self.device)
+        base, off = xT, None
+        if self.noise is not None:
+            xT, off = self.noise.perturb(idx, xT)
+        self.disc.train()
+        # DDP averages gradients over ranks, so each rank scales by world / global count: the average is then the mean
+        # over the global batch even when the slices are unequal; the oracle's per-sample losses are summed instead
+        def scalar(per: Tensor) -> Tensor:
+            return per.sum() * self.world / len(b) if not self.oracle else per.sum() * self.world
+
+        if getattr(self.disc, "stepwise_updates", False):
+            per = self._per_sample_loss(xT, c, idx, x0, update=lambda p: self._apply(scalar(p)))
+        else:
+            per = self._per_sample_loss(xT, c, idx, x0)
+            self._apply(scalar(per))
         if self.noise is not None:
             def resolve(x: Tensor) -> Tensor:
                 with torch.no_grad():
@@ -275,17 +286,23 @@ class TrainRun:
 
     def result(self, reused: bool = False) -> TrainResult:
         st = self.st
+        vals = [r["val"] for r in st.history if "val" in r]
         return TrainResult(history=st.history, best_val=st.best_val, best_iter=st.best_iter, seconds=st.seconds,
-                           iterations=st.iteration, stop_reason=st.stop_reason, reused=reused)
+                           iterations=st.iteration, stop_reason=st.stop_reason, reused=reused,
+                           final_val=vals[-1] if vals else math.inf)
 
     def _finalize(self, save: bool = True) -> None:
-        if self.best_state is not None:
+        if self.cfg.keep == "last":  # fixed-budget references keep the final weights (their moving average with EMA)
+            if self.ema is not None:
+                _assign(self.params, self.ema)
+        elif self.best_state is not None:
             self.disc.load_state_dict(self.best_state)  # keep the best-validation parameters
         elif self.ema is not None:  # no validation set: the result is the final average
             _assign(self.params, self.ema)
         st = self.st
         self.disc.extra.update({"train": {"iterations": st.iteration, "best_val": st.best_val, "best_iter": st.best_iter,
-                                          "seconds": round(st.seconds, 2), "loss": self.cfg.loss, "stop_reason": st.stop_reason}})
+                                          "seconds": round(st.seconds, 2), "loss": self.cfg.loss, "stop_reason": st.stop_reason,
+                                          "keep": self.cfg.keep}})
         if save and self.out is not None and self.rank == 0:
             self.disc.save(self.out / "best")
 
