@@ -151,3 +151,8 @@ def wait_for(pred, proc, timeout: float = 60, poll: float = 0.01) -> bool:
             return bool(pred())
         time.sleep(poll)
     return False
+
+
+def make_raising() -> ModelHandle:
+    """A user factory that fails while building the model."""
+    raise RuntimeError("boom: checkpoint path not configured")

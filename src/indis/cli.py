@@ -64,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        from .commands.common import check_numbers
+
+        check_numbers(parser, args)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # --help / --version: argparse exits; main returns the code instead
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("indis: interrupted; work saved so far is kept and the job resumes when run again", file=sys.stderr)
         return 130

@@ -31,7 +31,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to `path` through a temp file in the same folder and an atomic rename."""
     p = Path(path)
     ensure_dir(p.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise write_error(p, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -39,12 +42,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise write_error(p, exc) from exc
         raise
+
+
+def write_error(path: Path, exc: OSError) -> InputError:
+    """A one-line error for a failed write, naming the file (a full disk: free space, the rerun resumes)."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InputError(f"cannot write '{path}': no space left on the device ({exc.strerror}); free some space and run "
+                          "the same command again: it resumes from what was saved (the file was not changed)")
+    return InputError(f"cannot write '{path}': {exc.strerror or exc}; the file was not changed, fix the cause and rerun")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -154,13 +169,19 @@ def artifact_kinds(folder: str | os.PathLike) -> set[str]:
     return found
 
 
-def claim_output(folder: str | os.PathLike, kind: str, flag: str = "--out") -> Path:
-    """Create `folder` for an artifact of `kind`, refusing one that holds another kind of indis artifact (a training
-    run written into a teacher set's folder would make both unreadable)."""
-    other = artifact_kinds(folder) - {kind} if Path(folder).exists() else set()
+def claim_output(folder: str | os.PathLike, kind: str, flag: str = "--out", create: bool = True) -> Path:
+    """Create `folder` for an artifact of `kind` (or, with create=False, only check it: the job creates it once its
+    inputs are checked), refusing one that holds another kind of indis artifact (a training run written into a
+    teacher set's folder would make both unreadable) or that is a file."""
+    p = Path(folder)
+    other = artifact_kinds(p) - {kind} if p.exists() else set()
     if other:
         what = ", ".join(ARTIFACTS[k] for k in sorted(other))
         raise InputError(f"{flag} '{folder}' already holds {what}; write {ARTIFACTS[kind]} to another folder")
+    if not create:
+        if p.exists() and not p.is_dir():
+            raise InputError(f"{flag} '{folder}' is a file; choose a writable path for the output folder")
+        return p
     return ensure_dir(folder)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from .denoiser import Cond, Denoiser
-from .errors import InputError
+from .errors import IndisError, InputError
 
 
 @dataclass
@@ -134,7 +134,13 @@ def _python(rest: str, **options: Any) -> ModelHandle:
     fn = getattr(mod, attr, None)
     if fn is None or not callable(fn):
         raise InputError(f"module {mod_name!r} has no callable {attr!r}")
-    out = fn(**options) if options else fn()
+    try:
+        out = fn(**options) if options else fn()
+    except IndisError:
+        raise
+    except Exception as exc:  # the user's factory failed: say which model spec, keep its message
+        raise InputError(f"model python:{rest}: {mod_name}.{attr}() raised {type(exc).__name__}: {exc} (run with --debug "
+                         "for the traceback)") from exc
     if isinstance(out, ModelHandle):
         out.spec = out.spec or f"python:{rest}"
         return out

@@ -87,3 +87,77 @@ def check_steps(n: int, name: str = "--steps") -> int:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
+
+
+# -- the range of every numeric option, checked in one place (`check_numbers`, called by `indis.cli.main`) ----------
+_BIG = 10**8
+_SEED = 2**63 - 1
+#: option dest (or "COMMAND:dest" where a command gives the name another meaning) -> (low, high, low_open, high_open)
+NUMBER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "seed": (0, _SEED, False, False), "threads": (1, 1024, False, False), "batch_size": (1, 2**20, False, False),
+    "num_train": (1, _BIG, False, False), "num_val": (1, _BIG, False, False), "num_test": (1, _BIG, False, False),
+    "teacher_steps": (1, 1000, False, False), "god_cap": (1, _BIG, False, False), "indis_cap": (1, _BIG, False, False),
+    "oracle_cap": (1, _BIG, False, False), "oracle_subset": (1, _BIG, False, False), "w2_points": (1, _BIG, False, False),
+    "patience": (0, _BIG, False, False), "val_every": (1, _BIG, False, False), "global_starts": (1, 1000, False, False),
+    "starts": (1, 1000, False, False), "guidance": (0, 1000, False, False), "steps": (1, 1000, False, False),
+    "nfe": (1, 1000, False, False), "num": (1, _BIG, False, False), "label": (0, 10**6, False, False),
+    "rho": (0, 1000, True, False), "coeff": (0, 100, True, False), "num_samples": (1, _BIG, False, False),
+    "shard_size": (1, _BIG, False, False), "num_points": (1, 64, False, False), "probe_iterations": (1, _BIG, False, False),
+    "shift_bound": (0, 10, False, False), "scale_bound": (0, 10, False, False), "iterations": (1, _BIG, False, False),
+    "lr": (0, 100, True, False), "ema": (0, 1, False, True), "val_fraction": (0, 1, False, True),
+    "ckpt_every": (1, _BIG, False, False), "noise_radius": (0, 10**6, False, False), "replicates": (10, 10**6, False, False),
+    "dist_timeout": (1, 10**6, False, False), "seeds": (0, _SEED, False, False),
+    "bench:batch": (1, 2**16, False, False), "bench:size": (1, 4096, False, False), "bench:nfe": (2, 1000, False, False),
+    "bench:cap": (1, _BIG, False, False), "bench:probe": (1, _BIG, False, False), "bench:oracle_priors": (1, _BIG, False, False),
+    "bench:gits_warmup": (1, _BIG, False, False), "bench:ipndm_nfes": (2, 1000, False, False),
+    "bench:oracle_nfes": (2, 1000, False, False), "bench:ablation_nfes": (2, 1000, False, False),
+    "bench:phi_hidden": (1, 2**16, False, False), "bench:phi_channels": (1, 4096, False, False),
+    "bench:lr_indis": (0, 100, True, False), "zoo:steps": (1, _BIG, False, False), "zoo:minutes": (0, 10**6, True, False),
+}
+
+
+def _bound(v: float) -> str:
+    return "2^63 - 1" if v == _SEED else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def number_range(command: str, dest: str) -> tuple[float, float, bool, bool] | None:
+    """The declared range of option `dest` of `command` (e.g. "bench digits"), or None."""
+    key = f"{command.split()[0]}:{dest}" if command else ""
+    return NUMBER_RANGES.get(key) or NUMBER_RANGES.get(dest)
+
+
+def check_number(flag: str, value: Any, rng: tuple[float, float, bool, bool], is_int: bool) -> None:
+    """InputError naming `flag` and its range when `value` (or any of a list of values) lies outside it."""
+    import math
+
+    lo, hi, lo_open, hi_open = rng
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        inside = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        if is_int and not inside:
+            raise InputError(f"{flag} must be an integer between {_bound(lo)} and {_bound(hi)}, got {v}")
+        if not is_int and not (math.isfinite(v) and inside):
+            span = f"{'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}{')' if hi_open else ']'}"
+            raise InputError(f"{flag} must be a finite number in {span}, got {v}")
+
+
+def numeric_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The int and float options of one (sub)parser."""
+    return [a for a in parser._actions if a.option_strings and a.type in (int, float)]
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check every numeric option of the invoked (sub)command against `NUMBER_RANGES`."""
+    path = []
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name is None:
+            break
+        path.append(name)
+        parser = subs[0].choices[name]
+    command = " ".join(path)
+    for a in numeric_options(parser):
+        value = getattr(args, a.dest, None)
+        rng = number_range(command, a.dest)
+        if value is not None and rng is not None:
+            check_number(a.option_strings[-1], value, rng, a.type is int)

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--replicates must be >= 10, got {args.replicates}")
     h = load(args)
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
-    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device)
+    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
     n = ts.num_samples if args.num is None else args.num
     if not 2 <= n <= ts.num_samples:
         raise InputError(f"--num must be between 2 and the teacher set's {ts.num_samples} pairs, got {args.num}")

@@ -8,6 +8,7 @@ from ..io import claim_output
 from ..solvers import SOLVERS
 from ..teacher import generate_teacher
 from .common import add_model_args, check_steps, dtype_of, load
+from .dist import add_dist_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,15 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-progress", action="store_true")
+    add_dist_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from .dist import maybe_init_distributed
 
-    rank, _ = maybe_init_distributed()
+    rank, _ = maybe_init_distributed(args.dist_timeout)
     check_steps(args.steps)
-    claim_output(args.out, "teacher")
+    claim_output(args.out, "teacher", create=False)  # created once the inputs are checked
     h = load(args)
     times = heuristic(args.schedule, args.steps, h.schedule)
     ts = generate_teacher(h.denoiser, args.out, h.data_shape, args.num, times=times, solver=args.solver, seed=args.seed,

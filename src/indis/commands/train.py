@@ -20,6 +20,7 @@ from ..teacher import TeacherSet, teacher_info
 from ..training import TrainConfig, train_with_starts
 from ..training.config import LR_SCHEDULES
 from .common import add_model_args, check_steps, dtype_of, finite, load
+from .dist import add_dist_args
 
 #: defaults that find the good basin (see `indis.training.starts`): learning rate, number of starts
 DEFAULT_LR = {"god": 5e-2, "oracle": 5e-2, "ld3": 5e-3, "indis": 1e-3, "amed": 5e-3, "epd": 0.2}
@@ -80,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LD3 learnable-noise ball radius in units of the standard-normal noise (default for ld3: 0.001*D/N^2; 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="seeds phi's initial weights, the batch order and the validation split")
     p.add_argument("--no-progress", action="store_true")
+    add_dist_args(p)
     p.set_defaults(func=run)
 
 
@@ -148,12 +150,12 @@ def _steps_and_solver(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from .dist import maybe_init_distributed
 
-    rank, _ = maybe_init_distributed()
+    rank, _ = maybe_init_distributed(args.dist_timeout)
     _steps_and_solver(args)
-    claim_output(args.out, "train")
+    claim_output(args.out, "train", create=False)  # created once the inputs are checked
     h = load(args)
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
-    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device)
+    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
     cfg = _config(args, h.data_shape)
     n_starts = args.starts if args.starts is not None else DEFAULT_STARTS[args.method]
     if n_starts < 1 or args.probe_iterations < 1:

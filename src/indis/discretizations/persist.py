@@ -84,22 +84,96 @@ def save(d: "Discretizer", path: str | Path, card: bool = True) -> Path:
     return p
 
 
+_BEHAVIOUR = ("class", "method", "steps", "solver", "afs", "schedule", "data_shape", "t_max", "t_min", "kwargs")
+
+
 def _check_config(cfg: Any, where: Path) -> dict[str, Any]:
+    """Validate a config.json against the schema (types, ranges, known classes and methods, times); InputError names
+    the file and the field."""
+    from .base import Discretizer
+
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise InputError(f"'{where}' is not an indis discretization config (no \"format\": \"{FORMAT}\")")
     v = cfg.get("format_version", 0)
-    if not isinstance(v, int) or v > FORMAT_VERSION:
-        raise InputError(f"'{where}' has format_version {v!r}; this indis reads versions up to {FORMAT_VERSION} (upgrade indis)")
-    for k, t in _FIELDS.items():
-        if k in cfg and not isinstance(cfg[k], t) or (t is int and isinstance(cfg.get(k), bool)):
-            raise InputError(f"'{where}': field {k!r} must be {t.__name__}, got {cfg.get(k)!r}")
-    for k in ("class", "steps", "solver", "schedule"):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise InputError(f"'{where}': field 'format_version' must be a non-negative integer (this indis writes "
+                         f"{FORMAT_VERSION}), got {v!r}")
+    if v > FORMAT_VERSION:
+        raise InputError(f"'{where}' has format_version {v}; this indis reads versions up to {FORMAT_VERSION} (upgrade indis)")
+    for k in ("class", "steps", "solver", "schedule", "kwargs"):
         if k not in cfg:
             raise InputError(f"'{where}': missing field {k!r}; re-save the discretization with indis")
+    for k, t in _FIELDS.items():
+        if k in cfg and (not isinstance(cfg[k], t) or (t is int and isinstance(cfg[k], bool))):
+            raise InputError(f"'{where}': field {k!r} must be {t.__name__}, got {cfg.get(k)!r}")
+    klass = Discretizer.registry.get(cfg["class"])
+    if klass is None or klass is Discretizer:
+        known = sorted(n for n, c in Discretizer.registry.items() if c.method != "base" and not n.startswith("_"))
+        raise InputError(f"'{where}': field 'class' must be one of {', '.join(known)}, got {cfg['class']!r}")
+    if "method" in cfg and cfg["method"] != klass.method:
+        raise InputError(f"'{where}': field 'method' is {cfg['method']!r}, but a {cfg['class']} is method {klass.method!r}")
+    if not 1 <= cfg["steps"] <= 100_000:
+        raise InputError(f"'{where}': field 'steps' must be between 1 and 100000, got {cfg['steps']}")
+    if cfg["solver"] not in klass.SOLVER_CHOICES:
+        raise InputError(f"'{where}': field 'solver' must be one of {', '.join(klass.SOLVER_CHOICES)}, got {cfg['solver']!r}")
+    shape = cfg.get("data_shape")
+    if shape is not None and (not isinstance(shape, list) or not shape
+                              or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+        raise InputError(f"'{where}': field 'data_shape' must be a list of positive integers, got {shape!r}")
     for k in ("t_max", "t_min"):
-        if cfg.get(k) is not None and (not isinstance(cfg[k], (int, float)) or not math.isfinite(cfg[k])):
+        if cfg.get(k) is not None and (isinstance(cfg[k], bool) or not isinstance(cfg[k], (int, float)) or not math.isfinite(cfg[k])):
             raise InputError(f"'{where}': field {k!r} must be a finite number, got {cfg[k]!r}")
+    _check_times(cfg, where)
     return cfg
+
+
+def _check_times(cfg: dict[str, Any], where: Path) -> None:
+    """Saved grids (kwargs.times, kwargs.init_times): N+1 finite, strictly decreasing times within [t_min, t_max]."""
+    from ..schedules import schedule_from_config
+
+    try:
+        sched = schedule_from_config(cfg["schedule"])
+    except (InputError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"'{where}': field 'schedule' is not a valid noise schedule ({exc})") from exc
+    hi = cfg.get("t_max") if cfg.get("t_max") is not None else sched.t_max
+    lo = cfg.get("t_min") if cfg.get("t_min") is not None else sched.t_min
+    free_last = bool(cfg["kwargs"].get("free_last", False))
+    for k in ("times", "init_times"):
+        t = cfg["kwargs"].get(k)
+        if t is None:
+            continue
+        name = f"kwargs.{k}"
+        if (not isinstance(t, list) or len(t) != cfg["steps"] + 1
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in t)):
+            raise InputError(f"'{where}': field {name!r} must be a list of N+1 = {cfg['steps'] + 1} finite numbers, got {t!r}")
+        if any(b >= a for a, b in zip(t, t[1:])):
+            raise InputError(f"'{where}': field {name!r} must be strictly decreasing, got {t}")
+        tol = 1e-9 * max(1.0, abs(hi))
+        if t[0] > hi + tol or (t[-1] < lo - tol and not (k == "times" and t[-1] == 0)) or (not free_last and k == "init_times"
+                                                                                             and abs(t[-1] - lo) > tol):
+            raise InputError(f"'{where}': field {name!r} runs from {t[0]:g} to {t[-1]:g}, outside the discretization's "
+                             f"time range t_max={hi:g} .. t_min={lo:g} (fields 't_max', 't_min'); restore the saved values")
+
+
+def _check_weights(cfg: dict[str, Any], tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str], p: Path,
+                   wfile: Path) -> None:
+    """The weights are finite, and config.json still says what the copy of the config saved inside them says."""
+    for k, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise InputError(f"'{wfile}': tensor {k!r} contains NaN or Inf; re-train or re-save the discretization")
+    if "indis_config" not in meta:
+        return
+    try:
+        saved = json.loads(meta["indis_config"])
+    except ValueError as exc:
+        raise InputError(f"'{wfile}': its embedded config is not valid JSON ({exc}); re-save the discretization") from exc
+    if saved.get("class") != cfg.get("class"):
+        raise InputError(f"'{p}': config.json and {wfile.name} belong to different discretizations")
+    for k in _BEHAVIOUR:
+        if k in saved and saved[k] != cfg.get(k):
+            raise InputError(f"'{p / 'config.json'}': field {k!r} = {json.dumps(cfg.get(k))[:80]} differs from the copy saved "
+                             f"inside {wfile.name} ({json.dumps(saved[k])[:80]}): the config was edited after saving; "
+                             "restore it (or re-save the discretization with indis)")
 
 
 def load(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int] | None = None,
@@ -113,11 +187,12 @@ def load(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int
         p = p.parent
     if not p.is_dir():
         raise InputError(f"no saved discretization at '{p}' (expected a folder with config.json and model.safetensors)")
+    if not (p / "config.json").is_file():
+        _not_a_discretization(p)
     cfg = _check_config(load_json(p / "config.json"), p / "config.json")
     wfile = next((p / w for w in WEIGHTS if (p / w).is_file()), p / WEIGHTS[0])
     tensors, meta = load_tensors(wfile, device=map_location)
-    if "indis_config" in meta and json.loads(meta["indis_config"]).get("class") != cfg.get("class"):
-        raise InputError(f"'{p}': config.json and {wfile.name} belong to different discretizations")
+    _check_weights(cfg, tensors, meta, p, wfile)
     try:
         obj = Discretizer.from_config(cfg)
     except (InputError, KeyError, TypeError, ValueError) as exc:
@@ -133,6 +208,21 @@ def load(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int
         obj.check_compatible(model.schedule, model.data_shape, where=where)
         check_model(obj, model, where, force)
     return obj.to(map_location)
+
+
+def _not_a_discretization(p: Path) -> None:
+    """InputError saying what the folder is instead (a teacher set, a training run, samples) and where to look."""
+    from ..io import ARTIFACTS, artifact_kinds
+
+    kinds = artifact_kinds(p)
+    if "train" in kinds and (p / "best" / "config.json").is_file():
+        raise InputError(f"'{p}' is a training run, not a saved discretization; its result is '{p / 'best'}'")
+    if kinds:
+        what = ", ".join(ARTIFACTS[k] for k in sorted(kinds))
+        raise InputError(f"'{p}' holds {what}, not a saved discretization (config.json + model.safetensors: the best/ "
+                         "folder of `indis train --out` or the --out of `indis schedule`)")
+    raise InputError(f"no saved discretization at '{p}': it has no config.json (expected the best/ folder of `indis train "
+                     "--out` or the --out of `indis schedule`)")
 
 
 def from_pretrained(name_or_path: str | os.PathLike, **kw: Any) -> "Discretizer":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -74,6 +75,11 @@ def _config_of(d: Discretizer) -> dict[str, Any]:
     names = {"eps": "epsilon", "v": "v_prediction", "x0": "sample", "velocity": "flow_prediction"}
     sc = d.schedule.config()
     if sc.get("type") == "flow":
+        if pred != "velocity":
+            raise InputError(f"this discretization was trained for a flow-matching model predicting {pred!r}, while "
+                             "diffusers flow-matching schedulers take velocity predictions; pass the pipeline's scheduler "
+                             "config (IndisScheduler.from_discretization(d, pipe.scheduler.config), or indis export "
+                             "--pipeline-config FILE)")
         return {"_class_name": "FlowMatchEulerDiscreteScheduler", "prediction_type": "flow_prediction"}
     if sc.get("type") != "vp" or not sc.get("discrete"):
         raise InputError(f"diffusers pipelines use discrete VP (DDPM) or flow-matching schedules; this discretization was "
@@ -108,6 +114,24 @@ class IndisScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.tensor(self.eval_times, dtype=torch.float32) * float(timestep_scale)
         self._worker: threading.Thread | None = None
         self._begin_index = 0
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any = None, subfolder: str | None = None, **kw: Any) -> Any:
+        """diffusers' loader, with a clear error for a local folder that holds no scheduler config (e.g. a saved indis
+        discretization, which `from_discretization` turns into a scheduler)."""
+        folder = Path(str(pretrained_model_name_or_path)) / (subfolder or "")
+        if folder.is_dir() and not (folder / cls.config_name).is_file():
+            from ..io import ARTIFACTS, artifact_kinds
+
+            kinds = artifact_kinds(folder)
+            if "discretization" in kinds:
+                raise InputError(f"'{folder}' is a saved indis discretization, not a scheduler folder; use "
+                                 "IndisScheduler.from_discretization(indis.from_pretrained(FOLDER), pipe.scheduler.config) "
+                                 "or `indis export --format diffusers`")
+            what = f" (it holds {', '.join(ARTIFACTS[k] for k in sorted(kinds))})" if kinds else ""
+            raise InputError(f"'{folder}' has no {cls.config_name}{what}; give the folder `indis export --format diffusers` "
+                             "or `pipe.save_pretrained` wrote the scheduler to")
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kw)
 
     @classmethod
     def from_discretization(cls, discretization: Discretizer, pipeline_scheduler_config: Mapping[str, Any] | None = None,

@@ -67,7 +67,11 @@ def _network_from(obj: Any, path: Path) -> nn.Module:
         for key in ("ema", "net", "model"):
             if isinstance(obj.get(key), nn.Module):
                 return obj[key]
-        raise InputError(f"'{path}' holds a dict without an 'ema' network (keys: {sorted(map(str, obj))[:8]})")
+        found = {k: type(obj[k]).__name__ for k in ("ema", "net", "model") if k in obj}
+        held = f"; its {', '.join(f'{k!r} is a {t}' for k, t in found.items())}" if found else ""
+        raise InputError(f"'{path}' holds a dict with no torch network under 'ema', 'net' or 'model' (keys: "
+                         f"{sorted(map(str, obj))[:8]}{held}); an NVlabs EDM snapshot keeps its network as a torch module "
+                         "under 'ema'")
     if isinstance(obj, nn.Module):
         return obj
     raise InputError(f"'{path}' does not hold an EDM network (got {type(obj).__name__})")
