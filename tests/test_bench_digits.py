@@ -230,3 +230,23 @@ def test_verdict_bold_line_and_win_follow_one_rule(monkeypatch):
     assert verdicts["DMN"] == "baseline better" and verdicts["GOD"] == "no significant difference"
     assert "- **NFE 7: DMN beats INDIS on FD beyond the interval.**" in lines
     assert any(ln.startswith("- NFE 7: GOD ahead of INDIS") and "not in every seed" in ln for ln in lines)
+
+
+def test_default_output_is_the_report_not_json(tiny, capsys):
+    """Without --json the (cached) rerun prints the markdown report for people."""
+    out, _ = tiny
+    args = _args(out)
+    args.json = False
+    assert bd.main(args) == 0
+    text = capsys.readouterr().out
+    with pytest.raises(ValueError):
+        json.loads(text)
+    assert "# indis bench digits" in text and "| INDIS |" in text
+
+
+def test_bench_solvers_prints_a_summary_or_json(capsys):
+    assert main(["bench", "solvers", "--batch", "2", "--size", "4"]) == 0
+    text = capsys.readouterr().out
+    with pytest.raises(ValueError):
+        json.loads(text)
+    assert "overhead" in text and "backprop peak extra memory" in text

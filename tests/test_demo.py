@@ -77,3 +77,16 @@ def test_bad_arguments_fail_cleanly(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "x"), "--solver", "nope", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("indis: error: demo: argument --solver: invalid choice") and "euler" in err[0]
+
+
+def test_default_output_is_a_summary_and_json_on_request(tiny_run, capsys):
+    """A rerun (cached) prints the summary for people; --json prints the results document."""
+    capsys.readouterr()
+    assert main(["demo", "--out", str(tiny_run), *TINY]) == 0
+    out = capsys.readouterr().out
+    with pytest.raises(ValueError):
+        json.loads(out)
+    assert "NFE 3" in out or "nfe 3" in out.lower()
+    assert main(["demo", "--out", str(tiny_run), *TINY, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {"results", "settings", "summary", "paths"} <= set(res)

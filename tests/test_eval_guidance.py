@@ -55,7 +55,7 @@ def test_eval_matches_sampling_by_hand_and_refuses_training_priors(tmp_path, cap
                  "--iterations", "5", "--val-every", "5", "--out", str(tmp_path / "god"), "--no-progress"]) == 0
     capsys.readouterr()
     god = str(tmp_path / "god" / "best")
-    assert main(["eval", "--model", "zoo:digits", "--teacher", str(te), "--discretization", god, "--method", "edm",
+    assert main(["eval", "--json", "--model", "zoo:digits", "--teacher", str(te), "--discretization", god, "--method", "edm",
                  "--steps", "3", "--replicates", "50"]) == 0
     r = _json(capsys)
     assert r["priors"] == 40 and [x["nfe"] for x in r["results"]] == [3, 3]

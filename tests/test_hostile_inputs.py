@@ -392,7 +392,7 @@ def test_output_folders_are_protected(world, tmp_path, capsys):
     g = _copy(world / "god", tmp_path / "g")
     bad(capsys, ["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(g), *TRAIN, "--lr", "0.02"],
         "other settings", "lr", keep=[g])
-    rc, out_, err = _run(["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(g), *TRAIN], capsys)
+    rc, out_, err = _run(["train", "--model", GMM, "--teacher", str(world / "teacher"), "--out", str(g), *TRAIN, "--json"], capsys)
     assert rc == 0 and "reused" in err and json.loads(out_)["reused"] is True
 
 
@@ -589,13 +589,11 @@ def test_diffusers_entry_points_say_what_to_do(world, tmp_path, capsys):
 
 # 103: WORLD_SIZE set by hand with one process: it says what it waits for and gives up after --dist-timeout
 def test_lonely_rank_gives_up_after_dist_timeout(tmp_path):
-    import socket
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**cli_env(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    from fake_models import free_port
+
+    env = cli_env(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     t0 = time.time()
     r = run_indis("teacher", "--model", GMM, "--out", str(tmp_path / "t"), *TEACHER, "--dist-timeout", "2", env=env,
                   check=False)

@@ -62,8 +62,8 @@ def test_teacher_sigkill_then_resume_equals_uninterrupted(tmp_path, ref_teacher)
         load_tensors(out / name)
     # a temp file from a write cut short by the kill is never taken for a shard, and resume clears it
     (out / ".shard-00007.safetensors.abc123.tmp").write_bytes(b"partial")
-    r = run_indis("teacher", "--out", str(out), *TEACHER)
-    assert "complete=True" in r.stdout
+    r = run_indis("teacher", "--out", str(out), *TEACHER, "--json")
+    assert __import__("json").loads(r.stdout)["complete"] is True
     _same_teacher(ref, out)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + SHARDS  # no temp files, no duplicates
 

@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `indis ... | head`: the reader left; stop quietly, as other CLI tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as exc:  # --help / --version: argparse exits; main returns the code instead
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:

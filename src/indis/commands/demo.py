@@ -5,6 +5,7 @@ import argparse
 
 from ..errors import InputError
 from ..solvers import SOLVERS
+from .output import add_json_arg, emit, show_progress
 
 
 def _nfes(text: str) -> list[int]:
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=None, help=hidden)
     p.add_argument("--global-starts", type=int, default=None, help=hidden)
     p.add_argument("--ablation-nfe", type=_nfes, default=None, help=hidden)
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -80,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
     if args.no_ablations:
         over["ablation_nfes"] = ()
     res = run_demo(args.out, args.quick, seed=args.seed, nfes=args.nfe, classes=args.classes, solver=args.solver,
-                   progress=not args.no_progress, **over)
-    print(res["summary"])
+                   progress=show_progress(args), **over)
+    emit(args, res, res["summary"], indent=2)
     return 0

@@ -3,7 +3,6 @@ confidence intervals and paired differences against the first one listed."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from ..methods import fixed
 from ..solvers import SOLVERS
 from ..teacher import TeacherSet
 from .common import add_model_args, check_steps, dtype_of, load
+from .output import add_json_arg, display_scale, emit, fmt_ci, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates of each interval (default 1000)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--force", action="store_true", help="use a discretization trained for another model anyway")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -96,6 +97,25 @@ def run(args: argparse.Namespace) -> int:
     for k in names[1:]:
         c = paired_bootstrap(weighted_mean, [mse[k]], [mse[names[0]]], [None], replicates=args.replicates)
         diffs.append({"a": k, "b": names[0], "diff": c["diff"], "ci95": c["ci"], "significant": c["excludes_zero"]})
-    print(json.dumps({"teacher": str(ts.path), "priors": n, "metric": "teacher-MSE (mean over priors of the per-pixel "
-                      "squared error to the teacher endpoint)", "results": results, "differences_vs_first": diffs}, indent=1))
+    data = {"teacher": str(ts.path), "priors": n, "metric": "teacher-MSE (mean over priors of the per-pixel "
+            "squared error to the teacher endpoint)", "results": results, "differences_vs_first": diffs}
+    emit(args, data, lambda: _table(data), indent=1)
     return 0
+
+
+def _table(data: dict[str, Any]) -> str:
+    """One row per schedule: teacher-MSE with its 95% interval and the paired difference to the first, rounded to
+    what the intervals support; * where the difference's interval excludes 0."""
+    res, diffs = data["results"], {d["a"]: d for d in data["differences_vs_first"]}
+    scale, label = display_scale([r["mse"] for r in res])
+    rows = []
+    for r in res:
+        d = diffs.get(r["name"])
+        rows.append([r["name"], r["nfe"], fmt_ci(r["mse"], r["ci95"], scale),
+                     "(reference)" if d is None else fmt_ci(d["diff"], d["ci95"], scale, signed=True) + (" *" if d["significant"] else "")])
+    head = (f"teacher-MSE{label} on {data['priors']} held-out priors of {data['teacher']} (95% bootstrap intervals; "
+            "differences paired on the same priors)")
+    t = table(["schedule", "NFE", f"teacher-MSE{label}", f"difference to the first{label}"], rows, [False, True, True, True])
+    note = "* the interval excludes 0: a significant difference" if any(d["significant"] for d in diffs.values()) else \
+        "no difference is significant (every interval contains 0)" if diffs else ""
+    return "\n".join([head, "", t] + ([note] if note else []))

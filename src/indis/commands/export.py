@@ -23,6 +23,7 @@ import torch
 from ..discretizations.base import FixedSchedule, GlobalSchedule, load_discretization
 from ..errors import InputError
 from ..io import atomic_write_json, ensure_dir
+from .output import add_json_arg, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "flow settings and prediction type; default: derived from the model the schedule was trained for)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file that indis export did not write "
                    "(never inside another indis artifact's folder)")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -112,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_json(out, res)
         if res["dropped"]:
             print(f"indis: warning: {res['note']}", file=__import__("sys").stderr)
-        print(json.dumps({"saved": str(out), "sigmas": res["sigmas"], "dropped": res["dropped"]}))
+        data = {"saved": str(out), "sigmas": res["sigmas"], "dropped": res["dropped"]}
+        emit(args, data, lambda: f"Wrote {len(res['sigmas'])} sigmas ({res['convention']}; the last time, "
+             f"{res['final']:g}, is left out: diffusers schedulers append their own final sigma) to {out}:\n  {', '.join(f'{v:.4g}' for v in res['sigmas'])}\n  use: "
+             "pipe(prompt, sigmas=json.load(open(FILE))['sigmas'])")
         return 0
     if out.exists() and not out.is_dir():
         raise InputError(f"--out '{out}' is a file; --format diffusers writes a folder")
@@ -136,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as tmp:
             sch.save_pretrained(tmp)
             os.replace(Path(tmp) / IndisScheduler.config_name, target)  # atomic: a reader sees the old or the new file
-    print(json.dumps({"saved": str(folder), "num_inference_steps": sch.num_model_calls, "solver": d.solver,
-                      "use": "pipe.scheduler = indis.IndisScheduler.from_pretrained(FOLDER)"}))
+    data = {"saved": str(folder), "num_inference_steps": sch.num_model_calls, "solver": d.solver,
+            "use": "pipe.scheduler = indis.IndisScheduler.from_pretrained(FOLDER)"}
+    emit(args, data, lambda: f"Wrote an IndisScheduler ({d.method}, {d.solver}, N={d.steps}) to {folder}\n  use: "
+         f"pipe.scheduler = indis.IndisScheduler.from_pretrained('{folder}'); pipe(prompt, "
+         f"num_inference_steps={sch.num_model_calls})")
     return 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..methods import fixed
 from ..solvers import SOLVERS
 from ..priors import class_cond, class_labels, index_cond, prior_noise, prior_std, table_rows
 from .common import add_model_args, check_steps, dtype_of, load
+from .output import add_json_arg, emit
 
 
 MAX_SAMPLES = 1_000_000
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", type=int, default=None, help="class label for class-conditional models (default: random)")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true", help="use a discretization trained for another model anyway")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -73,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     save_tensors(out / "samples.safetensors", tensors, {"model": h.spec, "method": d.name, "steps": str(d.steps)})
     title = f"{h.spec}: {x.shape[0]} samples, {d.name} ({d.solver}, N={d.steps}{', AFS' if d.afs else ''}), seed {args.seed}"
     picture = _save_picture(x.float().cpu(), out / "samples.png", title)
-    print(json.dumps({"samples": str(out / "samples.safetensors"), "picture": picture, "method": d.name, "steps": d.steps, "solver": d.solver}))
+    data = {"samples": str(out / "samples.safetensors"), "picture": picture, "method": d.name, "steps": d.steps, "solver": d.solver}
+    emit(args, data, lambda: f"{x.shape[0]} samples of {h.spec} with {d.name} ({d.solver}{' + AFS' if d.afs else ''}, N={d.steps}, "
+         f"{d.nfe} model calls each), seed {args.seed}\n  samples: {data['samples']}"
+         + (f"\n  picture: {picture}" if picture else ""))
     return 0
 
 

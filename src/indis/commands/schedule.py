@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..discretizations.heuristics import HEURISTICS
 from ..methods import fixed
 from ..solvers import SOLVERS
 from .common import add_model_args, check_steps, load
+from .output import add_json_arg, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rho", type=float, default=None, help="EDM polynomial exponent (edm)")
     p.add_argument("--coeff", type=float, default=None, help="GITS DP coefficient (default 1.15)")
     p.add_argument("--out", default=None, help="save the schedule as a discretization folder")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -39,5 +40,8 @@ def run(args: argparse.Namespace) -> int:
         claim_output(args.out, "discretization")
         d.extra.update({"model_info": model_info(h), "command": "indis " + " ".join(__import__("sys").argv[1:])})
         d.save(args.out)
-    print(json.dumps({"method": args.method, "steps": args.steps, "times": [round(float(t), 6) for t in d.times], "saved": args.out}))
+    data = {"method": args.method, "steps": args.steps, "times": [round(float(t), 6) for t in d.times], "saved": args.out}
+    emit(args, data, lambda: f"{args.method} schedule for {h.spec}, N={args.steps} ({d.solver}{' + AFS' if d.afs else ''}, "
+         f"{d.nfe} model calls): times {', '.join(f'{t:.4g}' for t in data['times'])}"
+         + (f"\n  saved: {args.out} (use it with --discretization {args.out})" if args.out else "\n  (not saved: add --out DIR)"))
     return 0

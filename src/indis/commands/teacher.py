@@ -9,6 +9,7 @@ from ..solvers import SOLVERS
 from ..teacher import generate_teacher
 from .common import add_model_args, check_steps, dtype_of, load
 from .dist import add_dist_args
+from .output import add_json_arg, command_line, emit, model_argv, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the prior noise x_T (and class labels) of every teacher pair")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
+    add_json_arg(p)
     add_dist_args(p)
     p.set_defaults(func=run)
 
@@ -39,7 +41,14 @@ def run(args: argparse.Namespace) -> int:
     times = heuristic(args.schedule, args.steps, h.schedule)
     ts = generate_teacher(h.denoiser, args.out, h.data_shape, args.num, times=times, solver=args.solver, seed=args.seed,
                           shard_size=args.shard_size, batch_size=args.batch_size, cond=h.cond_spec(), cond_table=h.cond_table,
-                          model=h.spec, device=args.device, dtype=dtype_of(args), progress=not args.no_progress)
+                          model=h.spec, device=args.device, dtype=dtype_of(args), progress=show_progress(args))
     if rank == 0:
-        print(f"teacher set: {ts.path} ({ts.num_samples} samples, {ts.num_shards} shards, {args.solver} {args.steps} steps, complete={ts.is_complete()})")
+        data = {"teacher": str(ts.path), "num_samples": ts.num_samples, "shards": ts.num_shards, "solver": args.solver,
+                "steps": args.steps, "schedule": args.schedule, "seed": args.seed, "complete": ts.is_complete()}
+        emit(args, data, lambda: "\n".join([
+            f"Teacher set {ts.path}: {ts.num_samples} pairs in {ts.num_shards} shard(s), {args.steps}-step {args.solver} on "
+            f"{args.schedule} times, priors seeded {args.seed}{'' if data['complete'] else ' (incomplete: rerun to finish)'}",
+            "Next (train a schedule on it; evaluate on a set made with another --seed):",
+            "  " + command_line("indis", "train", *model_argv(args), "--teacher", ts.path, "--method", "god", "--nfe", "3",
+                                "--out", f"{args.out}-god3")]))
     return 0

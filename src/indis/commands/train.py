@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..training import TrainConfig, train_with_starts
 from ..training.config import LR_SCHEDULES
 from .common import add_model_args, check_steps, dtype_of, finite, load
 from .dist import add_dist_args
+from .output import add_json_arg, command_line, emit, fmt_float, model_argv, show_progress, table
 
 #: defaults that find the good basin (see `indis.training.starts`): learning rate, number of starts
 DEFAULT_LR = {"god": 5e-2, "oracle": 5e-2, "ld3": 5e-3, "indis": 1e-3, "amed": 5e-3, "epd": 0.2}
@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-radius", type=float, default=None,
                    help="LD3 learnable-noise ball radius in units of the standard-normal noise (default for ld3: 0.001*D/N^2; 0 = off)")
     p.add_argument("--seed", type=int, default=0, help="seeds phi's initial weights, the batch order and the validation split")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal anyway)")
+    add_json_arg(p)
     add_dist_args(p)
     p.set_defaults(func=run)
 
@@ -177,16 +178,37 @@ def run(args: argparse.Namespace) -> int:
         return d
 
     d, res = train_with_starts(build, starts, h.denoiser, ts, cfg, probe_iterations=args.probe_iterations, out_dir=args.out,
-                               device=args.device, dtype=dtype_of(args), progress=not args.no_progress,
+                               device=args.device, dtype=dtype_of(args), progress=show_progress(args),
                                describe=lambda s: str(s or h.default_heuristic))
     if rank == 0:
-        print(json.dumps({"method": args.method, "steps": args.steps, "best_val": res.best_val, "best_iter": res.best_iter,
-                          "iterations": res.iterations, "stop_reason": res.stop_reason, "seconds": round(res.seconds, 1),
-                          "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best"}))
+        data = {"method": args.method, "steps": args.steps, "best_val": res.best_val, "best_iter": res.best_iter,
+                "iterations": res.iterations, "stop_reason": res.stop_reason, "seconds": round(res.seconds, 1),
+                "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best"}
+        emit(args, data, lambda: _summary(args, d, data, cfg.loss))
         if res.reused:
             print(f"indis: '{args.out}' already holds this finished run; reused it (raise --iterations to train on)",
                   file=sys.stderr)
     return 0
+
+
+def _summary(args: argparse.Namespace, d: Any, r: dict[str, Any], loss: str) -> str:
+    """How the run went, where the result is and what to run next."""
+    stop = {"patience": "validation stopped improving", "cap": "reached --iterations", None: "interrupted"}.get(
+        r["stop_reason"], r["stop_reason"])
+    L = [f"{'Reused the finished' if r['reused'] else 'Trained'} {args.method} for {args.model}: N={d.steps} steps, "
+         f"{d.solver}{' + AFS' if d.afs else ''}, {d.nfe} model calls per sample"]
+    if len(r["starts"]) > 1:
+        rows = [[s["start"], fmt_float(s["val"]), "chosen" if s["chosen"] else ""] for s in r["starts"]]
+        L += ["", table(["start", f"validation {loss} after the probe", ""], rows, [False, True, False]), ""]
+    L += [f"  best validation {loss}: {fmt_float(r['best_val'])} at iteration {r['best_iter']} of {r['iterations']} "
+          f"({stop}; {r['seconds']:.0f} s)",
+          f"  saved: {r['saved']}",
+          "Next:",
+          "  " + command_line("indis", "sample", *model_argv(args), "--discretization", r["saved"], "--out",
+                              f"{args.out}-samples"),
+          "  " + command_line("indis", "eval", *model_argv(args), "--teacher", "HELD_OUT_TEACHER", "--discretization",
+                              r["saved"]) + "   (a teacher set made with another --seed)"]
+    return "\n".join(L)
 
 
 def _noise_radius(args: argparse.Namespace, data_shape: tuple[int, ...]) -> float:

@@ -12,15 +12,21 @@ TRAIN_TARGETS = ("digits", "digits-classifier")
 def _cmd_list(args: argparse.Namespace) -> int:
     from . import WEIGHTS_DIR, ZOO_NAMES, load_zoo
 
+    from ..commands.output import emit, table
+
+    models = []
     for name in ZOO_NAMES:
         m = load_zoo(name)
-        c, h, w = m.shape
-        cls = f"{m.num_classes} classes" if m.num_classes else "unconditional"
-        print(f"{name:18s} EDM x0-denoiser {c}x{h}x{w}, {cls}, sigma_data={m.sigma_data}, "
-              f"seed={m.meta['seed']}, steps={m.meta['steps']}, sha256={m.meta['sha256'][:12]}")
+        models.append({"name": name, "kind": "EDM x0-denoiser", "shape": list(m.shape), "num_classes": m.num_classes,
+                       "sigma_data": m.sigma_data, "seed": m.meta["seed"], "steps": m.meta["steps"], "sha256": m.meta["sha256"]})
     meta = json.loads((WEIGHTS_DIR / "digits-classifier.json").read_text())
-    print(f"{'digits-classifier':18s} feature CNN ({meta['num_features']}-d features) for FD-digits, "
-          f"held-out accuracy {meta['heldout_accuracy']:.4f}")
+    models.append({"name": "digits-classifier", "kind": f"feature CNN ({meta['num_features']}-d features) for FD-digits",
+                   "heldout_accuracy": meta["heldout_accuracy"]})
+    rows = [[m["name"], m["kind"], "x".join(map(str, m.get("shape", []))) or "-",
+             (f"{m['num_classes']} classes" if m.get("num_classes") else "unconditional") if "shape" in m
+             else f"held-out accuracy {m['heldout_accuracy']:.4f}",
+             f"seed {m['seed']}, {m['steps']} steps, sha256 {m['sha256'][:12]}" if "sha256" in m else ""] for m in models]
+    emit(args, models, lambda: table(["model", "kind", "shape", "condition", "weights"], rows), indent=1)
     return 0
 
 
@@ -48,9 +54,11 @@ def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, 
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from ..commands.output import emit
+
     r = check_digits(args.out, args.weights_dir, seed=args.seed)
-    print(f"{r['samples']} samples ({r['steps']}-step iPNDM, 10 per class) -> {r['grid']}; "
-          f"classifier recognises {100 * r['classifier_accuracy']:.1f}% as the requested digit")
+    emit(args, r, f"{r['samples']} samples ({r['steps']}-step iPNDM, 10 per class) -> {r['grid']}; "
+         f"classifier recognises {100 * r['classifier_accuracy']:.1f}% as the requested digit")
     return 0
 
 
@@ -66,17 +74,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from ..commands.output import emit
+
     out = args.out or f"runs/zoo/{args.target}"
     if args.target == "digits":
         kw = {} if args.steps is None else {"steps": args.steps}
         meta = train_digits(out, seed=args.seed, minutes=args.minutes, **kw)
-        print(f"saved {out}/digits-cond.safetensors: {meta['steps']} steps in {meta['training_time_s']} s, "
-              f"final loss {meta['final_loss_last500']:.4f}; load with indis.zoo.load_zoo(name, weights_dir={out!r})")
         r = check_digits(out, out, seed=args.seed)
-        print(f"sanity: {r['grid']}; classifier recognises {100 * r['classifier_accuracy']:.1f}% as the requested digit")
+        emit(args, {**meta, "check": r}, lambda: "\n".join([
+            f"saved {out}/digits-cond.safetensors: {meta['steps']} steps in {meta['training_time_s']} s, final loss "
+            f"{meta['final_loss_last500']:.4f}; load with indis.zoo.load_zoo(name, weights_dir={out!r})",
+            f"sanity: {r['grid']}; classifier recognises {100 * r['classifier_accuracy']:.1f}% as the requested digit"]), indent=1)
     else:
         meta = train_classifier(out, seed=args.seed, steps=args.steps)
-        print(f"saved {out}/digits-classifier.safetensors: held-out accuracy {meta['heldout_accuracy']:.4f}")
+        emit(args, meta, f"saved {out}/digits-classifier.safetensors: held-out accuracy {meta['heldout_accuracy']:.4f}",
+             indent=1)
     return 0
 
 
@@ -85,11 +97,13 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     pl = sub.add_parser("list", help="list the shipped zoo models")
+    pl.add_argument("--json", action="store_true", help="print the list as JSON")
     pl.set_defaults(func=_cmd_list)
     pc = sub.add_parser("check", help="sample 100 digits (10 per class, 100 steps), save a grid PNG, report classifier accuracy")
     pc.add_argument("--out", default="runs/zoo", help="folder for digits-samples.png")
     pc.add_argument("--weights-dir", default=None, help="weights folder (default: the shipped weights)")
     pc.add_argument("--seed", type=int, default=0, help="seeds the prior noise of the check samples")
+    pc.add_argument("--json", action="store_true", help="print the result as JSON")
     pc.set_defaults(func=_cmd_check)
     pt = sub.add_parser("train", help="retrain a shipped model with its recipe (single CPU thread recommended)")
     pt.add_argument("target", help=f"what to train: {', '.join(TRAIN_TARGETS)}")
@@ -98,4 +112,5 @@ def register(subparsers) -> None:
     pt.add_argument("--seed", type=int, default=0, help="random seed (shipped weights: 0)")
     pt.add_argument("--minutes", type=float, default=None, help="wall-time cap (digits only; stops early)")
     pt.add_argument("--threads", type=int, default=1, help="torch CPU threads (shipped weights: 1)")
+    pt.add_argument("--json", action="store_true", help="print the result as JSON")
     pt.set_defaults(func=_cmd_train)
