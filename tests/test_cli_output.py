@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from fake_models import make_gmm  # noqa: E402,F401  (the module must be importable for python:fake_models:...)
+sys.path.insert(0, os.path.dirname(__file__))  # python:fake_models:... imports the module from tests/
 
 from indis.cli import main  # noqa: E402
 from indis.commands.output import decimals_for, display_scale, fmt_ci, table  # noqa: E402
