@@ -71,7 +71,10 @@ def test_choices_are_made_on_validation(tiny):
         row = seed["main"]["3"][m]
         cands = row["choice"]["candidates"]
         assert sorted(cands) == sorted(f"{s}+afs/{b}" for s in (m, "ipndm") for b in ("edm", "time_uniform")), cands
-        assert row["val"]["fd"] == pytest.approx(min(cands.values()), abs=1e-5)
+        passes = row["choice"]["passes"]  # the winner again over 4 passes, kept only if validation FD is lower
+        assert row["val"]["fd"] == pytest.approx(min(min(cands.values()), passes["4"]), abs=1e-5)
+        assert passes["1"] == pytest.approx(min(cands.values()), abs=1e-5)
+        assert (row["spec"].get("passes", 1) == 4) == (passes["4"] < passes["1"])
         assert row["train"]["keep"] == "last" and row["spec"]["train"]["priors"] == 96
     ind = seed["main"]["3"]["indis"]
     warm = seed["main"]["3"][ind["choice"]["warm_start"]]
