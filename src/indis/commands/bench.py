@@ -5,7 +5,7 @@ import argparse
 import importlib
 import json
 
-BENCHES = {"solvers": "indis.bench.solvers", "digits": "indis.bench.digits"}
+BENCHES = {"solvers": "indis.bench.solvers", "digits": "indis.bench.digits", "pipeline": "indis.bench.pipeline_run"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "best solver, equal budgets, seeds and confidence intervals, oracle, ablations")
         mod.add_arguments(d)
         d.set_defaults(func=mod.main)
+    pl = bs.add_parser("pipeline", help="Stable Diffusion 1.5, FLUX.1-dev or LTX-Video architectures at their real width "
+                       "(random weights): teacher, INDIS training with and without checkpointing, per-instance sampling "
+                       "and IndisScheduler in the stock pipeline, with peak memory and seconds")
+    from ..bench import pipeline_run
+
+    pipeline_run.add_arguments(pl)
+    pl.set_defaults(func=pipeline_run.main)
 
 
 def _solvers(args: argparse.Namespace) -> int:

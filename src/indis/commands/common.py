@@ -112,7 +112,8 @@ NUMBER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "bench:gits_warmup": (1, _BIG, False, False), "bench:ipndm_nfes": (2, 1000, False, False),
     "bench:oracle_nfes": (2, 1000, False, False), "bench:ablation_nfes": (2, 1000, False, False),
     "bench:phi_hidden": (1, 2**16, False, False), "bench:phi_channels": (1, 4096, False, False),
-    "bench:lr_indis": (0, 100, True, False), "zoo:steps": (1, _BIG, False, False), "zoo:minutes": (0, 10**6, True, False),
+    "bench:lr_indis": (0, 100, True, False), "bench:blocks": (1, 64, False, False), "bench:height": (8, 8192, False, False),
+    "bench:width": (8, 8192, False, False), "bench:frames": (1, 1024, False, False), "zoo:steps": (1, _BIG, False, False), "zoo:minutes": (0, 10**6, True, False),
 }
 
 

@@ -117,7 +117,11 @@ def calculate_shift(image_seq_len: int, scheduler_or_config: Any = None) -> floa
 # Model calls fn(x, t, cond) -> native output, as nn.Modules (so .to(device) and parameters work)
 # ----------------------------------------------------------------------------------------------------------
 class _Call(nn.Module):
-    """Shared options: bf16 autocast on CUDA (`autocast=True`) and `torch.compile` of the model (`compile=True`)."""
+    """Shared options: bf16 autocast on CUDA (`autocast=True`) and `torch.compile` of the model (`compile=True`).
+
+    Low precision: latents and embeddings are cast to the model's dtype (e.g. bfloat16), the per-sample timesteps are
+    always passed in float32 (bfloat16 keeps 8 bits: DDPM indices 500 and 501 would merge), and the output returns
+    in the solver's dtype, so times, shift, scale and the solver's combinations stay in float32."""
 
     def __init__(self, model: nn.Module, *, autocast: bool = False, compile: bool = False,
                  autocast_dtype: torch.dtype = torch.bfloat16):
@@ -160,7 +164,7 @@ class UNetCall(_Call):
 
     def forward(self, x: Tensor, t: Tensor, cond: Cond = None) -> Tensor:
         dt = self.model_dtype()
-        kw: dict[str, Any] = {"sample": x.to(dt), "timestep": t.to(dt if dt.is_floating_point else torch.float32)}
+        kw: dict[str, Any] = {"sample": x.to(dt), "timestep": t.float()}
         if cond is not None:
             labels = cond["class_labels"] if isinstance(cond, Mapping) else cond
             kw["class_labels"] = labels
@@ -173,7 +177,7 @@ class SDUNetCall(_Call):
     def forward(self, x: Tensor, t: Tensor, cond: Cond = None) -> Tensor:
         dt = self.model_dtype()
         emb = _get(cond, "prompt_embeds")
-        return self.run(sample=x.to(dt), timestep=t.to(dt), encoder_hidden_states=emb.to(dt)).to(x.dtype)
+        return self.run(sample=x.to(dt), timestep=t.float(), encoder_hidden_states=emb.to(dt)).to(x.dtype)
 
 
 def pack_flux(latents: Tensor) -> Tensor:
@@ -212,7 +216,7 @@ class FluxCall(_Call):
         emb = _get(cond, "prompt_embeds").to(dt)
         pooled = _get(cond, "pooled_prompt_embeds").to(dt)
         kw: dict[str, Any] = {
-            "hidden_states": pack_flux(x).to(dt), "timestep": t.to(dt), "pooled_projections": pooled,
+            "hidden_states": pack_flux(x).to(dt), "timestep": t.float(), "pooled_projections": pooled,
             "encoder_hidden_states": emb, "txt_ids": torch.zeros(emb.shape[1], 3, device=x.device, dtype=dt),
             "img_ids": flux_image_ids(H, W, x.device, dt),
         }
@@ -258,7 +262,7 @@ class LTXCall(_Call):
         mask = _get(cond, "prompt_attention_mask", required=False)
         if mask is None:
             mask = torch.ones(emb.shape[:2], device=x.device)
-        out = self.run(hidden_states=pack_ltx(x, p, pt).to(dt), encoder_hidden_states=emb, timestep=(t * 1000).to(dt),
+        out = self.run(hidden_states=pack_ltx(x, p, pt).to(dt), encoder_hidden_states=emb, timestep=(t * 1000).float(),
                        encoder_attention_mask=mask.to(dt), num_frames=F // pt, height=H // p, width=W // p,
                        rope_interpolation_scale=self.rope_interpolation_scale)
         return unpack_ltx(out, F // pt, H // p, W // p, p, pt).to(x.dtype)
