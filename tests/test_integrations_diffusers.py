@@ -254,3 +254,37 @@ def test_autocast_bf16_and_errors(flux_pipe):
         dx.sd_denoiser(torch.nn.Identity(), {"beta_schedule": "linear"}, guidance_scale=3.0)
     with pytest.raises(InputError, match="neither"):
         dx.pipeline_family(object())
+
+
+def test_cli_runs_a_saved_sd_pipeline_with_prompt_embeddings(sd_parts, tmp_path, capsys):
+    """The commands a user with weights runs: teacher, train (gradient checkpointing) and sample on `diffusers:PATH`
+    with precomputed prompt embeddings and classifier-free guidance; a text-conditional pipeline without prompts, or
+    --prompts without a text encoder, is refused with the fix named."""
+    from indis.cli import main
+    from indis.io import save_tensors
+
+    unet, vae = sd_parts
+    _sd(unet, vae, diffusers.DDIMScheduler(**SD_BETAS)).save_pretrained(tmp_path / "sd")
+    g = torch.Generator().manual_seed(3)
+    save_tensors(tmp_path / "emb.safetensors", {"prompt_embeds": torch.randn(3, 5, 32, generator=g),
+                                                 "negative_prompt_embeds": torch.zeros(1, 5, 32)})
+    model = ["--model", f"diffusers:{tmp_path / 'sd'}", "--prompt-embeds", str(tmp_path / "emb.safetensors"),
+             "--guidance", "7.5", "--height", "16", "--width", "16"]
+    assert main(["teacher", *model, "--out", str(tmp_path / "t"), "--num", "6", "--steps", "6", "--no-progress"]) == 0
+    assert main(["train", *model, "--teacher", str(tmp_path / "t"), "--method", "indis", "--nfe", "3", "--iterations", "2",
+                 "--batch-size", "3", "--val-every", "1", "--grad-checkpoint", "--out", str(tmp_path / "i"), "--no-progress",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["iterations"] == 2
+    assert main(["sample", *model, "--discretization", str(tmp_path / "i" / "best"), "--num", "3", "--out",
+                 str(tmp_path / "s"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 3
+    assert main(["sample", "--model", f"diffusers:{tmp_path / 'sd'}", "--method", "edm", "--steps", "3",
+                 "--out", str(tmp_path / "s2")]) == 2
+    assert "--prompt-embeds" in capsys.readouterr().err
+    (tmp_path / "p.txt").write_text("a cat\n\na dog\n")
+    assert main(["sample", "--model", f"diffusers:{tmp_path / 'sd'}", "--prompts", str(tmp_path / "p.txt"), "--method", "edm",
+                 "--steps", "3", "--out", str(tmp_path / "s3")]) == 2
+    assert "text encoder" in capsys.readouterr().err
+    assert main(["sample", "--model", "zoo:digits", "--height", "16", "--method", "edm", "--steps", "3",
+                 "--out", str(tmp_path / "s4")]) == 2
+    assert "diffusers:PATH only" in capsys.readouterr().err

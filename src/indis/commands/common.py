@@ -23,6 +23,18 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    "draws each sample's scale uniformly from [LO, HI] and INDIS's phi takes it as an input (one "
                    "schedule for every scale)")
     p.add_argument("--trust-pickle", action="store_true", help="allow loading pickled checkpoints (edm:PATH.pkl); only for files you trust")
+    d = p.add_argument_group("diffusers models (--model diffusers:PATH)")
+    d.add_argument("--prompts", default=None, metavar="FILE", help="text file, one prompt per line, encoded once with the "
+                   "pipeline's text encoders; sample i uses prompt i mod P (with --guidance: CFG against the empty prompt; "
+                   "FLUX: --guidance is its distilled guidance input)")
+    d.add_argument("--prompt-embeds", default=None, metavar="FILE", help="safetensors file of precomputed embeddings: "
+                   "prompt_embeds [P, L, D] (FLUX also pooled_prompt_embeds [P, D]; LTX prompt_attention_mask [P, L]) and "
+                   "for CFG negative_prompt_embeds [1, L, D] (and its mask / pooled)")
+    d.add_argument("--height", type=int, default=None, help="output height in pixels (latent size = height / VAE factor)")
+    d.add_argument("--width", type=int, default=None, help="output width in pixels")
+    d.add_argument("--frames", type=int, default=None, help="LTX-Video: number of frames")
+    d.add_argument("--model-dtype", default=None, choices=["float32", "bfloat16", "float16"], help="dtype of the model's "
+                   "weights (the solver, times and phi stay in --dtype)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="solver dtype")
 
@@ -31,7 +43,42 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if getattr(args, "trust_pickle", False):
         opts["trust_pickle"] = True
+    diffusers = str(getattr(args, "model", "")).startswith("diffusers:")
+    given = {k: getattr(args, k, None) for k in ("prompts", "prompt_embeds", "height", "width", "frames", "model_dtype")}
+    if not diffusers:
+        extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if extra:
+            raise InputError(f"{', '.join(extra)} apply to --model diffusers:PATH only")
+        return opts
+    if given["prompts"] is not None and given["prompt_embeds"] is not None:
+        raise InputError("give --prompts or --prompt-embeds, not both")
+    opts["require_prompts"] = True
+    if given["prompts"] is not None:
+        opts["prompts"] = _read_prompts(given["prompts"])
+    if given["prompt_embeds"] is not None:
+        from ..io import load_tensors
+
+        opts["prompt_table"] = load_tensors(given["prompt_embeds"])[0]
+    for k, key in (("height", "height"), ("width", "width"), ("frames", "num_frames")):
+        if given[k] is not None:
+            opts[key] = given[k]
+    if given["model_dtype"] is not None:
+        opts["torch_dtype"] = given["model_dtype"]
+    if getattr(args, "guidance", None) is not None:
+        opts["cfg"] = finite(args.guidance, "--guidance")
     return opts
+
+
+def _read_prompts(path: str) -> list[str]:
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--prompts '{path}' does not exist (a text file, one prompt per line)")
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(f"--prompts '{path}' holds no prompt (one prompt per line)")
+    return lines
 
 
 def check_device(device: str) -> torch.device:
@@ -53,9 +100,10 @@ def load(args: argparse.Namespace):
     from ..models import load_model
 
     check_device(args.device)
-    h = load_model(args.model, **model_options(args))
+    opts = model_options(args)
+    h = load_model(args.model, **opts)
     g = getattr(args, "guidance", None)
-    if g is not None:
+    if g is not None and "cfg" not in opts:
         h.with_guidance(finite(g, "--guidance"))
     r = getattr(args, "guidance_range", None)
     if r is not None:
@@ -112,8 +160,8 @@ NUMBER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "bench:gits_warmup": (1, _BIG, False, False), "bench:ipndm_nfes": (2, 1000, False, False),
     "bench:oracle_nfes": (2, 1000, False, False), "bench:ablation_nfes": (2, 1000, False, False),
     "bench:phi_hidden": (1, 2**16, False, False), "bench:phi_channels": (1, 4096, False, False),
-    "bench:lr_indis": (0, 100, True, False), "bench:blocks": (1, 64, False, False), "bench:height": (8, 8192, False, False),
-    "bench:width": (8, 8192, False, False), "bench:frames": (1, 1024, False, False), "zoo:steps": (1, _BIG, False, False), "zoo:minutes": (0, 10**6, True, False),
+    "bench:lr_indis": (0, 100, True, False), "bench:blocks": (1, 64, False, False), "height": (8, 16384, False, False),
+    "width": (8, 16384, False, False), "frames": (1, 4096, False, False), "zoo:steps": (1, _BIG, False, False), "zoo:minutes": (0, 10**6, True, False),
 }
 
 

@@ -480,7 +480,55 @@ def load_diffusers(path: str, *, torch_dtype: torch.dtype | str | None = None, d
         raise InputError(f"diffusers:{path}: cannot load the pipeline ({str(exc).splitlines()[0]})") from exc
     if device is not None:
         pipe.to(device)
-    return from_pipeline(pipe, spec=f"diffusers:{path}", **options)
+    return from_pipeline(pipe, spec=f"diffusers:{path}", **_prompt_options(pipe, options))
+
+
+def _prompt_options(pipe: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """CLI-level options -> `from_pipeline` arguments: `prompts` (strings, encoded with the pipeline's text encoders)
+    or `prompt_table` (precomputed tensors), and `cfg` (SD/LTX: classifier-free guidance against the empty prompt or
+    the given negative embeddings; FLUX: the distilled guidance input)."""
+    from .diffusers_pipeline import encode_prompts
+
+    opts = dict(options)
+    prompts, table, g = opts.pop("prompts", None), opts.pop("prompt_table", None), opts.pop("cfg", None)
+    required = opts.pop("require_prompts", False)  # the CLI: a teacher set or samples need their prompts
+    fam = pipeline_family(pipe)
+    if fam == "flux" and g is not None:
+        opts["guidance"], g = g, None
+    cfg = g is not None and g != 1.0
+    if prompts is not None:
+        if getattr(pipe, "tokenizer", None) is None and getattr(pipe, "text_encoder", None) is None:
+            raise InputError("--prompts needs the pipeline's text encoder, and this pipeline folder has none; pass "
+                             "precomputed embeddings with --prompt-embeds FILE")
+        cond, unc = encode_prompts(pipe, prompts, negative_prompt=[""] if cfg else None, cfg=cfg)
+        opts["prompt_embeds"] = cond
+        if cfg:
+            opts["negative_prompt_embeds"] = _first_row(unc)
+    elif table is not None:
+        keys = {"sd": ["prompt_embeds"], "flux": ["prompt_embeds", "pooled_prompt_embeds"],
+                "ltx": ["prompt_embeds", "prompt_attention_mask"]}.get(fam, [])
+        missing = [k for k in keys if k not in table]
+        if missing:
+            raise InputError(f"--prompt-embeds: the file has no {', '.join(missing)} (keys: {sorted(table)})")
+        opts["prompt_embeds"] = table[keys[0]] if fam == "sd" else {k: table[k] for k in keys}
+        if cfg:
+            neg = {k: table[f"negative_{k}"] for k in keys if f"negative_{k}" in table}
+            if "prompt_embeds" not in neg:
+                raise InputError("--guidance with --prompt-embeds needs negative_prompt_embeds in the file (the empty "
+                                 "prompt's embeddings)")
+            opts["negative_prompt_embeds"] = neg["prompt_embeds"] if fam == "sd" else neg
+    elif required and fam in ("sd", "flux", "ltx"):
+        raise InputError(f"this is a text-conditional {fam} pipeline: pass --prompts FILE or --prompt-embeds FILE (the "
+                         "prompts its teacher set, training and samples use)")
+    if cfg:
+        opts["guidance_scale"] = g
+    return opts
+
+
+def _first_row(c: Cond) -> Cond:
+    if isinstance(c, Mapping):
+        return {k: v[:1] for k, v in c.items()}
+    return c[:1]
 
 
 register_loader("diffusers", lambda rest, **options: load_diffusers(rest, **options))
