@@ -15,10 +15,14 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import InputError
-from .nets import DigitsClassifier, EDMPrecond, TinyUNet
+from .nets import DigitsClassifier, EDMPrecond, GlyphsClassifier, TinyUNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-ZOO_NAMES: tuple[str, ...] = ("zoo:digits", "zoo:digits-cond")
+ZOO_NAMES: tuple[str, ...] = ("zoo:digits", "zoo:digits-cond", "zoo:glyphs")
+#: name -> (weights stem, served unconditionally through the null label?, retrain command)
+_SERVED = {"zoo:digits": ("digits-cond", True, "indis zoo train digits"),
+           "zoo:digits-cond": ("digits-cond", False, "indis zoo train digits"),
+           "zoo:glyphs": ("glyphs-cond", False, "indis zoo train glyphs")}
 
 __all__ = ["ZOO_NAMES", "WEIGHTS_DIR", "ZooModel", "load_zoo", "load_classifier"]
 
@@ -56,10 +60,10 @@ def _freeze(m: nn.Module) -> nn.Module:
     return m
 
 
-def _read_meta(stem: str, weights_dir: Path) -> dict:
+def _read_meta(stem: str, weights_dir: Path, retrain: str = "indis zoo train digits") -> dict:
     path = weights_dir / f"{stem}.json"
     if not path.exists():
-        raise InputError(f"zoo weights missing: {path} not found (reinstall indis or run `indis zoo train digits`)")
+        raise InputError(f"zoo weights missing: {path} not found (reinstall indis or run `{retrain}`)")
     return json.loads(path.read_text())
 
 
@@ -74,28 +78,33 @@ def load_zoo(name: str, weights_dir: str | Path | None = None) -> ZooModel:
     if full not in ZOO_NAMES:
         raise InputError(f"unknown zoo model name {name!r}; valid names: {', '.join(ZOO_NAMES)}")
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    meta = _read_meta("digits-cond", wdir)
+    stem, null_view, retrain = _SERVED[full]
+    meta = _read_meta(stem, wdir, retrain)
     r = meta["recipe"]
     a = r["arch"]
     net = TinyUNet(in_ch=a["in_ch"], ch=tuple(a["ch"]), emb_dim=a["emb_dim"], num_classes=a["num_classes"])
     net.load_state_dict({k: v.float() for k, v in load_file(str(wdir / meta["weights"])).items()})
     model = EDMPrecond(net, r["sigma_data"])
     meta = dict(meta, served_as=full)
-    if full == "zoo:digits":
+    if null_view:
         fn: nn.Module = NullLabel(model)
         num_classes = 0
         meta["served_note"] = "unconditional: the class-conditional network with the learned null label for all samples"
     else:
         fn, num_classes = model, a["num_classes"]
-    return ZooModel(name=full, fn=_freeze(fn), shape=(a["in_ch"], 8, 8), num_classes=num_classes,
+    res = 16 if stem.startswith("glyphs") else 8
+    return ZooModel(name=full, fn=_freeze(fn), shape=(a["in_ch"], res, res), num_classes=num_classes,
                     sigma_data=float(r["sigma_data"]), meta=meta)
 
 
-def load_classifier(weights_dir: str | Path | None = None) -> DigitsClassifier:
-    """The shipped digits classifier (eval mode, frozen); inputs [N,1,8,8] in [-1, 1]."""
+def load_classifier(weights_dir: str | Path | None = None, name: str = "digits") -> nn.Module:
+    """A shipped feature classifier (eval mode, frozen): "digits" (inputs [N,1,8,8] in [-1, 1]) or "glyphs"
+    ([N,1,16,16])."""
+    if name not in ("digits", "glyphs"):
+        raise InputError(f"classifier name must be 'digits' or 'glyphs', got {name!r}")
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    meta = _read_meta("digits-classifier", wdir)
-    model = DigitsClassifier()
+    meta = _read_meta(f"{name}-classifier", wdir, f"indis zoo train {name}-classifier")
+    model = DigitsClassifier() if name == "digits" else GlyphsClassifier()
     model.load_state_dict({k: v.float() for k, v in load_file(str(wdir / meta["weights"])).items()})
     model.meta = meta  # type: ignore[attr-defined]
     return _freeze(model)  # type: ignore[return-value]

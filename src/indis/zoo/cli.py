@@ -6,7 +6,7 @@ import json
 
 from ..errors import InputError
 
-TRAIN_TARGETS = ("digits", "digits-classifier")
+TRAIN_TARGETS = ("digits", "digits-classifier", "glyphs", "glyphs-classifier")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -16,13 +16,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     models = []
     for name in ZOO_NAMES:
-        m = load_zoo(name)
+        try:
+            m = load_zoo(name)
+        except InputError as exc:  # weights not shipped yet (e.g. a model still in training)
+            models.append({"name": name, "kind": "EDM x0-denoiser", "missing": str(exc)})
+            continue
         models.append({"name": name, "kind": "EDM x0-denoiser", "shape": list(m.shape), "num_classes": m.num_classes,
                        "sigma_data": m.sigma_data, "seed": m.meta["seed"], "steps": m.meta["steps"], "sha256": m.meta["sha256"]})
-    meta = json.loads((WEIGHTS_DIR / "digits-classifier.json").read_text())
-    models.append({"name": "digits-classifier", "kind": f"feature CNN ({meta['num_features']}-d features) for FD-digits",
-                   "heldout_accuracy": meta["heldout_accuracy"]})
+    for clf in ("digits", "glyphs"):
+        f = WEIGHTS_DIR / f"{clf}-classifier.json"
+        if f.is_file():
+            meta = json.loads(f.read_text())
+            models.append({"name": f"{clf}-classifier", "kind": f"feature CNN ({meta['num_features']}-d features) for "
+                           f"FD-{clf}", "heldout_accuracy": meta["heldout_accuracy"]})
     rows = [[m["name"], m["kind"], "x".join(map(str, m.get("shape", []))) or "-",
+             "weights missing" if "missing" in m else
              (f"{m['num_classes']} classes" if m.get("num_classes") else "unconditional") if "shape" in m
              else f"held-out accuracy {m['heldout_accuracy']:.4f}",
              f"seed {m['seed']}, {m['steps']} steps, sha256 {m['sha256'][:12]}" if "sha256" in m else ""] for m in models]
@@ -77,6 +85,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..commands.output import emit
 
     out = args.out or f"runs/zoo/{args.target}"
+    if args.target.startswith("glyphs"):
+        return _train_glyphs(args, out)
     if args.target == "digits":
         kw = {} if args.steps is None else {"steps": args.steps}
         meta = train_digits(out, seed=args.seed, minutes=args.minutes, **kw)
@@ -113,4 +123,22 @@ def register(subparsers) -> None:
     pt.add_argument("--minutes", type=float, default=None, help="wall-time cap (digits only; stops early)")
     pt.add_argument("--threads", type=int, default=1, help="torch CPU threads (shipped weights: 1)")
     pt.add_argument("--json", action="store_true", help="print the result as JSON")
+    pt.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     pt.set_defaults(func=_cmd_train)
+
+
+def _train_glyphs(args: argparse.Namespace, out: str) -> int:
+    from ..commands.output import emit, show_progress
+    from .train_glyphs import train_glyphs, train_glyphs_classifier
+
+    if args.target == "glyphs":
+        meta = train_glyphs(out, seed=args.seed, steps=args.steps, minutes=args.minutes, progress=show_progress(args))
+        state = "finished" if meta["complete"] else f"stopped at step {meta['steps']} of {meta['steps_requested']} (rerun to resume)"
+        emit(args, meta, f"glyphs denoiser {state}: {out}/glyphs-cond.safetensors, {meta['training_time_s']} s, last loss "
+             f"{meta['history'][-1]['loss'] if meta['history'] else float('nan'):.4f}", indent=1)
+    else:
+        meta = train_glyphs_classifier(out, seed=args.seed, steps=args.steps, progress=show_progress(args))
+        pairs = ", ".join(f"{c['true']}->{c['predicted']}" for c in meta["confusions"][:5])
+        emit(args, meta, f"saved {out}/glyphs-classifier.safetensors: held-out accuracy {meta['heldout_accuracy']:.4f}; "
+             f"most frequent confusions: {pairs}", indent=1)
+    return 0

@@ -164,3 +164,30 @@ class DigitsClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+
+class GlyphsClassifier(nn.Module):
+    """CNN for 16x16 glyphs in [-1, 1] (62 classes); `features` is the 256-d penultimate layer (FD-glyphs)."""
+
+    num_features = 256
+
+    def __init__(self, num_classes: int = 62):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 48, 3, padding=1), nn.GroupNorm(8, 48), nn.SiLU(),
+            nn.Conv2d(48, 64, 3, padding=1), nn.GroupNorm(8, 64), nn.SiLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.GroupNorm(8, 128), nn.SiLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(128, 128, 3, padding=1), nn.GroupNorm(8, 128), nn.SiLU(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(128 * 4, self.num_features), nn.SiLU(),
+        )
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))

@@ -1,0 +1,76 @@
+"""The glyphs data set and its training recipes: deterministic renders, held-out faces never in training, geometry
+checks of the renderer against facts of the letters, and a resumed denoiser run equal to an uninterrupted one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from indis.zoo import glyphs as G
+
+
+def test_generation_is_deterministic_and_seeded():
+    a = G.make_glyphs("train", 300, workers=1)
+    b = G.make_glyphs("train", 300, workers=1)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    c = G.make_glyphs("train", 300, seed=1, workers=1)
+    assert not np.array_equal(a[0], c[0])  # another seed, other glyphs
+    h = G.make_glyphs("heldout", 300, workers=1)
+    assert not np.array_equal(a[0], h[0])  # the held-out split has its own streams
+    assert a[0].dtype == np.float32 and a[0].shape == (300, 1, 16, 16) and a[0].min() >= -1 and a[0].max() <= 1
+
+
+def test_heldout_faces_never_occur_in_training():
+    _, _, faces = G.make_glyphs("train", 3000, workers=1)
+    assert not set(faces) & set(G.HELDOUT_FACES) and set(faces) == set(G.TRAIN_FACES)  # every training face used
+    _, _, hf = G.make_glyphs("heldout", 600, workers=1)
+    share = np.mean([f in G.HELDOUT_FACES for f in hf])
+    assert 0.4 < share < 0.6  # half of the held-out split; binomial(600, 0.5) stays within +-0.1 w.p. > 1 - 1e-6
+    assert len(G.FACES) == 21 and len(G.CHARS) == 62
+
+
+def test_renders_keep_the_shapes_of_the_letters():
+    """Independent facts: H is mirror-symmetric, O has an open hole, lower-case x is shorter than upper-case X, and
+    the plain render puts no ink in the corners."""
+    h = G.render("DejaVuSans.ttf", "H")
+    assert np.abs(h - h[:, ::-1]).mean() < 0.05  # symmetric up to the half-pixel grid offset
+    o = G.render("DejaVuSans.ttf", "O")
+    assert o[7:9, 7:9].max() < -0.5 and o.max() > 0.9  # background inside the ring, ink on it
+    ink_rows = lambda img: np.where((img > 0).any(1))[0]  # noqa: E731
+    assert len(ink_rows(G.render("DejaVuSerif.ttf", "x"))) < len(ink_rows(G.render("DejaVuSerif.ttf", "X")))
+    for face in G.FACES:
+        img = G.render(face, "M")
+        assert img[0, 0] == img[0, -1] == img[-1, 0] == img[-1, -1] == -1.0, face
+
+
+def test_parallel_generation_equals_serial():
+    a = G.make_glyphs("train", 4000, workers=1)
+    b = G.make_glyphs("train", 4000, workers=2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_resumed_denoiser_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    from indis.zoo import train_glyphs as T
+
+    kw = dict(steps=6, ckpt_every=3, progress=False, num_train=64, batch_size=8)
+    full = T.train_glyphs(tmp_path / "full", **kw)
+    calls = {"n": 0}
+    real = T.edm_loss
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # Ctrl-C during step 5, after the checkpoint at step 3
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "edm_loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        T.train_glyphs(tmp_path / "cut", **kw)
+    monkeypatch.setattr(T, "edm_loss", real)
+    again = T.train_glyphs(tmp_path / "cut", **kw)
+    assert again["steps"] == full["steps"] == 6
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(tmp_path / "full" / "glyphs-cond.safetensors")), load_file(str(tmp_path / "cut" / "glyphs-cond.safetensors"))
+    # same code, inputs and thread count in one process: the resumed run retraces steps 4-6 exactly
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
