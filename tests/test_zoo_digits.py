@@ -35,7 +35,7 @@ def heun_sample(fn, x: torch.Tensor, cond, n: int) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("name", ZOO_NAMES)
+@pytest.mark.parametrize("name", [n for n in ZOO_NAMES if n.startswith("zoo:digits")])
 def test_zoo_model_contract(name):
     m = load_zoo(name)
     assert m.schedule_name == "edm" and m.prediction == "x0" and m.shape == (1, 8, 8)
