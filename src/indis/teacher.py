@@ -20,7 +20,10 @@ from .denoiser import Cond, Denoiser
 from .errors import InputError, ModelOutputError
 from .io import atomic_write_json, check_tensors, ensure_dir, load_json, load_tensors, remove_stale_temps, save_tensors
 from .priors import SEEDING, CondSpec, check_seed, class_cond, index_cond, prior_noise, prior_std, table_rows
-from .solvers import SOLVERS, sample
+from .solvers import SOLVERS, exact_ode, sample
+
+EXACT = "exact"  # adaptive DOP853 on the probability-flow ODE (`solvers.exact_ode`; the times give only its endpoints)
+TEACHER_SOLVERS = SOLVERS + (EXACT,)
 
 MANIFEST = "manifest.json"
 FORMAT = "indis-teacher"
@@ -251,8 +254,8 @@ def _check_sizes(num_samples: Any, shard_size: Any, batch_size: Any, solver: str
     if math.ceil(num_samples / shard_size) > MAX_SHARDS:
         raise InputError(f"{num_samples} samples in shards of {shard_size} make more than {MAX_SHARDS} shard files; "
                          "raise shard_size (--shard-size)")
-    if solver not in SOLVERS:
-        raise InputError(f"unknown teacher solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver not in TEACHER_SOLVERS:
+        raise InputError(f"unknown teacher solver {solver!r}; choose one of {', '.join(TEACHER_SOLVERS)}")
 
 
 def _prepare(out: Path, cfg: TeacherConfig, cond: CondSpec, cond_table: Cond, rank: int) -> None:
@@ -311,8 +314,13 @@ def _make_shards(denoiser: Denoiser, ts: TeacherSet, todo: list[int], times: Ten
             for b0 in range(lo, hi, batch_size):
                 idx = torch.arange(b0, min(b0 + batch_size, hi))
                 with torch.no_grad():
-                    xs.append(sample(denoiser, ts.x_T(idx, dtype, device), times, solver=c.solver, cond=ts.cond(idx, device),
-                                     afs=c.afs).float().cpu())
+                    if c.solver == EXACT:
+                        x0 = exact_ode(denoiser, ts.x_T(idx, torch.float64, device), float(times[0]), float(times[-1]),
+                                       ts.cond(idx, device))
+                    else:
+                        x0 = sample(denoiser, ts.x_T(idx, dtype, device), times, solver=c.solver, cond=ts.cond(idx, device),
+                                    afs=c.afs)
+                    xs.append(x0.float().cpu())
                 if bar is not None:
                     bar.update(len(idx))
             save_tensors(ts.shard_path(k), {"index": torch.arange(lo, hi), "x0": torch.cat(xs)}, {"shard": str(k)})

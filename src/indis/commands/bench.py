@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "best solver, equal budgets, seeds and confidence intervals, oracle, ablations")
         mod.add_arguments(d)
         d.set_defaults(func=mod.main)
+    sc = bs.add_parser("scaling", help="where instance-awareness pays: INDIS vs GOD on exact Gaussian mixtures over "
+                       "dimension, modes, condition and guidance, with the oracle, its reach and the diagnostic's prediction")
+    from ..bench import scaling
+
+    scaling.add_arguments(sc)
+    sc.set_defaults(func=scaling.main)
     pl = bs.add_parser("pipeline", help="Stable Diffusion 1.5, FLUX.1-dev or LTX-Video architectures at their real width "
                        "(random weights): teacher, INDIS training with and without checkpointing, per-instance sampling "
                        "and IndisScheduler in the stock pipeline, with peak memory and seconds")

@@ -35,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates of each interval (default 1000)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--force", action="store_true", help="use a discretization trained for another model anyway")
+    p.add_argument("--diagnose", action="store_true", help="predict whether INDIS will beat the best global schedule on "
+                   "this model before training it: fits the per-instance oracle on --diagnose-priors priors of --teacher, "
+                   "measures how far its gain reaches in x_T, prints the predicted INDIS/GOD ratio with an interval and a "
+                   "recommendation (needs --nfe)")
+    p.add_argument("--nfe", type=int, default=None, help="--diagnose: the NFE (iPNDM, no AFS) to diagnose")
+    p.add_argument("--diagnose-priors", type=int, default=50, help="--diagnose: priors the oracle is fitted to (default 50)")
+    p.add_argument("--train-size", type=int, default=None, help="--diagnose: training priors INDIS would get (default: "
+                   "the teacher set's size)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -79,7 +87,39 @@ def _per_prior(d: Discretizer, h: Any, ts: TeacherSet, n: int, args: argparse.Na
     return torch.cat(rows).numpy()
 
 
+def diagnose_run(args: argparse.Namespace) -> int:
+    """`indis eval --diagnose`: the oracle-reach prediction of INDIS's gain over GOD (`indis.diagnose`)."""
+    from ..diagnose import diagnose
+
+    if args.nfe is None:
+        raise InputError("--diagnose needs --nfe N (the number of model calls to diagnose)")
+    if args.discretization or args.method:
+        raise InputError("--diagnose trains nothing and compares no schedules: drop --discretization / --method")
+    h = load(args)
+    ts = TeacherSet(args.teacher, cond_table=h.cond_table)
+    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
+    d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates)
+    data = d.as_dict()
+
+    def text() -> str:
+        lo, hi = d.predicted_ci
+        curve = ", ".join(f"{k}: {v:+.2f}" for k, v in d.kept.items())
+        return "\n".join([
+            f"Diagnosis of {h.spec} at NFE {args.nfe} ({d.priors} priors of {ts.path}, {d.seconds:.0f} s):",
+            f"  oracle / global schedule teacher-MSE: {d.oracle_over_global:.3f} (the ceiling of any instance-aware schedule)",
+            f"  share of the oracle's gain kept at neighbour distance eps: {curve}",
+            f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> INDIS closes about {d.gap_closed:.2f} of the gap",
+            f"  predicted INDIS / GOD teacher-MSE: {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
+            f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
+                                                     else " (indis train --method indis --init <a trained GOD folder>)")])
+
+    emit(args, data, text, indent=1)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.diagnose:
+        return diagnose_run(args)
     if args.replicates < 10:
         raise InputError(f"--replicates must be >= 10, got {args.replicates}")
     h = load(args)

@@ -5,8 +5,7 @@ import argparse
 
 from ..discretizations.heuristics import heuristic
 from ..io import claim_output
-from ..solvers import SOLVERS
-from ..teacher import generate_teacher
+from ..teacher import TEACHER_SOLVERS, generate_teacher
 from .common import add_model_args, check_steps, dtype_of, load
 from .dist import add_dist_args
 from .output import add_json_arg, command_line, emit, model_argv, show_progress
@@ -19,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num", "--num-samples", dest="num", type=int, default=10000,
                    help="number of teacher samples; a larger number extends an existing set (under torchrun write "
                         "--num-samples: torchrun takes --num for its --numa-binding)")
-    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="teacher solver (default ipndm)")
+    p.add_argument("--solver", default="ipndm", choices=TEACHER_SOLVERS, help="teacher solver (default ipndm; exact: "
+                   "adaptive DOP853 to 1e-7 relative, for cheap analytic models)")
     p.add_argument("--steps", type=int, default=30, help="teacher steps (default 30)")
     p.add_argument("--schedule", default="edm", help="teacher heuristic schedule (default edm, rho=7)")
     p.add_argument("--seed", type=int, default=0, help="seeds the prior noise x_T (and class labels) of every teacher pair")

@@ -1,0 +1,258 @@
+"""`indis bench scaling`: where does instance-awareness pay? INDIS against GOD (a global schedule with INDIS's own
+shift and scale freedoms) on exact Gaussian-mixture models (`scaling_models`) over dimension, number of modes,
+condition kind and guidance, with the per-instance oracle, its reach in x_T, and the diagnostic's prediction
+(`indis.diagnose`) checked against the trained ratio in every cell.
+
+Per cell (d, K, condition, guidance, NFE, seed), on the experiment layer (disjoint train / validation / test priors):
+- teacher: the exact probability-flow ODE of the mixture's ideal denoiser, solved by adaptive DOP853 (rtol 1e-7; its
+  error against a 100x tighter solve is recorded per cell, about 1e-7 relative);
+- GOD: three starts (logSNR, EDM, DMN) probed, the best trained under the budget rule (validation every 25
+  iterations, plateau learning rate, patience 6, cap 1,500); INDIS: warm-started from GOD, the same rule; iPNDM
+  without AFS for both (one solver for the whole study);
+- test priors: teacher-MSE of both, INDIS/GOD with a paired bootstrap interval; the oracle (from GOD) on the first
+  `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half (the neighbour
+  distance at which half of the oracle's gain survives);
+- the diagnostic on `diagnose_priors` training priors, as a user would run it, and its prediction error.
+Every cell is cached in its own folder; a rerun computes only what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+DIMS, COMPONENTS = (2, 8, 64, 256, 1024), (2, 10, 100)
+CONDITIONS = (("none", None), ("class", 1.0), ("class", 4.0), ("embedding", 1.0), ("embedding", 4.0))
+FULL = dict(dims=DIMS, components=COMPONENTS, conditions=CONDITIONS, nfes=(3, 5), seeds=(0,), train=2000, val=300,
+            test=1000, oracle_priors=100, diagnose_priors=50, cap=1500, patience=6, val_every=25, probe=50, batch=64,
+            digits=True, multi_seed_dims=(64, 1024), multi_seeds=(0, 1, 2))
+QUICK = dict(dims=(2, 64), components=(2, 10), conditions=(("none", None), ("class", 4.0)), nfes=(3,), seeds=(0,),
+             train=300, val=100, test=200, oracle_priors=32, diagnose_priors=24, cap=150, patience=3, val_every=15,
+             probe=15, batch=64, digits=False, multi_seed_dims=(), multi_seeds=(0,))
+LR = {"god": 5e-2, "oracle": 5e-3}  # the oracle starts at GOD's optimum: a smaller step than GOD's
+INDIS_LRS = (1e-3, 1e-4)  # INDIS's learning rate is chosen per cell on validation (its warm start can be sharp)
+
+
+def cells(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (model, condition, guidance, NFE, seed) cell of the study."""
+    out = []
+    for d, K, (cond, g), nfe in itertools.product(s["dims"], s["components"], s["conditions"], s["nfes"]):
+        seeds = s["multi_seeds"] if d in s["multi_seed_dims"] else s["seeds"]
+        for seed in seeds:
+            out.append({"model": "random", "d": d, "K": K, "condition": cond, "guidance": g, "nfe": nfe, "seed": seed})
+    if s["digits"]:
+        for (cond, g), nfe in itertools.product((("none", None), ("class", 1.0), ("class", 4.0)), s["nfes"]):
+            out.append({"model": "digits-gmm", "d": 64, "K": None, "condition": cond, "guidance": g, "nfe": nfe, "seed": 0})
+    return out
+
+
+def cell_name(c: dict[str, Any]) -> str:
+    g = "" if c["guidance"] is None else f"-g{c['guidance']:g}"
+    k = f"K{c['K']}" if c["K"] is not None else "bic"
+    return f"{c['model']}-d{c['d']}-{k}-{c['condition']}{g}-nfe{c['nfe']}-s{c['seed']}"
+
+
+def handle_for(c: dict[str, Any]) -> Any:
+    from .scaling_models import digits_mixture, mixture_handle, random_mixture
+
+    spec = f"scaling:{cell_name(c)}"
+    if c["model"] == "random":
+        return mixture_handle(random_mixture(c["d"], c["K"]), c["condition"], c["guidance"], spec)
+    return _fitted_handle(digits_mixture()[0], c["condition"], c["guidance"], spec)
+
+
+def _fitted_handle(gm: Any, condition: str, guidance: float | None, spec: str) -> Any:
+    from ..denoiser import Denoiser
+    from ..models import ModelHandle
+    from ..schedules import EDM
+
+    base = gm.x0_fn(EDM())
+
+    def fn(x, t, cond=None):
+        c = None if cond is None else torch.where(cond >= 10, torch.full_like(cond, -1), cond)
+        return base(x, t, c)
+
+    den = Denoiser(fn, EDM(), "x0")
+    if condition == "none":
+        return ModelHandle(den, (64,), spec, default_heuristic="edm")
+    h = ModelHandle(den, (64,), spec, "class", 10, default_heuristic="edm", meta={"uncond": torch.tensor([10])})
+    return h.with_guidance(guidance) if guidance not in (None, 1.0) else h
+
+
+def teacher_accuracy(handle: Any, probe: int = 64) -> dict[str, Any]:
+    """The exact teacher (DOP853, rtol 1e-7) against a 100x tighter solve on `probe` priors: its relative error."""
+    from ..priors import class_labels, prior_noise, prior_std
+    from ..solvers import exact_ode
+
+    sched = handle.schedule
+    x_T = prior_noise(range(probe), 987654, handle.data_shape, prior_std(sched), torch.float64)
+    cond = class_labels(range(probe), 987654, handle.num_classes) if handle.cond_kind == "class" else None
+    if handle.cond_kind == "table":
+        cond = handle.cond_table[torch.arange(probe) % handle.cond_table.shape[0]]
+    a = exact_ode(handle.denoiser, x_T, sched.t_max, sched.t_min, cond, rtol=1e-7)
+    b = exact_ode(handle.denoiser, x_T, sched.t_max, sched.t_min, cond, rtol=1e-9)
+    return {"solver": "exact (DOP853, rtol 1e-7)", "rel_error_vs_rtol_1e-9": float((a - b).norm() / b.norm())}
+
+
+def _ratio_ci(a: np.ndarray, b: np.ndarray, replicates: int = 1000, seed: int = 0) -> list[float]:
+    """95% paired bootstrap interval of mean(a) / mean(b) over priors."""
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    reps = []
+    for _ in range(replicates):
+        i = rng.integers(0, n, n)
+        reps.append(a[i].mean() / b[i].mean())
+    return [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
+
+
+def eps_half(curve: dict[str, float]) -> float | None:
+    """The neighbour distance at which the kept share of the oracle's gain first falls to 0.5 (log-linear)."""
+    pts = sorted((float(k), v) for k, v in curve.items())
+    prev = (0.0, 1.0)
+    for e, v in pts:
+        if v <= 0.5:
+            (e0, v0) = prev
+            if e0 == 0.0:
+                return e
+            f = (v0 - 0.5) / (v0 - v) if v0 != v else 0.0
+            return float(np.exp(np.log(e0) + f * (np.log(e) - np.log(e0))))
+        prev = (e, v)
+    return None  # never falls to half within the grid
+
+
+def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print) -> dict[str, Any]:
+    """One cell of the study (cached in root/<cell name>/result.json)."""
+    from ..diagnose import diagnose, kept_share, predict, teacher_fn
+    from ..discretizations.base import InstanceOracle
+    from ..experiment import Experiment, ExperimentConfig
+    from ..io import atomic_write_json, load_json
+    from ..methods import global_starts, learned
+    from ..priors import prior_std
+    from ..solvers import steps_for_nfe
+    from ..training import TrainConfig
+
+    folder = root / cell_name(c)
+    if (folder / "result.json").is_file():
+        return load_json(folder / "result.json")
+    t0 = time.time()
+    h = handle_for(c)
+    acc_file = folder / "teacher_accuracy.json"
+    ts_info = load_json(acc_file) if acc_file.is_file() else teacher_accuracy(h)
+    atomic_write_json(acc_file, ts_info)
+    cfg = ExperimentConfig(model=h.spec, seed=c["seed"], sizes={k: s[k] for k in ("train", "val", "test")},
+                           teacher_steps=1, teacher_solver="exact", dtype="float64")
+    exp = Experiment(folder, h, cfg, dtype=torch.float64, progress=progress, log=lambda m: None, teacher_batch=250)
+    N = steps_for_nfe("ipndm", c["nfe"], False)
+    val = list(range(s["val"]))
+
+    def tcfg(lr: float) -> TrainConfig:
+        return TrainConfig(iterations=s["cap"], batch_size=s["batch"], lr=lr, patience=s["patience"],
+                           val_every=s["val_every"], seed=c["seed"], val_indices=val, ckpt_every=max(50, s["val_every"]))
+
+    gsp = {"method": "god", "steps": N, "nfe": c["nfe"]}
+    god, ginfo = exp.train(gsp, lambda init: learned(h, "god", N, "ipndm", init=init), tcfg(LR["god"]),
+                           global_starts(h, 3, first="logsnr"), probe_iterations=s["probe"])
+    runs = []
+    for lr in INDIS_LRS:
+        isp = {"method": "indis", "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(gsp).name, "lr": lr}
+        torch.manual_seed(c["seed"])
+        d, info = exp.train(isp, lambda init: learned(h, "indis", N, "ipndm", init=init, seed=c["seed"]), tcfg(lr),
+                            [str(exp.run_dir(gsp) / "disc")])
+        runs.append((info["best_val"], isp, d, info))
+    _, isp, ind, iinfo = min(runs, key=lambda r: r[0])
+    _, xT, cond, x0 = exp.data("test")
+    mse = {}
+    for name, sp, d in (("god", gsp, god), ("indis", isp, ind)):
+        mse[name] = (exp.samples(sp, d, "test") - x0).double().pow(2).flatten(1).mean(1).cpu().numpy()
+    P = min(s["oracle_priors"], s["test"])
+    osp = {"method": "oracle", "steps": N, "nfe": c["nfe"], "priors": P}
+    ocfg = TrainConfig(iterations=max(200, s["cap"] // 3), batch_size=P, lr=LR["oracle"], patience=10, val_every=10,
+                       train_indices=list(range(P)), val_indices=list(range(P)), grad_clip=0.0, seed=c["seed"])
+    orc, _ = exp.train(osp, lambda _: InstanceOracle.from_global(god, P), ocfg, [None], teacher="test", val="test")
+    rows = torch.arange(P)
+    cP = None if cond is None else (cond[:P] if not isinstance(cond, dict) else {k: v[:P] for k, v in cond.items()})
+    solve = teacher_fn(h.denoiser, exp.teacher("test"))
+    gains = kept_share(h.denoiser, god, orc, xT[:P], cP, x0[:P], solve, prior_std(h.schedule), seed=c["seed"])
+    with torch.no_grad():
+        orc_mse = (orc.sample(h.denoiser, xT[:P], cP, rows) - x0[:P]).double().pow(2).flatten(1).mean(1).cpu().numpy()
+    _, _, _, curve = predict(gains, mse["god"][:P], orc_mse, 1.0, replicates=10)
+    diag = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"])
+    g, i, o = mse["god"][:P].mean(), mse["indis"][:P].mean(), orc_mse.mean()
+    ratio = float(mse["indis"].mean() / mse["god"].mean())
+    res = {"cell": c, "name": cell_name(c), "teacher": ts_info, "god_mse": float(mse["god"].mean()),
+           "indis_mse": float(mse["indis"].mean()), "ratio": ratio, "ratio_ci": _ratio_ci(mse["indis"], mse["god"]),
+           "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
+           "kept": curve, "eps_half": eps_half(curve), "diagnosis": diag.as_dict(),
+           "prediction_error": float(diag.predicted_ratio - ratio), "train": {"god": ginfo, "indis": iinfo},
+           "seconds": round(time.time() - t0, 1)}
+    atomic_write_json(folder / "result.json", res)
+    log(f"{cell_name(c)}: INDIS/GOD {ratio:.3f} {res['ratio_ci']}, oracle/GOD {res['oracle_over_god']:.3f}, predicted "
+        f"{diag.predicted_ratio:.3f} ({res['seconds']:.0f} s)")
+    return res
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="d in {2, 64}, K in {2, 10}, no condition and class with CFG 4, NFE "
+                   "3, small sets and budgets: every table and figure in under 10 minutes (not the study's numbers)")
+    p.add_argument("--dims", type=int, nargs="+", default=None, help="subset of dimensions (default 2 8 64 256 1024)")
+    p.add_argument("--components", type=int, nargs="+", default=None, help="subset of K (default 2 10 100)")
+    p.add_argument("--conditions", nargs="+", default=None, help="subset of none, class, class-g4, embedding, "
+                   "embedding-g4 (default all)")
+    p.add_argument("--nfe", type=int, nargs="+", default=None, help="NFEs (default 3 5)")
+    p.add_argument("--no-digits", action="store_true", help="skip the mixture fitted to the digits")
+    p.add_argument("--single-seed", action="store_true", help="one seed everywhere (default: three at d = 64 and 1024)")
+    p.add_argument("--out", default=None, help="output folder (default runs/bench-scaling[-quick])")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--json", action="store_true", help="print results.json instead of the report")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    s = dict(QUICK if args.quick else FULL)
+    names = {"none": ("none", None), "class": ("class", 1.0), "class-g4": ("class", 4.0), "embedding": ("embedding", 1.0),
+             "embedding-g4": ("embedding", 4.0)}
+    if args.conditions:
+        bad = [c for c in args.conditions if c not in names]
+        if bad:
+            raise InputError(f"--conditions: unknown {bad}; choose from {', '.join(names)}")
+        s["conditions"] = tuple(names[c] for c in args.conditions)
+    for key, val in (("dims", args.dims), ("components", args.components), ("nfes", args.nfe)):
+        if val:
+            s[key] = tuple(sorted(set(val)))
+    if args.no_digits:
+        s["digits"] = False
+    if args.single_seed:
+        s["multi_seed_dims"] = ()
+    s["quick"] = bool(args.quick)
+    return s
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..commands.output import emit, show_progress
+    from ..io import atomic_write_json, atomic_write_text, ensure_dir
+    from . import scaling_report as rep
+
+    torch.set_num_threads(args.threads)
+    s = settings_from_args(args)
+    out = ensure_dir(args.out or f"runs/bench-scaling{'-quick' if s['quick'] else ''}")
+    todo = cells(s)
+    t0, results = time.time(), []
+    for k, c in enumerate(todo):
+        print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
+        results.append(run_cell(c, s, out / "cells", progress=show_progress(args),
+                                log=lambda m: print(m, file=sys.stderr, flush=True)))
+    res = {"benchmark": "scaling", "settings": {k: v for k, v in s.items()}, "cells": results,
+           "summary": rep.summarize(results), "wall_s": round(time.time() - t0, 1), "torch": torch.__version__}
+    res["figure"] = rep.figure(results, out / "scaling.png")
+    atomic_write_json(out / "results.json", res)
+    atomic_write_text(out / "results.md", rep.to_markdown(res))
+    emit(args, res, lambda: (out / "results.md").read_text(), indent=1)
+    return 0

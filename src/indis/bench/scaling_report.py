@@ -1,0 +1,99 @@
+"""Tables, summary and figure of `indis bench scaling` (from the per-cell results; nothing is recomputed here)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREDICTION_TOLERANCE = 0.05  # the diagnostic's target: |predicted - trained INDIS/GOD| <= 0.05
+
+
+def cond_label(c: dict[str, Any]) -> str:
+    return c["condition"] + ("" if c["guidance"] in (None, 1.0) else f" CFG {c['guidance']:g}")
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Share of cells where INDIS beats GOD beyond the interval, the prediction error and recommendation accuracy."""
+    if not results:
+        return {}
+    err = np.array([abs(r["prediction_error"]) for r in results])
+    wins = [r for r in results if r["ratio_ci"][1] < 1.0]
+    decided = [r for r in results if r["ratio_ci"][1] < 1.0 or r["ratio_ci"][0] > 1.0]
+    right = [r for r in decided if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < 1.0)]
+    return {"cells": len(results), "indis_beyond_interval": len(wins),
+            "median_ratio": float(np.median([r["ratio"] for r in results])),
+            "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
+            "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
+            "recommendation_right_where_decided": f"{len(right)}/{len(decided)}",
+            "tolerance": PREDICTION_TOLERANCE}
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    rows = sorted(res["cells"], key=lambda r: (r["cell"]["model"], r["cell"]["nfe"], cond_label(r["cell"]),
+                                               r["cell"]["K"] or 0, r["cell"]["d"], r["cell"]["seed"]))
+    L = ["# indis bench scaling", "", "Exact Gaussian mixtures (no model error): INDIS against GOD (same shift/scale "
+         "freedoms), iPNDM, teacher-MSE on test priors. Ratio < 1: INDIS better; [CI]: 95% paired bootstrap.", "",
+         "| model | d | K | condition | NFE | seed | INDIS/GOD [CI] | oracle/GOD | gap closed | eps_half | predicted [CI] "
+         "| recommends |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c, dg = r["cell"], r["diagnosis"]
+        L.append(f"| {c['model']} | {c['d']} | {c['K'] or 'BIC'} | {cond_label(c)} | {c['nfe']} | {c['seed']} | "
+                 f"{_fmt(r['ratio'])} [{_fmt(r['ratio_ci'][0])}, {_fmt(r['ratio_ci'][1])}] | {_fmt(r['oracle_over_god'])} | "
+                 f"{_fmt(r['gap_closed'], 2)} | {_fmt(r['eps_half'], 2)} | {_fmt(dg['predicted_ratio'])} "
+                 f"[{_fmt(dg['predicted_ci'][0])}, {_fmt(dg['predicted_ci'][1])}] | {dg['recommendation']} |")
+    s = res.get("summary", {})
+    if s:
+        L += ["", f"INDIS below GOD beyond the interval in {s['indis_beyond_interval']} of {s['cells']} cells (median "
+              f"ratio {s['median_ratio']:.3f}). The diagnostic's predicted ratio is within +-{s['tolerance']} of the "
+              f"trained one in {100 * s['prediction_within_tolerance']:.0f}% of the cells (mean |error| "
+              f"{s['prediction_mean_abs_error']:.3f}, max {s['prediction_max_abs_error']:.3f}); its recommendation is "
+              f"right in {s['recommendation_right_where_decided']} cells where the trained difference is beyond its interval."]
+    if res.get("figure"):
+        L += ["", f"![scaling]({res['figure']})"]
+    return "\n".join(L) + "\n"
+
+
+def figure(results: list[dict[str, Any]], path: Path) -> str | None:
+    """Left: INDIS/GOD against d, one line per (K, condition) and NFE, with intervals; right: the oracle's reach."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rnd = [r for r in results if r["cell"]["model"] == "random"]
+    if not rnd:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rnd:
+        c = r["cell"]
+        groups.setdefault((c["K"], cond_label(c), c["nfe"]), []).append(r)
+    for (K, cl, nfe), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        by_d: dict[int, list[dict[str, Any]]] = {}
+        for r in rs:
+            by_d.setdefault(r["cell"]["d"], []).append(r)
+        ds = sorted(by_d)
+        ratio = [np.mean([r["ratio"] for r in by_d[d]]) for d in ds]
+        lo = [np.mean([r["ratio_ci"][0] for r in by_d[d]]) for d in ds]
+        hi = [np.mean([r["ratio_ci"][1] for r in by_d[d]]) for d in ds]
+        line = a.errorbar(ds, ratio, yerr=[np.subtract(ratio, lo), np.subtract(hi, ratio)], marker="o", capsize=3,
+                          label=f"K={K}, {cl}, NFE {nfe}")
+        reach = [np.mean([r["eps_half"] for r in by_d[d] if r["eps_half"] is not None] or [np.nan]) for d in ds]
+        b.plot(ds, reach, marker="o", color=line[0].get_color())
+    for ax in (a, b):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("dimension d")
+        ax.grid(alpha=0.3)
+    a.axhline(1.0, color="k", lw=0.8)
+    a.set_ylabel("INDIS / GOD teacher-MSE (95% CI)")
+    b.set_ylabel("oracle reach eps_half (neighbour distance keeping half the gain)")
+    a.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path).name

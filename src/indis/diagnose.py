@@ -1,0 +1,182 @@
+"""Will instance-awareness pay on this model? A diagnostic that fits the per-instance oracle on a few priors, measures
+how far its gain reaches in x_T, and predicts INDIS's gain over the best global schedule (GOD) before anyone trains.
+
+Why it can work (issue 16's study): phi(x_T, c) is a smooth function learned from M training priors, so it can only
+learn the part of the per-prior optimum that stays useful at the distance of the nearest training prior. On P priors:
+1. a global schedule is fitted to them (GOD's parameterisation, iPNDM) and the oracle (one set of times, shift and
+   scale per prior) is fitted from it: oracle/GOD is the ceiling of any instance-aware schedule;
+2. reach: prior i's oracle parameters are applied to neighbours x' = sqrt(1 - eps^2) x_T + eps z (z a fresh prior
+   draw, so x' is a prior; the condition is kept) and scored against x''s own teacher solution beside the global
+   schedule: kept(eps) is the share of the oracle's gain that survives at distance eps;
+3. eps_nn: the distance (same measure) from a prior to the nearest of M training priors in d dimensions, by sampling;
+4. prediction: INDIS closes gap = clip(kept(eps_nn), 0, 1) of the oracle's gap, INDIS/GOD = 1 - gap (1 - oracle/GOD),
+   with a bootstrap interval over the P priors; INDIS is recommended only when the whole interval lies below 0.98.
+`indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .denoiser import Cond, Denoiser
+from .errors import InputError
+from .solvers import sample
+
+EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
+RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
+
+
+@dataclass
+class Diagnosis:
+    """What the diagnostic measured and predicts (see the module docstring)."""
+
+    priors: int
+    oracle_over_global: float
+    kept: dict[str, float]
+    eps_nn: float
+    train_size: int
+    gap_closed: float
+    predicted_ratio: float
+    predicted_ci: list[float]
+    recommendation: str
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def neighbours(x_T: Tensor, eps: float, std: float, seed: int) -> Tensor:
+    """x' = sqrt(1 - eps^2) x_T + eps * std * z with z ~ N(0, I) from `seed`: again a draw from the prior."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(x_T.shape, generator=g, dtype=torch.float64).to(x_T.device, x_T.dtype)
+    return math.sqrt(max(0.0, 1 - eps * eps)) * x_T + eps * std * z
+
+
+def nearest_eps(dim: int, train_size: int, queries: int = 128, seed: int = 0, chunk: int = 4096) -> float:
+    """Median over random priors of the distance eps = sqrt(1 - cos^2) to the nearest of `train_size` other priors
+    in `dim` dimensions (cos: the largest cosine; a neighbour at eps has cos = sqrt(1 - eps^2) on average)."""
+    if dim < 1 or train_size < 1:
+        raise InputError(f"nearest_eps needs dim >= 1 and train_size >= 1, got {dim}, {train_size}")
+    g = torch.Generator().manual_seed(seed)
+    q = torch.nn.functional.normalize(torch.randn(queries, dim, generator=g, dtype=torch.float64), dim=1)
+    best = torch.full((queries,), -1.0, dtype=torch.float64)
+    for start in range(0, train_size, chunk):
+        n = min(chunk, train_size - start)
+        t = torch.nn.functional.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
+        best = torch.maximum(best, (q @ t.T).max(1).values)
+    return float(torch.sqrt((1 - best.clamp(-1, 1) ** 2).clamp_min(0)).median())
+
+
+def _mse(x: Tensor, y: Tensor) -> Tensor:
+    return (x - y).double().pow(2).flatten(1).mean(1)
+
+
+def _rows(c: Cond, idx: Tensor) -> Cond:
+    if c is None:
+        return None
+    return {k: v[idx] for k, v in c.items()} if isinstance(c, dict) else c[idx]
+
+
+def teacher_fn(den: Denoiser, teacher: Any):
+    """The teacher set's own solver as a function (x_T, cond) -> x0, for new priors (the neighbours)."""
+    from .solvers import exact_ode
+    from .teacher import EXACT
+
+    times = torch.tensor(teacher.config.times, dtype=torch.float64)
+    if teacher.config.solver == EXACT:
+        return lambda x, c: exact_ode(den, x, float(times[0]), float(times[-1]), c)
+    return lambda x, c: sample(den, x, times.to(x), solver=teacher.config.solver, cond=c, afs=teacher.config.afs)
+
+
+def kept_share(den: Denoiser, god: Any, oracle: Any, x_T: Tensor, cond: Cond, x0: Tensor, solve: Any, std: float,
+               eps_grid: Sequence[float] = EPS_GRID, seed: int = 0) -> dict[str, Any]:
+    """Per-prior gains at each eps: gain_i(eps) = mse_global(x'_i) - mse_oracle_i(x'_i) (oracle parameters of prior i
+    on its neighbour x'_i), and at eps = 0 on the priors themselves."""
+    idx = torch.arange(x_T.shape[0])
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        base = _mse(god.sample(den, x_T, cond), x0) - _mse(oracle.sample(den, x_T, cond, idx), x0)
+        out["0"] = base.cpu().numpy()
+        for k, eps in enumerate(eps_grid):
+            xn = neighbours(x_T, eps, std, seed + 1000 * (k + 1))
+            tn = solve(xn, cond)
+            g = _mse(god.sample(den, xn, cond), tn) - _mse(oracle.sample(den, xn, cond, idx), tn)
+            out[f"{eps:g}"] = g.cpu().numpy()
+    return out
+
+
+def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarray, eps_nn: float, *,
+            replicates: int = 1000, seed: int = 0) -> tuple[float, float, list[float], dict[str, float]]:
+    """(gap closed, predicted INDIS/GOD, its 95% bootstrap interval over priors, kept(eps) curve)."""
+    eps = np.array([float(k) for k in gains if k != "0"])
+
+    def at(rows: np.ndarray) -> tuple[float, float, dict[str, float]]:
+        g0 = gains["0"][rows].mean()
+        curve = {k: float(gains[k][rows].mean() / g0) if g0 > 0 else 0.0 for k in gains if k != "0"}
+        kept = float(np.interp(eps_nn, eps, [curve[f"{e:g}"] for e in eps]))
+        gap = min(1.0, max(0.0, kept))
+        ratio = 1 - gap * (1 - orc_mse[rows].mean() / god_mse[rows].mean())
+        return gap, ratio, curve
+
+    n = len(god_mse)
+    gap, ratio, curve = at(np.arange(n))
+    rng = np.random.default_rng(seed)
+    reps = [at(rng.integers(0, n, n))[1] for _ in range(replicates)]
+    return gap, ratio, [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))], curve
+
+
+def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, seed: int = 0,
+                          iterations: int = 300) -> tuple[Any, Any]:
+    """A global schedule (GOD's freedoms, iPNDM) fitted to the first `priors` priors of `teacher`, and the per-prior
+    oracle fitted from it on the same priors (the same losses, jointly)."""
+    from .discretizations.base import InstanceOracle
+    from .methods import learned
+    from .solvers import steps_for_nfe
+    from .training import TrainConfig, train_discretizer
+
+    P = min(priors, teacher.num_samples)
+    idx = list(range(P))
+    torch.manual_seed(seed)
+    god = learned(handle, "god", steps_for_nfe("ipndm", nfe, False), "ipndm", init="logsnr")
+    cfg = TrainConfig(iterations=iterations, batch_size=P, lr=5e-2, val_every=25, patience=4, train_indices=idx,
+                      val_indices=idx, seed=seed)
+    train_discretizer(god, handle.denoiser, teacher, cfg, progress=False)
+    oracle = InstanceOracle.from_global(god, P)
+    ocfg = TrainConfig(iterations=iterations, batch_size=P, lr=5e-3, val_every=10, patience=10, train_indices=idx,
+                       val_indices=idx, grad_clip=0.0, seed=seed)
+    train_discretizer(oracle, handle.denoiser, teacher, ocfg, progress=False)
+    return god.eval(), oracle.eval()
+
+
+def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
+             eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000) -> Diagnosis:
+    """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set
+    (`train_size`: the number of training priors INDIS would get, default the teacher set's size)."""
+    import time
+
+    from .priors import prior_std
+
+    t0 = time.time()
+    if priors < 8:
+        raise InputError(f"the diagnostic needs at least 8 priors, got {priors}")
+    god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed)
+    P = oracle.num_samples
+    _, x_T, cond, x0 = teacher.batch(torch.arange(P), torch.float64)
+    den = handle.denoiser
+    with torch.no_grad():
+        god_mse = _mse(god.sample(den, x_T, cond), x0).numpy()
+        orc_mse = _mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).numpy()
+    gains = kept_share(den, god, oracle, x_T, cond, x0, teacher_fn(den, teacher), prior_std(den.schedule), eps_grid, seed)
+    M = int(train_size or teacher.num_samples)
+    eps_nn = nearest_eps(int(np.prod(handle.data_shape)), M, seed=seed)
+    gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
+    return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,
+                     train_size=M, gap_closed=float(gap), predicted_ratio=float(ratio), predicted_ci=ci,
+                     recommendation="INDIS" if ci[1] < RECOMMEND_BELOW else "GOD", seconds=round(time.time() - t0, 1),
+                     extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe})

@@ -1,0 +1,99 @@
+"""`indis bench scaling` and the INDIS diagnostic: the mixtures' exact denoisers against an independent implementation,
+conditions and guidance written out by hand, the nearest-prior distance against its closed form, the reach and
+prediction arithmetic, and one tiny cell end to end."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from indis.bench import scaling as sc
+from indis.bench.scaling_models import EMBED_DIM, DiagonalMixture, mixture_handle, random_mixture
+from indis.diagnose import nearest_eps, predict
+from indis.toy.gmm import GaussianMixture
+
+
+def test_diagonal_mixture_equals_the_full_covariance_implementation():
+    mix = random_mixture(5, 4, seed=3)
+    full = GaussianMixture(torch.full((4,), 0.25), mix.mu, torch.diag_embed(mix.lam), labels=mix.labels)
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sigma = torch.tensor([0.01, 0.1, 0.5, 1.0, 3.0, 20.0], dtype=torch.float64)
+    a = mix.posterior_mean(x, sigma, None)
+    b = full.posterior_mean(x, 1.0, sigma)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)  # both float64, different algebra
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    torch.testing.assert_close(mix.posterior_mean(x, sigma, labels), full.posterior_mean(x, 1.0, sigma, cond=labels),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_conditions_and_guidance_by_hand():
+    mix = random_mixture(3, 6, seed=1)  # classes k mod 6: one component each
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    t = torch.full((4,), 0.7, dtype=torch.float64)
+    labels = torch.tensor([0, 3, 5, 2])
+    cls = mixture_handle(mix, "class", 3.0)
+    D, _ = cls.denoiser(x, t, labels)
+    Dc, Du = mix.posterior_mean(x, t, labels), mix.posterior_mean(x, t, None)
+    torch.testing.assert_close(D, Du + 3.0 * (Dc - Du), rtol=1e-10, atol=1e-10)
+    emb = mixture_handle(mix, "embedding", 3.0)
+    De, _ = emb.denoiser(x, t, emb.cond_table[labels])
+    torch.testing.assert_close(De, D, rtol=1e-10, atol=1e-10)  # the embedding names the class, nothing else
+    assert emb.cond_table.shape == (6, EMBED_DIM)
+
+
+def test_nearest_prior_distance():
+    """One other prior in d dimensions: cos ~ N(0, 1/d), so eps = sqrt(1 - cos^2) has median ~ 1 - 0.23/d; more priors
+    bring the nearest closer; in 2-D thousands of priors sit at a tiny angle."""
+    one = nearest_eps(64, 1, queries=512, seed=0)
+    assert abs(one - (1 - 0.5 * 0.4549 / 64)) < 0.01  # median of chi^2_1 is 0.4549: eps = sqrt(1 - 0.4549/64)
+    assert nearest_eps(64, 1000) < nearest_eps(64, 10) < one
+    assert nearest_eps(2, 2000) < 0.01
+
+
+def test_reach_and_prediction_arithmetic():
+    assert sc.eps_half({"0.1": 0.8, "0.2": 0.4, "0.5": 0.1}) == pytest.approx(math.exp(np.log(0.1) + 0.75 * np.log(2)))
+    assert sc.eps_half({"0.1": 0.9, "0.5": 0.7}) is None
+    gains = {"0": np.array([2.0, 2.0]), "0.1": np.array([1.0, 1.0]), "0.5": np.array([0.0, -1.0])}
+    god, orc = np.array([1.0, 1.0]), np.array([0.5, 0.5])
+    gap, ratio, ci, curve = predict(gains, god, orc, 0.1, replicates=20)
+    assert curve == {"0.1": 0.5, "0.5": -0.25} and gap == 0.5 and ratio == pytest.approx(1 - 0.5 * 0.5)
+    gap, ratio, _, _ = predict(gains, god, orc, 0.5, replicates=20)
+    assert gap == 0.0 and ratio == 1.0  # a negative kept share is clipped: INDIS is never predicted worse than GOD
+
+
+def test_one_tiny_cell_end_to_end(tmp_path):
+    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "cap": 40,
+         "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
+    c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
+    r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    assert r["teacher"]["rel_error_vs_rtol_1e-9"] < 1e-6  # the exact teacher
+    assert r["ratio_ci"][0] <= r["ratio"] <= r["ratio_ci"][1] and 0 <= r["oracle_over_god"] <= 1.0 + 1e-9
+    assert r["diagnosis"]["recommendation"] in ("INDIS", "GOD") and set(r["kept"]) == {f"{e:g}" for e in
+                                                                                         __import__("indis").diagnose.EPS_GRID}
+    again = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    assert again == r  # cached
+
+
+def test_eval_diagnose_cli(tmp_path, capsys):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from indis.cli import main
+
+    gmm = "python:fake_models:make_gmm"
+    assert main(["teacher", "--model", gmm, "--out", str(tmp_path / "t"), "--num", "24", "--steps", "8", "--no-progress"]) == 0
+    capsys.readouterr()
+    argv = ["eval", "--model", gmm, "--teacher", str(tmp_path / "t"), "--diagnose", "--nfe", "3", "--diagnose-priors", "12",
+            "--replicates", "50"]
+    assert main([*argv, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["priors"] == 12 and d["train_size"] == 24 and d["recommendation"] in ("INDIS", "GOD")
+    assert d["predicted_ci"][0] <= d["predicted_ratio"] <= d["predicted_ci"][1] + 1e-12
+    assert main(argv) == 0
+    assert "Recommendation:" in capsys.readouterr().out
+    assert main([a for a in argv if a not in ("--nfe", "3")]) == 2  # --diagnose without --nfe
+    assert "--nfe" in capsys.readouterr().err
