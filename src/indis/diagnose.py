@@ -9,8 +9,14 @@ learn the part of the per-prior optimum that stays useful at the distance of the
    draw, so x' is a prior; the condition is kept) and scored against x''s own teacher solution beside the global
    schedule: kept(eps) is the share of the oracle's gain that survives at distance eps;
 3. eps_nn: the distance (same measure) from a prior to the nearest of M training priors in d dimensions, by sampling;
-4. prediction: INDIS closes gap = clip(kept(eps_nn), 0, 1) of the oracle's gap, INDIS/GOD = 1 - gap (1 - oracle/GOD),
-   with a bootstrap interval over the P priors; INDIS is recommended only when the whole interval lies below 0.98.
+4. reach prediction: INDIS closes gap = clip(kept(eps_nn), 0, 1) of the oracle's gap, INDIS/GOD = 1 - gap (1 -
+   oracle/GOD), with a bootstrap interval over the P priors (`reach_ratio`);
+5. cluster prediction (what the recommendation uses): the teacher endpoints of `cluster_priors` priors are grouped by
+   k-means into `CLUSTERS` groups on one half, one schedule per group is fitted from the global one on that half, and
+   the other half (each prior assigned to the group of its endpoint) is scored: group schedules / global schedule is
+   the gain of a schedule that knows which mode x_T heads for, the part of the oracle's gain a smooth phi(x_T, c)
+   can learn from many priors; `predicted_ratio` and its interval (bootstrap over the scored half). INDIS is
+   recommended only when the whole interval lies below 0.98.
 `indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
 """
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .solvers import sample
 
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
 RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
+CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 
 
 @dataclass
@@ -41,6 +48,8 @@ class Diagnosis:
     eps_nn: float
     train_size: int
     gap_closed: float
+    reach_ratio: float
+    reach_ci: list[float]
     predicted_ratio: float
     predicted_ci: list[float]
     recommendation: str
@@ -131,6 +140,41 @@ def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarr
     return gap, ratio, [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))], curve
 
 
+def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, *, k: int = CLUSTERS, seed: int = 0,
+                  iterations: int = 200, replicates: int = 1000) -> tuple[float, list[float]]:
+    """Group schedules (one per k-means group of the teacher endpoints, fitted from `god` on the first half of the
+    priors) against `god` on the second half: teacher-MSE ratio and its 95% bootstrap interval."""
+    from sklearn.cluster import KMeans
+
+    from .discretizations.base import InstanceOracle
+
+    n = x_T.shape[0]
+    half = n // 2
+    if half < 2 * k:
+        raise InputError(f"the cluster prediction needs at least {4 * k} priors, got {n}")
+    feats = x0.reshape(n, -1).double().cpu().numpy()
+    km = KMeans(k, n_init=4, random_state=seed).fit(feats[:half])
+    groups = torch.as_tensor(km.predict(feats), dtype=torch.long)
+    fit, held = torch.arange(half), torch.arange(half, n)
+    per = InstanceOracle.from_global(god, k)
+    opt = torch.optim.Adam([p for p in per.parameters() if p.requires_grad], lr=5e-3)
+    for _ in range(iterations):
+        x = per.sample(den, x_T[fit], _rows(cond, fit), groups[fit])
+        loss = _mse(x, x0[fit]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        a = _mse(per.sample(den, x_T[held], _rows(cond, held), groups[held]), x0[held]).cpu().numpy()
+        b = _mse(god.sample(den, x_T[held], _rows(cond, held)), x0[held]).cpu().numpy()
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(replicates):
+        i = rng.integers(0, len(a), len(a))
+        reps.append(a[i].mean() / b[i].mean())
+    return float(a.mean() / b.mean()), [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
+
+
 def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, seed: int = 0,
                           iterations: int = 300) -> tuple[Any, Any]:
     """A global schedule (GOD's freedoms, iPNDM) fitted to the first `priors` priors of `teacher`, and the per-prior
@@ -155,9 +199,10 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 
 
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
-             eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000) -> Diagnosis:
-    """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set
-    (`train_size`: the number of training priors INDIS would get, default the teacher set's size)."""
+             eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200) -> Diagnosis:
+    """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set and
+    group schedules on `cluster_priors` of them (`train_size`: the number of training priors INDIS would get, default
+    the teacher set's size)."""
     import time
 
     from .priors import prior_std
@@ -176,7 +221,12 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     M = int(train_size or teacher.num_samples)
     eps_nn = nearest_eps(int(np.prod(handle.data_shape)), M, seed=seed)
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
+    C = min(cluster_priors, teacher.num_samples)
+    _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64)
+    cratio, cci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates)
     return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,
-                     train_size=M, gap_closed=float(gap), predicted_ratio=float(ratio), predicted_ci=ci,
-                     recommendation="INDIS" if ci[1] < RECOMMEND_BELOW else "GOD", seconds=round(time.time() - t0, 1),
-                     extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe})
+                     train_size=M, gap_closed=float(gap), reach_ratio=float(ratio), reach_ci=ci, predicted_ratio=cratio,
+                     predicted_ci=cci, recommendation="INDIS" if cci[1] < RECOMMEND_BELOW else "GOD",
+                     seconds=round(time.time() - t0, 1),
+                     extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe,
+                            "cluster_priors": C, "clusters": CLUSTERS})

@@ -98,7 +98,7 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
         res = bp.time_calls(handle, 1, dev, repeats=job.get("repeats", 2))
     elif kind == "teacher":
         with tempfile.TemporaryDirectory(prefix="indis-bench-") as tmp:
-            res = bp.time_teacher(handle, 1, 4, dev, Path(tmp))
+            res = bp.time_teacher(handle, 1, 4, dev, Path(tmp), repeats=job.get("repeats", 2) + 1)
     elif kind == "train":
         res = bp.time_train(handle, nfe, bool(job["checkpoint"]), 1, dev, repeats=job.get("repeats", 2))
     elif kind == "sampling":

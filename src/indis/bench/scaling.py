@@ -12,7 +12,8 @@ Per cell (d, K, condition, guidance, NFE, seed), on the experiment layer (disjoi
 - test priors: teacher-MSE of both, INDIS/GOD with a paired bootstrap interval; the oracle (from GOD) on the first
   `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half (the neighbour
   distance at which half of the oracle's gain survives);
-- the diagnostic on `diagnose_priors` training priors, as a user would run it, and its prediction error.
+- the diagnostic on the training priors, as a user would run it (`indis.diagnose`: the reach prediction from an
+  oracle on `diagnose_priors` priors, the group-schedule prediction from 200), and both prediction errors.
 Every cell is cached in its own folder; a rerun computes only what is missing.
 """
 from __future__ import annotations
@@ -191,7 +192,8 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
            "indis_mse": float(mse["indis"].mean()), "ratio": ratio, "ratio_ci": _ratio_ci(mse["indis"], mse["god"]),
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
            "kept": curve, "eps_half": eps_half(curve), "diagnosis": diag.as_dict(),
-           "prediction_error": float(diag.predicted_ratio - ratio), "train": {"god": ginfo, "indis": iinfo},
+           "prediction_error": float(diag.predicted_ratio - ratio), "reach_prediction_error": float(diag.reach_ratio - ratio),
+           "train": {"god": ginfo, "indis": iinfo},
            "seconds": round(time.time() - t0, 1)}
     atomic_write_json(folder / "result.json", res)
     log(f"{cell_name(c)}: INDIS/GOD {ratio:.3f} {res['ratio_ci']}, oracle/GOD {res['oracle_over_god']:.3f}, predicted "

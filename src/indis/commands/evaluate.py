@@ -108,8 +108,10 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"Diagnosis of {h.spec} at NFE {args.nfe} ({d.priors} priors of {ts.path}, {d.seconds:.0f} s):",
             f"  oracle / global schedule teacher-MSE: {d.oracle_over_global:.3f} (the ceiling of any instance-aware schedule)",
             f"  share of the oracle's gain kept at neighbour distance eps: {curve}",
-            f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> INDIS closes about {d.gap_closed:.2f} of the gap",
-            f"  predicted INDIS / GOD teacher-MSE: {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
+            f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> by reach INDIS would close {d.gap_closed:.2f} "
+            f"of the gap: INDIS / GOD {d.reach_ratio:.3f} [{d.reach_ci[0]:.3f}, {d.reach_ci[1]:.3f}]",
+            f"  one schedule per group of {d.extra['clusters']} endpoint groups ({d.extra['cluster_priors']} priors, scored on "
+            f"half of them): predicted INDIS / GOD teacher-MSE {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
                                                      else " (indis train --method indis --init <a trained GOD folder>)")])
 
