@@ -38,9 +38,13 @@ PROTOCOL = ("fixed schedules: lowest validation FD over {iPNDM, DPM-Solver++(3M)
             "evaluations count once, as published).")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="zoo:digits", choices=["zoo:digits", "zoo:digits-cond"],
-                   help="zoo:digits (unconditional, the CIFAR-10 analogue) or zoo:digits-cond (class-conditional)")
+MODELS = {"zoo:digits": False, "zoo:digits-cond": True, "zoo:glyphs": True}  # model -> class-conditional
+
+
+def add_arguments(p: argparse.ArgumentParser, default_model: str = "zoo:digits") -> None:
+    p.add_argument("--model", default=default_model, choices=list(MODELS),
+                   help="zoo:digits (unconditional, the CIFAR-10 analogue), zoo:digits-cond (class-conditional) or "
+                   "zoo:glyphs (62 characters at 16x16, class-conditional)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (zoo:digits-cond only; "
                    "the teacher is the guided 30-step solution)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-digits[-cond][-gG])")
@@ -88,8 +92,9 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if any(v < 0 for v in s["seeds"]):
         raise InputError(f"--seeds must be >= 0, got {s['seeds']}")
     if args.guidance is not None:
-        if args.model != "zoo:digits-cond":
-            raise InputError(f"--guidance needs a class-conditional model (zoo:digits-cond); {args.model} has no condition to guide")
+        if not MODELS[args.model]:
+            raise InputError(f"--guidance needs a class-conditional model (zoo:digits-cond, zoo:glyphs); {args.model} has no "
+                             "condition to guide")
         if not math.isfinite(args.guidance) or args.guidance < 0:
             raise InputError(f"--guidance must be a finite number >= 0, got {args.guidance}")
     lr = dict(LR)
@@ -99,7 +104,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if replicates < 10:
         raise InputError(f"--replicates must be >= 10, got {replicates}")
     s.update(model=args.model, guidance=args.guidance, select=args.select, lr=lr, loss=args.loss, val_train=min(s["val_train"], s["val"]),
-             phi={"hidden": args.phi_hidden, "channels": args.phi_channels}, cond=args.model == "zoo:digits-cond",
+             phi={"hidden": args.phi_hidden, "channels": args.phi_channels}, cond=MODELS[args.model],
              teacher="30-step iPNDM on EDM rho=7 times" + (f", guidance {args.guidance}" if args.guidance else ""),
              protocol=PROTOCOL, replicates=replicates)
     if args.no_ablations:
@@ -127,7 +132,7 @@ def load_handle(model: str, guidance: float | None):
 
 
 def default_out(s: dict[str, Any]) -> Path:
-    name = "bench-digits" + ("-cond" if s["cond"] else "") + (f"-g{s['guidance']:g}" if s["guidance"] is not None else "")
+    name = "bench-glyphs" if s["model"].startswith("zoo:glyphs") else "bench-digits" + ("-cond" if s["cond"] else "") + (f"-g{s['guidance']:g}" if s["guidance"] is not None else "")
     name += "" if s.get("loss", "mse") == "mse" else f"-{s['loss']}"
     return Path("runs") / (name + ("-quick" if s["quick"] else ""))
 

@@ -261,14 +261,15 @@ def figure_grid(grid: dict[str, Any], path: Path) -> Path:
 def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str, str]) -> str:
     nfes, cond = settings["nfes"], settings["cond"]
     g = f", classifier-free guidance {settings['guidance']}" if settings.get("guidance") else ""
-    L = [f"# indis bench digits: {settings['model']}{g}", "",
+    what = "glyphs" if settings["model"].startswith("zoo:glyphs") else "digits"
+    L = [f"# indis bench {what}: {settings['model']}{g}", "",
          f"Seeds {settings['seeds']}; per seed {settings['train']} teacher pairs (training), {settings['val']} validation "
          f"priors (every choice: solver, AFS, heuristic, configuration, early stopping), {settings['test']} test priors "
-         "(the numbers below, nothing else). Mean ± std over seeds. FD is the Fréchet distance in the shipped digits "
-         "classifier's features (**not FID**)." + (f" Learned methods were trained and validated on the {settings['loss']} "
-         "loss (built from the same classifier as FD; AMED/EPD train on their own per-step loss)." if settings.get("loss", "mse") != "mse" else ""), "",
+         "(the numbers below, nothing else). Mean ± std over seeds. FD is the Fréchet distance in the shipped "
+         f"{what} classifier's features (**not FID**)." + (f" Learned methods were trained and validated on the {settings['loss']} "
+         "loss (built from the same classifier as FD; AMED/EPD keep their references' losses)." if settings.get("loss", "mse") != "mse" else ""), "",
          f"Teacher ({settings['teacher']}): FD {_f(res['teacher']['fd'][0])} ± {_f(res['teacher']['fd'][1])} against all real "
-         f"digits" + (f", accuracy {_f(res['teacher']['accuracy'][0], 3)}" if "accuracy" in res["teacher"] else "") + ".", ""]
+         f"{what}" + (f", accuracy {_f(res['teacher']['accuracy'][0], 3)}" if "accuracy" in res["teacher"] else "") + ".", ""]
     L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond)
     if res.get("table_ipndm"):
         k = next(iter(res["table_ipndm"][ROWS[0]].values()))["seeds"]

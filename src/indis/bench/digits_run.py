@@ -43,7 +43,7 @@ SOLVER_RECIPES = {
     "amed": {"lr": 5e-3, "batch": 128, "priors": 10_000, "lr_schedule": "constant", "min_lr_ratio": 1.0, "grad_clip": 0.0,
              "keep": "last", "loss": "mse"},
     "epd": {"lr": 0.2, "batch": 32, "priors": 10_000, "lr_schedule": "cosine", "min_lr_ratio": 0.05, "grad_clip": 0.0,
-            "keep": "last", "loss": "digits-features"},
+            "keep": "last", "loss": "{features}-features"},  # the model's own feature set (digits, glyphs)
 }
 LONG_PASSES = 4  # the AMED/EPD winner is retrained over this many passes of the priors (kept if validation is lower)
 ABLATIONS = {"full": {}, "no-instance": {"use_instance": False}, "no-shift": {"learn_shift": False},
@@ -68,12 +68,17 @@ def steps_of(method: str, nfe: int, solver: str, afs: bool) -> int:
     return amed_steps(nfe, afs) if method in SOLVER_METHODS else steps_for_nfe(solver, nfe, afs)
 
 
+def feature_set(model: str) -> str:
+    """The shipped classifier whose features measure FD for a zoo model (zoo:digits* -> digits, zoo:glyphs -> glyphs)."""
+    return "glyphs" if model.startswith("zoo:glyphs") else "digits"
+
+
 class DigitsRun:
     """Runs, selects and evaluates every method of the protocol for one seed; results cached on disk."""
 
     def __init__(self, s: dict[str, Any], seed: int, root: Path, handle: ModelHandle, *, device: str = "cpu",
                  progress: bool = True, log: Callable[[str], None] | None = None):
-        from ..metrics.features import DigitsFeatureExtractor, real_digits_features
+        from ..metrics.features import extractor, real_features
 
         self.s, self.seed, self.h, self.log = s, seed, handle, log or (lambda m: None)
         self.loss = s.get("loss", "mse")
@@ -82,8 +87,9 @@ class DigitsRun:
         self.exp = Experiment(root / f"seed-{seed}", handle, cfg, device=device, progress=progress, log=self.log,
                               eval_batch=s.get("eval_batch", 500))
         self.cond = handle.cond_kind == "class"
-        self.extractor = DigitsFeatureExtractor()
-        self.real_all, self.real_heldout = real_digits_features("all"), real_digits_features("heldout")
+        self.feature_set = feature_set(s["model"])
+        self.extractor = extractor(self.feature_set)
+        self.real_all, self.real_heldout = real_features(self.feature_set, "all"), real_features(self.feature_set, "heldout")
         self._teacher_feats: np.ndarray | None = None
 
     # -- metrics --------------------------------------------------------------------------------------------------
@@ -139,11 +145,17 @@ class DigitsRun:
         return {"features": t["features"].double().numpy(), "mse": t["mse"].numpy()}
 
     # -- building methods -----------------------------------------------------------------------------------------
+    def recipe(self, method: str) -> dict[str, Any]:
+        """AMED/EPD's reference recipe with this model's feature loss filled in."""
+        r = dict(SOLVER_RECIPES[method])
+        r["loss"] = r["loss"].format(features=self.feature_set)
+        return r
+
     def spec(self, method: str, nfe: int, solver: str, afs: bool, **extra: Any) -> dict[str, Any]:
         steps = steps_of(method, nfe, solver, afs)
         sp = {"method": method, "nfe": nfe, "solver": solver, "afs": afs, "steps": steps, **extra}
         if method in SOLVER_RECIPES:
-            r = SOLVER_RECIPES[method]
+            r = self.recipe(method)
             sp["train"] = {**r, "priors": min(r["priors"], self.s["train"]), "val_train": self.s["val_train"]}
         elif method in self.s["lr"]:
             keys = ("batch", "patience", "val_every", "cap", "probe", "val_train", "starts")
@@ -166,7 +178,8 @@ class DigitsRun:
     def train_cfg(self, method: str, probe: bool = False, **over: Any) -> TrainConfig:
         s, steps, passes = self.s, over.pop("steps", 1), over.pop("passes", 1)
         if method in SOLVER_RECIPES:  # `passes` over the priors (the reference: one), validated at the end, final weights
-            r = {**SOLVER_RECIPES[method], "priors": min(SOLVER_RECIPES[method]["priors"], s["train"])}
+            r = self.recipe(method)
+            r["priors"] = min(r["priors"], s["train"])
             it = passes * math.ceil(r["priors"] / r["batch"])
             return TrainConfig(iterations=it, batch_size=r["batch"], lr=r["lr"], lr_schedule=r["lr_schedule"],
                                min_lr_ratio=r["min_lr_ratio"], grad_clip=r["grad_clip"], keep=r["keep"], loss=r["loss"],

@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "best solver, equal budgets, seeds and confidence intervals, oracle, ablations")
         mod.add_arguments(d)
         d.set_defaults(func=mod.main)
+        im = bs.add_parser("images", help="`bench digits` on any shipped image model (e.g. --model zoo:glyphs): the same "
+                           "protocol, FD in that model's own classifier features")
+        mod.add_arguments(im, default_model="zoo:glyphs")
+        im.set_defaults(func=mod.main)
     sc = bs.add_parser("scaling", help="where instance-awareness pays: INDIS vs GOD on exact Gaussian mixtures over "
                        "dimension, modes, condition and guidance, with the oracle, its reach and the diagnostic's prediction")
     from ..bench import scaling

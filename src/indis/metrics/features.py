@@ -11,7 +11,8 @@ from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["frechet_distance", "kid", "DigitsFeatureExtractor", "fd_digits", "real_digits_features"]
+__all__ = ["frechet_distance", "kid", "ClassifierFeatures", "DigitsFeatureExtractor", "fd_digits", "real_digits_features",
+           "real_features", "extractor"]
 
 
 def _as_2d(feats, name: str) -> np.ndarray:
@@ -81,37 +82,42 @@ def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000, degree: i
     return float(vals.mean()), float(vals.std())
 
 
-def _as_images(x) -> torch.Tensor:
+#: image models with a shipped feature classifier: name -> image side (grey, [-1, 1])
+FEATURE_SETS = {"digits": 8, "glyphs": 16}
+
+
+def _as_images(x, side: int = 8) -> torch.Tensor:
     x = torch.as_tensor(x)
-    if x.dim() == 2 and x.shape[1] == 64:
-        x = x.reshape(-1, 1, 8, 8)
-    elif x.dim() == 3 and tuple(x.shape[1:]) == (8, 8):
+    if x.dim() == 2 and x.shape[1] == side * side:
+        x = x.reshape(-1, 1, side, side)
+    elif x.dim() == 3 and tuple(x.shape[1:]) == (side, side):
         x = x[:, None]
-    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8):
-        raise InputError(f"images must be [N,1,8,8] (or [N,8,8] / [N,64]) digits in [-1, 1], got shape {tuple(x.shape)}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != (1, side, side):
+        raise InputError(f"images must be [N,1,{side},{side}] (or [N,{side},{side}] / [N,{side * side}]) in [-1, 1], got "
+                         f"shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise InputError("images contain NaN or Inf")
     return x.float()
 
 
-class DigitsFeatureExtractor(nn.Module):
-    """The shipped digits classifier as a feature extractor (128-d penultimate layer).
+class ClassifierFeatures(nn.Module):
+    """A shipped classifier as a feature extractor (its penultimate layer): "digits" (128-d, 8x8) or "glyphs"
+    (256-d, 16x16). Inputs in [-1, 1] are clamped to [-1, 1] first. ``forward`` returns features, so an instance can
+    be passed to torchmetrics' ``FrechetInceptionDistance(feature=...)`` (it has ``num_features``)."""
 
-    Inputs are 8x8 digits in [-1, 1] ([N,1,8,8], [N,8,8] or [N,64]); they are clamped to [-1, 1] first. ``forward``
-    returns features, so an instance can be passed to torchmetrics' ``FrechetInceptionDistance(feature=...)``
-    (it has ``num_features``).
-    """
-
-    def __init__(self, weights_dir=None, batch_size: int = 2048):
+    def __init__(self, name: str = "digits", weights_dir=None, batch_size: int = 2048):
         super().__init__()
         from ..zoo import load_classifier
 
-        self.classifier = load_classifier(weights_dir)
+        if name not in FEATURE_SETS:
+            raise InputError(f"feature set must be one of {', '.join(FEATURE_SETS)}, got {name!r}")
+        self.name, self.side = name, FEATURE_SETS[name]
+        self.classifier = load_classifier(weights_dir, name=name)
         self.num_features = self.classifier.num_features
         self.batch_size = batch_size
 
     def _run(self, x, fn) -> torch.Tensor:
-        x = _as_images(x).clamp(-1.0, 1.0)
+        x = _as_images(x, self.side).clamp(-1.0, 1.0)
         with torch.no_grad():
             return torch.cat([fn(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)])
 
@@ -128,25 +134,49 @@ class DigitsFeatureExtractor(nn.Module):
         return self.features(x)
 
 
-_EXTRACTOR: DigitsFeatureExtractor | None = None
-_REAL: dict[str, np.ndarray] = {}
+class DigitsFeatureExtractor(ClassifierFeatures):
+    """The shipped digits classifier as a feature extractor (128-d penultimate layer), inputs [N,1,8,8] in [-1, 1]."""
+
+    def __init__(self, weights_dir=None, batch_size: int = 2048):
+        super().__init__("digits", weights_dir, batch_size)
 
 
-def _extractor() -> DigitsFeatureExtractor:
-    global _EXTRACTOR
-    if _EXTRACTOR is None:
-        _EXTRACTOR = DigitsFeatureExtractor()
-    return _EXTRACTOR
+_EXTRACTORS: dict[str, ClassifierFeatures] = {}
+_REAL: dict[tuple[str, str], np.ndarray] = {}
+
+
+def extractor(name: str = "digits") -> ClassifierFeatures:
+    if name not in _EXTRACTORS:
+        _EXTRACTORS[name] = ClassifierFeatures(name)
+    return _EXTRACTORS[name]
+
+
+def _extractor() -> ClassifierFeatures:
+    return extractor("digits")
+
+
+def real_features(name: str, split: str = "all") -> np.ndarray:
+    """Features (float64) of the real images of a feature set: digits 'all' (1797), 'train' (1500), 'heldout' (297);
+    glyphs 'all' (the first 10,000 training glyphs) and 'heldout' (the 6,000 held-out glyphs: other augmentation
+    draws, half of them from the two faces never seen in training)."""
+    if (name, split) not in _REAL:
+        if name == "digits":
+            from ..zoo.digits import load_digits_tensor
+
+            x, _ = load_digits_tensor(split)
+        elif name == "glyphs" and split in ("all", "heldout"):
+            from ..zoo.glyphs import load_glyphs_tensor
+
+            x, _ = load_glyphs_tensor("train", n=10_000) if split == "all" else load_glyphs_tensor("heldout")
+        else:
+            raise InputError(f"no real split {split!r} for feature set {name!r}")
+        _REAL[(name, split)] = extractor(name).features(x).double().numpy()
+    return _REAL[(name, split)]
 
 
 def real_digits_features(split: str = "all") -> np.ndarray:
     """Features (float64 [N, 128]) of the real digits: split 'all' (1797), 'train' (1500) or 'heldout' (297)."""
-    if split not in _REAL:
-        from ..zoo.digits import load_digits_tensor
-
-        x, _ = load_digits_tensor(split)
-        _REAL[split] = _extractor().features(x).double().numpy()
-    return _REAL[split]
+    return real_features("digits", split)
 
 
 def fd_digits(samples, real=None) -> float:

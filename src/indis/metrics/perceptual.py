@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, MissingDependencyError
 
-PERCEPTUAL = ("lpips", "stlpips", "digits-perceptual", "digits-features")
+PERCEPTUAL = ("lpips", "stlpips", "digits-perceptual", "digits-features", "glyphs-features")
 _CHANNELS = (64, 192, 384, 256, 256)
 
 
@@ -222,20 +222,26 @@ class DigitsPerceptual(nn.Module):
         return total
 
 
-class DigitsFeatureMSE(nn.Module):
-    """Mean squared difference of the shipped digits classifier's 128-d penultimate features (the features FD-digits
-    is measured in), inputs clamped to [-1, 1] first as the feature extractor does: the digits analogue of EPD's
-    Inception-feature MSE (`compute_inception_mse_loss`), which is measured in FID's own feature space too."""
+class ClassifierFeatureMSE(nn.Module):
+    """Mean squared difference of a shipped classifier's penultimate features (the features FD is measured in),
+    inputs clamped to [-1, 1] first as the feature extractor does: "digits" (128-d, 8x8) or "glyphs" (256-d, 16x16).
+    The analogue of EPD's Inception-feature MSE (`compute_inception_mse_loss`), measured in FID's own space too."""
 
-    def __init__(self, weights_dir: str | Path | None = None):
+    def __init__(self, name: str = "digits", weights_dir: str | Path | None = None):
         super().__init__()
         from ..zoo import load_classifier
+        from .features import FEATURE_SETS
 
-        self.body = load_classifier(weights_dir).body
+        if name not in FEATURE_SETS:
+            raise InputError(f"feature loss must be for one of {', '.join(FEATURE_SETS)}, got {name!r}")
+        self.name, self.side = name, FEATURE_SETS[name]
+        self.body = load_classifier(weights_dir, name=name).body
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if x.shape != y.shape or tuple(x.shape[1:]) != (1, 8, 8):
-            raise InputError(f"the digits feature loss takes two [B,1,8,8] batches, got {tuple(x.shape)} and {tuple(y.shape)}")
+        want = (1, self.side, self.side)
+        if x.shape != y.shape or tuple(x.shape[1:]) != want:
+            raise InputError(f"the {self.name} feature loss takes two [B,1,{self.side},{self.side}] batches, got "
+                             f"{tuple(x.shape)} and {tuple(y.shape)}")
         p = next(self.body.parameters())
         if p.device != x.device or p.dtype != x.dtype:
             self.body.to(x.device, x.dtype)
@@ -243,13 +249,16 @@ class DigitsFeatureMSE(nn.Module):
         return (f[: x.shape[0]] - f[x.shape[0]:]).pow(2).mean(1)
 
 
+DigitsFeatureMSE = ClassifierFeatureMSE  # the digits default
+
+
 def perceptual_loss(name: str, **options: object) -> Callable[[Tensor, Tensor], Tensor]:
     """A perceptual distance `(x, y) -> [B]` on images in [-1, 1]: "lpips" (user weights), "stlpips" (offline),
-    "digits-perceptual" or "digits-features" (8x8 digits, from the shipped classifier)."""
+    "digits-perceptual", "digits-features" (8x8 digits) or "glyphs-features" (16x16 glyphs), from the shipped classifiers."""
     if name == "digits-perceptual":
         return DigitsPerceptual(**options)  # type: ignore[arg-type]
-    if name == "digits-features":
-        return DigitsFeatureMSE(**options)  # type: ignore[arg-type]
+    if name in ("digits-features", "glyphs-features"):
+        return ClassifierFeatureMSE(name.split("-")[0], **options)  # type: ignore[arg-type]
     if name == "lpips":
         return lpips(**options)  # type: ignore[arg-type]
     if name in ("stlpips", "st-lpips", "st_lpips"):
