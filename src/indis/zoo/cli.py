@@ -38,9 +38,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, steps: int = 100, seed: int = 0) -> dict:
-    """Sanity check of the digits model: `per_class` 100-step iPNDM samples of each class (EDM rho=7), saved as a
-    grid PNG, and the share the shipped classifier recognises as the requested class."""
+def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, steps: int = 100, seed: int = 0,
+                 model: str = "zoo:digits-cond", guidance: float | None = None) -> dict:
+    """Sanity check of a class-conditional zoo model: `per_class` `steps`-step iPNDM samples of each class (EDM rho=7;
+    CFG `guidance` through the null class when given), saved as a grid PNG (one row per class up to 10, else one
+    column per class), and the share its classifier recognises as the requested class."""
     import torch
 
     from .. import Denoiser, EDM, heuristic, sample
@@ -48,25 +50,32 @@ def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, 
     from ..plots import save_image_grid
     from . import load_classifier, load_zoo
 
-    m = load_zoo("zoo:digits-cond", weights_dir=weights_dir)
-    den = Denoiser(m.fn, EDM(), m.prediction)
-    labels = torch.arange(10).repeat_interleave(per_class)
+    m = load_zoo(model, weights_dir=weights_dir)
+    name = "glyphs" if model.startswith("zoo:glyphs") else "digits"
+    uncond = torch.tensor([m.num_classes]) if guidance not in (None, 1.0) else None
+    den = Denoiser(m.fn, EDM(), m.prediction, guidance_scale=guidance if uncond is not None else None, uncond=uncond)
+    labels = torch.arange(m.num_classes).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(len(labels), *m.shape, generator=g) * 80
     with torch.no_grad():
         x = sample(den, x_T, heuristic("edm", steps, den.schedule), solver="ipndm", cond=labels)
-        acc = float((load_classifier()(x.clamp(-1, 1)).argmax(1) == labels).float().mean())
-    path = ensure_dir(out) / "digits-samples.png"
-    save_image_grid(x, path, rows=10)
-    return {"grid": str(path), "samples": len(labels), "steps": steps, "classifier_accuracy": acc}
+        pred = load_classifier(name=name)(x.clamp(-1, 1)).argmax(1)
+    acc = float((pred == labels).float().mean())
+    path = ensure_dir(out) / f"{name}-samples.png"
+    grid = x if m.num_classes <= 10 else x.view(m.num_classes, per_class, *m.shape).transpose(0, 1).reshape(x.shape)
+    save_image_grid(grid, path, rows=10 if m.num_classes <= 10 else per_class)
+    return {"grid": str(path), "samples": len(labels), "steps": steps, "guidance": guidance, "classifier_accuracy": acc,
+            "model": model, "per_class_accuracy": [float((pred[labels == c] == c).float().mean()) for c in range(m.num_classes)]}
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..commands.output import emit
 
-    r = check_digits(args.out, args.weights_dir, seed=args.seed)
-    emit(args, r, f"{r['samples']} samples ({r['steps']}-step iPNDM, 10 per class) -> {r['grid']}; "
-         f"classifier recognises {100 * r['classifier_accuracy']:.1f}% as the requested digit")
+    r = check_digits(args.out, args.weights_dir, seed=args.seed, model=args.model, guidance=args.guidance,
+                     steps=args.steps or 100)
+    emit(args, r, f"{r['samples']} samples of {args.model} ({r['steps']}-step iPNDM, 10 per class"
+         f"{', CFG ' + format(args.guidance, 'g') if args.guidance else ''}) -> {r['grid']}; its classifier recognises "
+         f"{100 * r['classifier_accuracy']:.1f}% as the requested class")
     return 0
 
 
@@ -113,6 +122,10 @@ def register(subparsers) -> None:
     pc.add_argument("--out", default="runs/zoo", help="folder for digits-samples.png")
     pc.add_argument("--weights-dir", default=None, help="weights folder (default: the shipped weights)")
     pc.add_argument("--seed", type=int, default=0, help="seeds the prior noise of the check samples")
+    pc.add_argument("--model", default="zoo:digits-cond", choices=["zoo:digits-cond", "zoo:glyphs"],
+                    help="the class-conditional model to check (default zoo:digits-cond)")
+    pc.add_argument("--guidance", type=float, default=None, help="classifier-free guidance through the null class")
+    pc.add_argument("--steps", type=int, default=None, help="sampling steps (default 100)")
     pc.add_argument("--json", action="store_true", help="print the result as JSON")
     pc.set_defaults(func=_cmd_check)
     pt = sub.add_parser("train", help="retrain a shipped model with its recipe (single CPU thread recommended)")
