@@ -452,7 +452,7 @@ def test_argparse_errors_are_one_line(capsys, argv, needle):
 # ================================================================================================================
 # Third round: numbered 77.. ; no command overwrites another artifact, every bad number refused, user errors named.
 # ================================================================================================================
-THIRD_ROUND = 31  # distinct bad inputs below (77-107), counted in the closing note
+THIRD_ROUND = 28  # distinct bad inputs below (77-104), plus the sweep of every numeric option (105)
 
 
 @pytest.fixture(scope="module")
@@ -538,8 +538,8 @@ def test_nan_weights_name_the_file(world, tmp_path):
     api_bad(lambda: indis.from_pretrained(d), "model.safetensors", key, "NaN")
 
 
-# 97-99: a failing python: factory names its spec; a pickle dict without a network says what it holds; a teacher set
-# or training run given as --discretization says what the folder is
+# 97-100: a failing python: factory names its spec; a pickle dict without a network says what it holds; a teacher set
+# or a training run given as --discretization says what the folder is
 def test_user_errors_are_named(world, tmp_path, capsys):
     bad(capsys, ["sample", "--model", "python:fake_models:make_raising", "--method", "edm", "--steps", "3",
                  "--out", str(tmp_path / "s")], "python:fake_models:make_raising", "boom")
@@ -556,7 +556,7 @@ def test_user_errors_are_named(world, tmp_path, capsys):
         "training run", str(world / "god" / "best"), keep=[world / "god"])
 
 
-# 100: a full disk names the file and says that a rerun resumes; the existing file is unchanged
+# 101: a full disk names the file and says that a rerun resumes; the existing file is unchanged
 def test_disk_full_names_the_file(world, tmp_path, capsys, monkeypatch):
     import errno
 
@@ -571,7 +571,7 @@ def test_disk_full_names_the_file(world, tmp_path, capsys, monkeypatch):
     assert not list((tmp_path / "e").glob(".*.tmp"))  # no temp file left behind
 
 
-# 101-102: diffusers entry points: a discretization folder given to IndisScheduler.from_pretrained; an export without a
+# 102-103: diffusers entry points: a discretization folder given to IndisScheduler.from_pretrained; an export without a
 # pipeline config for a model diffusers' flow schedulers cannot take (no blame on a config the user never gave)
 @pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="diffusers is not installed")
 def test_diffusers_entry_points_say_what_to_do(world, tmp_path, capsys):
@@ -587,7 +587,7 @@ def test_diffusers_entry_points_say_what_to_do(world, tmp_path, capsys):
     assert "says prediction_type" not in msg
 
 
-# 103: WORLD_SIZE set by hand with one process: it says what it waits for and gives up after --dist-timeout
+# 104: WORLD_SIZE set by hand with one process: it says what it waits for and gives up after --dist-timeout
 def test_lonely_rank_gives_up_after_dist_timeout(tmp_path):
     import time
 
@@ -604,7 +604,7 @@ def test_lonely_rank_gives_up_after_dist_timeout(tmp_path):
     assert not (tmp_path / "t" / "manifest.json").exists()
 
 
-# 104-107 (and every other numeric option): each int/float option of every command, fed 0, -1, nan and a huge value,
+# 105: every int/float option of every command, fed 0, -1, nan and a huge value,
 # is accepted exactly when it lies in its declared range and otherwise refused with the flag and range named
 def _leaf_parsers():
     import argparse
