@@ -82,7 +82,7 @@ def figure(results: list[dict[str, Any]], path: Path) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rnd = [r for r in results if r["cell"]["model"] == "random"]
+    rnd = [r for r in results if r["cell"]["model"] == "random" and not solved(r)]
     if not rnd:
         return None
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
