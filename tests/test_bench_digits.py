@@ -253,3 +253,15 @@ def test_bench_solvers_prints_a_summary_or_json(capsys):
     with pytest.raises(ValueError):
         json.loads(text)
     assert "overhead" in text and "backprop peak extra memory" in text
+
+
+def test_guidance_is_chosen_on_validation_by_the_teachers_fd(tmp_path):
+    from indis.errors import InputError
+
+    s = bd.settings_from_args(_args(tmp_path, ["--model", "zoo:digits-cond"]))
+    fd = bd.choose_guidance(s, [1.5, 3.0], tmp_path, progress=False)
+    assert set(fd) == {1.5, 3.0} and all(v > 0 for v in fd.values())
+    with pytest.raises(InputError, match="class-conditional"):
+        bd.choose_guidance(bd.settings_from_args(_args(tmp_path)), [2.0], tmp_path, progress=False)
+    assert main(["bench", "digits", "--model", "zoo:digits-cond", "--guidance", "2", "--choose-guidance", "2", "3",
+                 "--out", str(tmp_path / "x")]) == 2

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str = "zoo:digits")
                    "zoo:glyphs (62 characters at 16x16, class-conditional)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (zoo:digits-cond only; "
                    "the teacher is the guided 30-step solution)")
+    p.add_argument("--choose-guidance", type=float, nargs="+", default=None, metavar="G", help="pick the guidance scale "
+                   "among these whose 30-step teacher has the lowest FD to the held-out real images, on the first seed's "
+                   "validation priors, then run the protocol at it (e.g. 1.5 2 3 4)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-digits[-cond][-gG])")
     p.add_argument("--json", action="store_true", help="print results.json to stdout (progress goes to stderr)")
     p.add_argument("--quick", action="store_true", help=f"reduced sizes ({QUICK['train']} pairs, one seed, short budgets): "
@@ -143,6 +146,13 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     s = settings_from_args(args)
     s["quick"] = bool(args.quick)
+    if args.choose_guidance:
+        if args.guidance is not None:
+            raise InputError("give --guidance or --choose-guidance, not both")
+        s["guidance_choice"] = choose_guidance(s, args.choose_guidance, Path(args.out) if args.out else None,
+                                               device=args.device, progress=not args.no_progress)
+        s["guidance"] = min(s["guidance_choice"], key=s["guidance_choice"].get)
+        s["teacher"] += f", guidance {s['guidance']:g} (chosen on validation)"
     out = Path(args.out) if args.out else default_out(s)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 - stage lines on stderr; --no-progress drops the bars
     res = run(s, out, device=args.device, progress=not args.no_progress, log=log)
@@ -151,6 +161,31 @@ def main(args: argparse.Namespace) -> int:
     else:
         print((out / "results.md").read_text())
     return 0
+
+
+def choose_guidance(s: dict[str, Any], scales: list[float], out: Path | None, *, device: str = "cpu",
+                    progress: bool = True) -> dict[float, float]:
+    """FD of the 30-step teacher to the held-out real images at each guidance scale, on the first seed's validation
+    priors (their teacher sets are the ones the protocol then uses at the chosen scale)."""
+    from ..experiment import Experiment, ExperimentConfig
+    from ..metrics.features import extractor, frechet_distance, real_features
+    from .digits_run import feature_set
+
+    if not MODELS[s["model"]]:
+        raise InputError(f"--choose-guidance needs a class-conditional model; {s['model']} has no condition to guide")
+    fs = feature_set(s["model"])
+    fd = {}
+    for g in scales:
+        if not math.isfinite(g) or g < 0:
+            raise InputError(f"--choose-guidance scales must be finite numbers >= 0, got {g}")
+        s_g = {**s, "guidance": g}
+        root = (out or default_out(s_g)) / f"seed-{s['seeds'][0]}"
+        cfg = ExperimentConfig(model=s["model"], seed=s["seeds"][0], sizes={"train": s["train"], "val": s["val"],
+                                                                            "test": s["test"]}, guidance=g)
+        exp = Experiment(root, load_handle(s["model"], g), cfg, device=device, progress=progress)
+        x0 = exp.data("val")[3]
+        fd[g] = frechet_distance(extractor(fs).features(x0.float().cpu()).double().numpy(), real_features(fs, "heldout"))
+    return fd
 
 
 def run(s: dict[str, Any], out: Path, *, device: str = "cpu", progress: bool = True, log=None) -> dict[str, Any]:

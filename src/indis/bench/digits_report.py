@@ -270,6 +270,9 @@ def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str
          "loss (built from the same classifier as FD; AMED/EPD keep their references' losses)." if settings.get("loss", "mse") != "mse" else ""), "",
          f"Teacher ({settings['teacher']}): FD {_f(res['teacher']['fd'][0])} ± {_f(res['teacher']['fd'][1])} against all real "
          f"{what}" + (f", accuracy {_f(res['teacher']['accuracy'][0], 3)}" if "accuracy" in res["teacher"] else "") + ".", ""]
+    if settings.get("guidance_choice"):
+        ch = ", ".join(f"G = {k}: {v:.3f}" for k, v in settings["guidance_choice"].items())
+        L += [f"Guidance scale chosen on validation priors by the 30-step teacher's FD to the held-out real {what}: {ch}.", ""]
     L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond)
     if res.get("table_ipndm"):
         k = next(iter(res["table_ipndm"][ROWS[0]].values()))["seeds"]
