@@ -143,7 +143,31 @@ def _finish(out: Path, ema: EDMPrecond, r: dict[str, Any], seed: int, step: int,
             "sha256": sha256_file(weights), "faces_train": list(G.TRAIN_FACES), "faces_heldout": list(G.HELDOUT_FACES),
             "chars": G.CHARS}
     atomic_write_json(out / "glyphs-cond.json", meta)
+    make_glyphs_reference(out)
     return meta
+
+
+def glyphs_reference_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed seeded inputs for the load-faithfulness reference: x [8,1,16,16], sigma [8], cond [8] (62 = null)."""
+    g = torch.Generator().manual_seed(20261202)
+    sigma = torch.tensor([0.002, 0.05, 0.3, 1.0, 2.5, 8.0, 30.0, 80.0])
+    x = torch.randn(8, 1, 16, 16, generator=g) * (sigma[:, None, None, None] ** 2 + 0.6**2).sqrt()
+    return x, sigma, torch.tensor([0, 11, 23, 36, 44, 50, 61, 62])
+
+
+def make_glyphs_reference(weights_dir: str | Path) -> Path:
+    """The denoiser's output on `glyphs_reference_inputs()`, stored next to the weights (checked by the tests)."""
+    d = Path(weights_dir)
+    meta = json.loads((d / "glyphs-cond.json").read_text())
+    model = build_glyphs_denoiser(meta["recipe"])
+    model.net.load_state_dict(load_tensors(d / meta["weights"])[0])
+    model.eval()
+    x, sigma, cond = glyphs_reference_inputs()
+    with torch.no_grad():
+        out = model(x, sigma, cond)
+    path = d / "glyphs-cond-reference.safetensors"
+    save_tensors(path, {"x": x, "sigma": sigma, "cond": cond, "out": out})
+    return path
 
 
 def train_glyphs_classifier(out_dir: str | Path, seed: int = 0, steps: int | None = None, progress: bool = True) -> dict:
