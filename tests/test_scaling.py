@@ -85,13 +85,13 @@ def test_eval_diagnose_cli(tmp_path, capsys):
     from indis.cli import main
 
     gmm = "python:fake_models:make_gmm"
-    assert main(["teacher", "--model", gmm, "--out", str(tmp_path / "t"), "--num", "24", "--steps", "8", "--no-progress"]) == 0
+    assert main(["teacher", "--model", gmm, "--out", str(tmp_path / "t"), "--num", "40", "--steps", "8", "--no-progress"]) == 0
     capsys.readouterr()
     argv = ["eval", "--model", gmm, "--teacher", str(tmp_path / "t"), "--diagnose", "--nfe", "3", "--diagnose-priors", "12",
             "--replicates", "50"]
     assert main([*argv, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["priors"] == 12 and d["train_size"] == 24 and d["recommendation"] in ("INDIS", "GOD")
+    assert d["priors"] == 12 and d["train_size"] == 40 and d["recommendation"] in ("INDIS", "GOD")
     assert d["predicted_ci"][0] <= d["predicted_ratio"] <= d["predicted_ci"][1] + 1e-12
     assert main(argv) == 0
     assert "Recommendation:" in capsys.readouterr().out

@@ -12,8 +12,9 @@ learn the part of the per-prior optimum that stays useful at the distance of the
 4. reach prediction: INDIS closes gap = clip(kept(eps_nn), 0, 1) of the oracle's gap, INDIS/GOD = 1 - gap (1 -
    oracle/GOD), with a bootstrap interval over the P priors (`reach_ratio`);
 5. cluster prediction (what the recommendation uses): the teacher endpoints of `cluster_priors` priors are grouped by
-   k-means into `CLUSTERS` groups on one half, one schedule per group is fitted from the global one on that half, and
-   the other half (each prior assigned to the group of its endpoint) is scored: group schedules / global schedule is
+   k-means into `CLUSTERS` groups on one half, one schedule per group is fitted from the global one on that half
+   (early-stopped on the next quarter), and the last quarter (each prior assigned to the group of its endpoint) is
+   scored: group schedules / global schedule is
    the gain of a schedule that knows which mode x_T heads for, the part of the oracle's gain a smooth phi(x_T, c)
    can learn from many priors; `predicted_ratio` and its interval (bootstrap over the scored half). INDIS is
    recommended only when the whole interval lies below 0.98.
@@ -142,37 +143,50 @@ def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarr
 
 def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, *, k: int = CLUSTERS, seed: int = 0,
                   iterations: int = 200, replicates: int = 1000) -> tuple[float, list[float]]:
-    """Group schedules (one per k-means group of the teacher endpoints, fitted from `god` on the first half of the
-    priors) against `god` on the second half: teacher-MSE ratio and its 95% bootstrap interval."""
+    """Group schedules (one per k-means group of the teacher endpoints) against `god`: fitted from `god` on the first
+    half of the priors with early stopping on the next quarter (the iterate with the lowest loss there is kept), scored
+    on the last quarter: teacher-MSE ratio and its 95% bootstrap interval."""
     from sklearn.cluster import KMeans
 
     from .discretizations.base import InstanceOracle
 
     n = x_T.shape[0]
-    half = n // 2
-    if half < 2 * k:
-        raise InputError(f"the cluster prediction needs at least {4 * k} priors, got {n}")
+    a, b = n // 2, (3 * n) // 4
+    if n - b < 2 * k:
+        raise InputError(f"the cluster prediction needs at least {8 * k} priors, got {n}")
     feats = x0.reshape(n, -1).double().cpu().numpy()
-    km = KMeans(k, n_init=4, random_state=seed).fit(feats[:half])
+    km = KMeans(k, n_init=4, random_state=seed).fit(feats[:a])
     groups = torch.as_tensor(km.predict(feats), dtype=torch.long)
-    fit, held = torch.arange(half), torch.arange(half, n)
+    fit, val, score = torch.arange(a), torch.arange(a, b), torch.arange(b, n)
     per = InstanceOracle.from_global(god, k)
-    opt = torch.optim.Adam([p for p in per.parameters() if p.requires_grad], lr=5e-3)
-    for _ in range(iterations):
-        x = per.sample(den, x_T[fit], _rows(cond, fit), groups[fit])
-        loss = _mse(x, x0[fit]).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    params = [p for p in per.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=5e-3)
+
+    def loss(rows: Tensor) -> Tensor:
+        return _mse(per.sample(den, x_T[rows], _rows(cond, rows), groups[rows]), x0[rows]).sum()
+
     with torch.no_grad():
-        a = _mse(per.sample(den, x_T[held], _rows(cond, held), groups[held]), x0[held]).cpu().numpy()
-        b = _mse(god.sample(den, x_T[held], _rows(cond, held)), x0[held]).cpu().numpy()
+        best, state = float(loss(val)), [p.detach().clone() for p in params]
+    for it in range(1, iterations + 1):
+        opt.zero_grad(set_to_none=True)
+        loss(fit).backward()
+        opt.step()
+        if it % 10 == 0:
+            with torch.no_grad():
+                v = float(loss(val))
+            if v < best:
+                best, state = v, [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, s in zip(params, state):
+            p.copy_(s)
+        mine = _mse(per.sample(den, x_T[score], _rows(cond, score), groups[score]), x0[score]).cpu().numpy()
+        ref = _mse(god.sample(den, x_T[score], _rows(cond, score)), x0[score]).cpu().numpy()
     rng = np.random.default_rng(seed)
     reps = []
     for _ in range(replicates):
-        i = rng.integers(0, len(a), len(a))
-        reps.append(a[i].mean() / b[i].mean())
-    return float(a.mean() / b.mean()), [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
+        i = rng.integers(0, len(mine), len(mine))
+        reps.append(mine[i].mean() / ref[i].mean())
+    return float(mine.mean() / ref.mean()), [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
 
 
 def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, seed: int = 0,
