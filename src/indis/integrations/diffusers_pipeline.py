@@ -16,7 +16,7 @@ from ..discretizations.base import Discretizer
 from ..errors import InputError
 from ..solvers import sample
 from ..priors import prior_std
-from .diffusers import (_decoder, _device, _require_diffusers, _seq_len, calculate_shift, latent_shape, make_denoiser,
+from .diffusers_models import (_decoder, _device, _require_diffusers, _seq_len, calculate_shift, latent_shape, make_denoiser,
                         pipeline_family)
 
 

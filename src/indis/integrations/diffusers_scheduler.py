@@ -30,7 +30,7 @@ from ..errors import InputError
 from ..schedules import FlowMatching, schedule_from_config
 from ..solvers import SOLVERS, sample
 from ..priors import prior_std
-from .diffusers import prediction_type as _prediction_of, vp_schedule
+from .diffusers_models import prediction_type as _prediction_of, vp_schedule
 
 _DONE = object()
 
