@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from indis.bench import scaling as sc
-from indis.bench.scaling_models import EMBED_DIM, DiagonalMixture, mixture_handle, random_mixture
+from indis.bench.scaling_models import EMBED_DIM, mixture_handle, random_mixture
 from indis.diagnose import nearest_eps, predict
 from indis.toy.gmm import GaussianMixture
 

@@ -338,7 +338,7 @@ def test_exact_ode_matches_the_gaussian_closed_form():
     """For data N(mu, s^2 I) under EDM the flow is x(sigma) = mu + (x_T - mu) sqrt((s^2 + sigma^2) / (s^2 + sigma_T^2)):
     the adaptive solver (rtol 1e-7) lands within 1e-6 relative of it, on EDM (log-u path) and flow matching to t = 0
     (u path), where the closed form is x(t) = mu' + ... written out below."""
-    from indis.solvers import exact_ode
+    from indis.exact_ode import exact_ode
 
     mu, s = torch.tensor([0.7, -1.2, 0.3], dtype=torch.float64), 0.4
     den = indis.Denoiser(lambda x, t, c=None: mu + s * s / (s * s + t[:, None] ** 2) * (x - mu), indis.EDM(), "x0")

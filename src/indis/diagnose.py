@@ -95,7 +95,7 @@ def _rows(c: Cond, idx: Tensor) -> Cond:
 
 def teacher_fn(den: Denoiser, teacher: Any):
     """The teacher set's own solver as a function (x_T, cond) -> x0, for new priors (the neighbours)."""
-    from .solvers import exact_ode
+    from .exact_ode import exact_ode
     from .teacher import EXACT
 
     times = torch.tensor(teacher.config.times, dtype=torch.float64)

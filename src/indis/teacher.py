@@ -20,7 +20,8 @@ from .denoiser import Cond, Denoiser
 from .errors import InputError, ModelOutputError
 from .io import atomic_write_json, check_tensors, ensure_dir, load_json, load_tensors, remove_stale_temps, save_tensors
 from .priors import SEEDING, CondSpec, check_seed, class_cond, index_cond, prior_noise, prior_std, table_rows
-from .solvers import SOLVERS, exact_ode, sample
+from .exact_ode import exact_ode
+from .solvers import SOLVERS, sample
 
 EXACT = "exact"  # adaptive DOP853 on the probability-flow ODE (`solvers.exact_ode`; the times give only its endpoints)
 TEACHER_SOLVERS = SOLVERS + (EXACT,)

@@ -91,7 +91,7 @@ def _fitted_handle(gm: Any, condition: str, guidance: float | None, spec: str) -
 def teacher_accuracy(handle: Any, probe: int = 64) -> dict[str, Any]:
     """The exact teacher (DOP853, rtol 1e-7) against a 100x tighter solve on `probe` priors: its relative error."""
     from ..priors import class_labels, prior_noise, prior_std
-    from ..solvers import exact_ode
+    from ..exact_ode import exact_ode
 
     sched = handle.schedule
     x_T = prior_noise(range(probe), 987654, handle.data_shape, prior_std(sched), torch.float64)

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from ..denoiser import Cond, Denoiser
 from ..errors import InputError
-from ..schedules import NoiseSchedule, schedule_from_config
+from ..schedules import NoiseSchedule
 from ..solvers import SOLVERS, check_times, sample, solver_nfe
 from .param import SHIFT_MODES, SPACES, logits_to_times, scale_from_logits, shift_from_logits, times_to_logits
+from . import registry
 from .prior_net import PriorNet
 
 
@@ -45,12 +46,12 @@ class Discretizer(nn.Module):
     """Base class: holds N, the solver, the schedule, the data shape; subclasses implement `forward`."""
 
     method: ClassVar[str] = "base"
-    registry: ClassVar[dict[str, type["Discretizer"]]] = {}
+    registry: ClassVar[dict[str, type]] = registry.CLASSES
     SOLVER_CHOICES: ClassVar[tuple[str, ...]] = SOLVERS  # AMED / EPD bring their own step rules
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        Discretizer.registry[cls.__name__] = cls
+        registry.register(cls)
 
     def __init__(self, steps: int, schedule: NoiseSchedule, solver: str = "ipndm", *, afs: bool = False,
                  data_shape: Sequence[int] | None = None, t_max: float | None = None, t_min: float | None = None,
@@ -127,14 +128,7 @@ class Discretizer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Discretizer":
-        klass = Discretizer.registry.get(cfg.get("class", ""))
-        if klass is None:
-            raise InputError(f"unknown discretization class {cfg.get('class')!r}")
-        obj = klass(steps=int(cfg["steps"]), schedule=schedule_from_config(cfg["schedule"]), solver=cfg["solver"],
-                    afs=bool(cfg.get("afs", False)), data_shape=cfg.get("data_shape"), t_max=cfg.get("t_max"),
-                    t_min=cfg.get("t_min"), name=cfg.get("name"), **cfg.get("kwargs", {}))
-        obj.extra = dict(cfg.get("extra", {}))
-        return obj
+        return registry.build_from_config(cfg)
 
 
 def load_discretization(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int] | None = None,

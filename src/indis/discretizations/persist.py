@@ -16,9 +16,12 @@ from ..errors import InputError
 from ..io import atomic_write_json, atomic_write_text, ensure_dir, load_json, load_tensors, save_tensors
 from ..schedules import NoiseSchedule
 
+from . import registry
+
 if TYPE_CHECKING:
     from ..models import ModelHandle
-    from .base import Discretizer
+
+Discretizer = Any  # the base class (`base.Discretizer`); this module reaches it through `registry` only
 
 FORMAT = "indis-discretization"
 FORMAT_VERSION = 2
@@ -90,8 +93,6 @@ _BEHAVIOUR = ("class", "method", "steps", "solver", "afs", "schedule", "data_sha
 def _check_config(cfg: Any, where: Path) -> dict[str, Any]:
     """Validate a config.json against the schema (types, ranges, known classes and methods, times); InputError names
     the file and the field."""
-    from .base import Discretizer
-
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise InputError(f"'{where}' is not an indis discretization config (no \"format\": \"{FORMAT}\")")
     v = cfg.get("format_version", 0)
@@ -106,9 +107,9 @@ def _check_config(cfg: Any, where: Path) -> dict[str, Any]:
     for k, t in _FIELDS.items():
         if k in cfg and (not isinstance(cfg[k], t) or (t is int and isinstance(cfg[k], bool))):
             raise InputError(f"'{where}': field {k!r} must be {t.__name__}, got {cfg.get(k)!r}")
-    klass = Discretizer.registry.get(cfg["class"])
-    if klass is None or klass is Discretizer:
-        known = sorted(n for n, c in Discretizer.registry.items() if c.method != "base" and not n.startswith("_"))
+    klass = registry.CLASSES.get(cfg["class"])
+    if klass is None or klass.method == "base":
+        known = sorted(n for n, c in registry.CLASSES.items() if c.method != "base" and not n.startswith("_"))
         raise InputError(f"'{where}': field 'class' must be one of {', '.join(known)}, got {cfg['class']!r}")
     if "method" in cfg and cfg["method"] != klass.method:
         raise InputError(f"'{where}': field 'method' is {cfg['method']!r}, but a {cfg['class']} is method {klass.method!r}")
@@ -180,8 +181,6 @@ def load(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int
          schedule: NoiseSchedule | None = None, map_location: str | torch.device = "cpu",
          model: "ModelHandle | None" = None, force: bool = False) -> "Discretizer":
     """Load a saved discretization (either format) and check it against N, data shape, schedule and the model."""
-    from .base import Discretizer
-
     p = Path(path)
     if p.is_file() and p.name in ("config.json",) + WEIGHTS:
         p = p.parent
@@ -194,7 +193,7 @@ def load(path: str | Path, *, steps: int | None = None, data_shape: Sequence[int
     tensors, meta = load_tensors(wfile, device=map_location)
     _check_weights(cfg, tensors, meta, p, wfile)
     try:
-        obj = Discretizer.from_config(cfg)
+        obj = registry.build_from_config(cfg)
     except (InputError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"'{p / 'config.json'}' describes an invalid discretization ({exc}); re-save it with indis") from exc
     try:
