@@ -37,6 +37,7 @@ from .experiment import Experiment, ExperimentConfig
 from .io import atomic_write_json, atomic_write_text, ensure_dir
 from .solvers import SOLVERS, steps_for_nfe
 from .training import TrainConfig
+from .demo_report import PAPER  # the paper's numbers live with the report that compares against them
 
 __all__ = ["DemoConfig", "run_demo", "PAPER"]
 
@@ -44,9 +45,6 @@ EXPERIMENT = "toy-tree"
 DT = torch.float64
 MAIN_METHODS = ("uniform", "best-heuristic", "global", "instance-oracle", "indis")
 CANDIDATE_HEURISTICS = ("logsnr", "edm", "quadratic", "time_uniform", "time_quadratic", "shift")
-# The paper's numbers (section 4.1): oracle vs global MSE at NFE 3, and phi's relative gains over global.
-PAPER = {"oracle_mse_nfe3": 0.0122, "global_mse_nfe3": 0.0245, "oracle_gain_nfe3": 0.502,
-         "kl_gain_mean": 0.2586, "w2_gain_mean": 0.2185, "kl_gain_nfe3_6": 0.4567, "w2_gain_nfe3_6": 0.2954}
 
 
 @dataclass
