@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
+from ..io import save_tensors
 from .digits import load_digits_tensor
 from .nets import DigitsClassifier, EDMPrecond, TinyUNet
 
@@ -167,12 +168,16 @@ def make_reference(weights_dir: str | Path) -> Path:
     r = json.loads((d / "digits-cond.json").read_text())["recipe"]
     model = build_denoiser(r)
     model.net.load_state_dict(load_file(str(d / "digits-cond.safetensors")))
+    return write_reference(model, reference_inputs(), d / "digits-cond-reference.safetensors")
+
+
+def write_reference(model: EDMPrecond, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], path: Path) -> Path:
+    """Store a zoo denoiser's output on fixed inputs (x, sigma, cond) at `path`: the shipped-weights reference."""
     model.eval()
-    x, sigma, cond = reference_inputs()
+    x, sigma, cond = inputs
     with torch.no_grad():
         out = model(x, sigma, cond)
-    path = d / "digits-cond-reference.safetensors"
-    save_file({"x": x, "sigma": sigma, "cond": cond, "out": out}, str(path))
+    save_tensors(path, {"x": x, "sigma": sigma, "cond": cond, "out": out})
     return path
 
 

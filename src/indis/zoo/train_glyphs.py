@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..io import atomic_write_json, load_tensors, save_tensors
 from . import glyphs as G
 from .nets import EDMPrecond, GlyphsClassifier, TinyUNet
-from .train import _lr, edm_loss, sha256_file
+from .train import _lr, edm_loss, sha256_file, write_reference
 
 GLYPHS_RECIPE: dict[str, Any] = {
     "arch": {"in_ch": 1, "ch": [40, 80], "emb_dim": 128, "num_classes": 62},
@@ -161,13 +161,7 @@ def make_glyphs_reference(weights_dir: str | Path) -> Path:
     meta = json.loads((d / "glyphs-cond.json").read_text())
     model = build_glyphs_denoiser(meta["recipe"])
     model.net.load_state_dict(load_tensors(d / meta["weights"])[0])
-    model.eval()
-    x, sigma, cond = glyphs_reference_inputs()
-    with torch.no_grad():
-        out = model(x, sigma, cond)
-    path = d / "glyphs-cond-reference.safetensors"
-    save_tensors(path, {"x": x, "sigma": sigma, "cond": cond, "out": out})
-    return path
+    return write_reference(model, glyphs_reference_inputs(), d / "glyphs-cond-reference.safetensors")
 
 
 def train_glyphs_classifier(out_dir: str | Path, seed: int = 0, steps: int | None = None, progress: bool = True) -> dict:
