@@ -35,10 +35,11 @@ def get_loss(loss: str | LossFn) -> LossFn:
     """A built-in loss by name, or any callable (x, y) -> [B] (e.g. a perceptual loss such as LPIPS)."""
     if callable(loss):
         return loss
-    if loss in ("lpips", "stlpips", "digits-perceptual", "digits-features", "glyphs-features"):
-        from .metrics.perceptual import perceptual_loss
+    from .metrics.perceptual import PERCEPTUAL, perceptual_loss
 
+    if loss in PERCEPTUAL:
         return perceptual_loss(loss)
     if loss not in LOSSES:
-        raise InputError(f"unknown loss {loss!r}; choose one of {', '.join(sorted(LOSSES))}, lpips, stlpips, digits-perceptual, digits-features, glyphs-features, or pass a callable")
+        raise InputError(f"unknown loss {loss!r}; choose one of {', '.join(sorted(LOSSES))}, {', '.join(PERCEPTUAL)}, or pass "
+                         "a callable")
     return LOSSES[loss]

@@ -169,11 +169,11 @@ def choose_guidance(s: dict[str, Any], scales: list[float], out: Path | None, *,
     priors (their teacher sets are the ones the protocol then uses at the chosen scale)."""
     from ..experiment import Experiment, ExperimentConfig
     from ..metrics.features import extractor, frechet_distance, real_features
-    from .digits_run import feature_set
+    from ..zoo import classifier_for
 
     if not MODELS[s["model"]]:
         raise InputError(f"--choose-guidance needs a class-conditional model; {s['model']} has no condition to guide")
-    fs = feature_set(s["model"])
+    fs = classifier_for(s["model"])
     fd = {}
     for g in scales:
         if not math.isfinite(g) or g < 0:

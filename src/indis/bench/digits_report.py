@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..metrics.stats import bootstrap_ci, fd_reference, mean_std, paired_bootstrap_many, weighted_fd, weighted_mean
+from ..zoo import classifier_for
 
 ROWS = ("best-heuristic", "dmn", "gits", "ld3", "god", "amed", "epd", "indis")
 BASELINES = ROWS[:-1]
@@ -261,7 +262,7 @@ def figure_grid(grid: dict[str, Any], path: Path) -> Path:
 def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str, str]) -> str:
     nfes, cond = settings["nfes"], settings["cond"]
     g = f", classifier-free guidance {settings['guidance']}" if settings.get("guidance") else ""
-    what = "glyphs" if settings["model"].startswith("zoo:glyphs") else "digits"
+    what = classifier_for(settings["model"])
     L = [f"# indis bench {what}: {settings['model']}{g}", "",
          f"Seeds {settings['seeds']}; per seed {settings['train']} teacher pairs (training), {settings['val']} validation "
          f"priors (every choice: solver, AFS, heuristic, configuration, early stopping), {settings['test']} test priors "

@@ -68,17 +68,13 @@ def steps_of(method: str, nfe: int, solver: str, afs: bool) -> int:
     return amed_steps(nfe, afs) if method in SOLVER_METHODS else steps_for_nfe(solver, nfe, afs)
 
 
-def feature_set(model: str) -> str:
-    """The shipped classifier whose features measure FD for a zoo model (zoo:digits* -> digits, zoo:glyphs -> glyphs)."""
-    return "glyphs" if model.startswith("zoo:glyphs") else "digits"
-
-
 class DigitsRun:
     """Runs, selects and evaluates every method of the protocol for one seed; results cached on disk."""
 
     def __init__(self, s: dict[str, Any], seed: int, root: Path, handle: ModelHandle, *, device: str = "cpu",
                  progress: bool = True, log: Callable[[str], None] | None = None):
         from ..metrics.features import extractor, real_features
+        from ..zoo import classifier_for
 
         self.s, self.seed, self.h, self.log = s, seed, handle, log or (lambda m: None)
         self.loss = s.get("loss", "mse")
@@ -87,7 +83,7 @@ class DigitsRun:
         self.exp = Experiment(root / f"seed-{seed}", handle, cfg, device=device, progress=progress, log=self.log,
                               eval_batch=s.get("eval_batch", 500))
         self.cond = handle.cond_kind == "class"
-        self.feature_set = feature_set(s["model"])
+        self.feature_set = classifier_for(s["model"])
         self.extractor = extractor(self.feature_set)
         self.real_all, self.real_heldout = real_features(self.feature_set, "all"), real_features(self.feature_set, "heldout")
         self._teacher_feats: np.ndarray | None = None

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..zoo import CLASSIFIERS
 
 __all__ = ["frechet_distance", "kid", "ClassifierFeatures", "DigitsFeatureExtractor", "fd_digits", "real_digits_features",
            "real_features", "extractor"]
@@ -83,7 +84,14 @@ def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000, degree: i
 
 
 #: image models with a shipped feature classifier: name -> image side (grey, [-1, 1])
-FEATURE_SETS = {"digits": 8, "glyphs": 16}
+FEATURE_SETS = CLASSIFIERS
+
+
+def feature_side(name: str, what: str = "feature set") -> int:
+    """The image side of a feature set, or an InputError naming the choices."""
+    if name not in FEATURE_SETS:
+        raise InputError(f"{what} must be one of {', '.join(FEATURE_SETS)}, got {name!r}")
+    return FEATURE_SETS[name]
 
 
 def _as_images(x, side: int = 8) -> torch.Tensor:
@@ -109,9 +117,7 @@ class ClassifierFeatures(nn.Module):
         super().__init__()
         from ..zoo import load_classifier
 
-        if name not in FEATURE_SETS:
-            raise InputError(f"feature set must be one of {', '.join(FEATURE_SETS)}, got {name!r}")
-        self.name, self.side = name, FEATURE_SETS[name]
+        self.name, self.side = name, feature_side(name)
         self.classifier = load_classifier(weights_dir, name=name)
         self.num_features = self.classifier.num_features
         self.batch_size = batch_size

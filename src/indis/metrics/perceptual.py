@@ -230,11 +230,9 @@ class ClassifierFeatureMSE(nn.Module):
     def __init__(self, name: str = "digits", weights_dir: str | Path | None = None):
         super().__init__()
         from ..zoo import load_classifier
-        from .features import FEATURE_SETS
+        from .features import feature_side
 
-        if name not in FEATURE_SETS:
-            raise InputError(f"feature loss must be for one of {', '.join(FEATURE_SETS)}, got {name!r}")
-        self.name, self.side = name, FEATURE_SETS[name]
+        self.name, self.side = name, feature_side(name, "the feature loss's classifier")
         self.body = load_classifier(weights_dir, name=name).body
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

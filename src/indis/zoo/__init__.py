@@ -19,12 +19,14 @@ from .nets import DigitsClassifier, EDMPrecond, GlyphsClassifier, TinyUNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ZOO_NAMES: tuple[str, ...] = ("zoo:digits", "zoo:digits-cond", "zoo:glyphs")
-#: name -> (weights stem, served unconditionally through the null label?, retrain command)
-_SERVED = {"zoo:digits": ("digits-cond", True, "indis zoo train digits"),
-           "zoo:digits-cond": ("digits-cond", False, "indis zoo train digits"),
-           "zoo:glyphs": ("glyphs-cond", False, "indis zoo train glyphs")}
+#: the shipped feature classifiers (and data families): name -> image side in pixels (grey, [-1, 1])
+CLASSIFIERS: dict[str, int] = {"digits": 8, "glyphs": 16}
+#: name -> (weights stem, served unconditionally through the null label?, data family: its classifier and trainer)
+_SERVED = {"zoo:digits": ("digits-cond", True, "digits"),
+           "zoo:digits-cond": ("digits-cond", False, "digits"),
+           "zoo:glyphs": ("glyphs-cond", False, "glyphs")}
 
-__all__ = ["ZOO_NAMES", "WEIGHTS_DIR", "ZooModel", "load_zoo", "load_classifier"]
+__all__ = ["ZOO_NAMES", "WEIGHTS_DIR", "CLASSIFIERS", "ZooModel", "load_zoo", "load_classifier", "classifier_for"]
 
 
 @dataclass
@@ -67,19 +69,30 @@ def _read_meta(stem: str, weights_dir: Path, retrain: str = "indis zoo train dig
     return json.loads(path.read_text())
 
 
-def load_zoo(name: str, weights_dir: str | Path | None = None) -> ZooModel:
-    """Load a shipped zoo model by name ('zoo:digits' or 'zoo:digits-cond'; the 'zoo:' prefix is optional).
-
-    ``weights_dir`` overrides the packaged weights folder (e.g. the output of ``indis zoo train digits``).
-    """
+def _full_name(name: str) -> str:
     if not isinstance(name, str):
         raise InputError(f"name must be a string, one of {', '.join(ZOO_NAMES)}; got {type(name).__name__}")
     full = name if name.startswith("zoo:") else f"zoo:{name}"
     if full not in ZOO_NAMES:
         raise InputError(f"unknown zoo model name {name!r}; valid names: {', '.join(ZOO_NAMES)}")
+    return full
+
+
+def classifier_for(name: str) -> str:
+    """The shipped classifier whose features measure a zoo model's samples (zoo:digits[-cond] -> digits, zoo:glyphs ->
+    glyphs)."""
+    return _SERVED[_full_name(name)][2]
+
+
+def load_zoo(name: str, weights_dir: str | Path | None = None) -> ZooModel:
+    """Load a shipped zoo model by name (one of `ZOO_NAMES`; the 'zoo:' prefix is optional).
+
+    ``weights_dir`` overrides the packaged weights folder (e.g. the output of ``indis zoo train digits``).
+    """
+    full = _full_name(name)
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    stem, null_view, retrain = _SERVED[full]
-    meta = _read_meta(stem, wdir, retrain)
+    stem, null_view, family = _SERVED[full]
+    meta = _read_meta(stem, wdir, f"indis zoo train {family}")
     r = meta["recipe"]
     a = r["arch"]
     net = TinyUNet(in_ch=a["in_ch"], ch=tuple(a["ch"]), emb_dim=a["emb_dim"], num_classes=a["num_classes"])
@@ -92,7 +105,7 @@ def load_zoo(name: str, weights_dir: str | Path | None = None) -> ZooModel:
         meta["served_note"] = "unconditional: the class-conditional network with the learned null label for all samples"
     else:
         fn, num_classes = model, a["num_classes"]
-    res = 16 if stem.startswith("glyphs") else 8
+    res = CLASSIFIERS[family]
     return ZooModel(name=full, fn=_freeze(fn), shape=(a["in_ch"], res, res), num_classes=num_classes,
                     sigma_data=float(r["sigma_data"]), meta=meta)
 
@@ -100,8 +113,8 @@ def load_zoo(name: str, weights_dir: str | Path | None = None) -> ZooModel:
 def load_classifier(weights_dir: str | Path | None = None, name: str = "digits") -> nn.Module:
     """A shipped feature classifier (eval mode, frozen): "digits" (inputs [N,1,8,8] in [-1, 1]) or "glyphs"
     ([N,1,16,16])."""
-    if name not in ("digits", "glyphs"):
-        raise InputError(f"classifier name must be 'digits' or 'glyphs', got {name!r}")
+    if name not in CLASSIFIERS:
+        raise InputError(f"classifier name must be one of {', '.join(map(repr, CLASSIFIERS))}, got {name!r}")
     wdir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     meta = _read_meta(f"{name}-classifier", wdir, f"indis zoo train {name}-classifier")
     model = DigitsClassifier() if name == "digits" else GlyphsClassifier()

@@ -10,7 +10,7 @@ TRAIN_TARGETS = ("digits", "digits-classifier", "glyphs", "glyphs-classifier")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from . import WEIGHTS_DIR, ZOO_NAMES, load_zoo
+    from . import CLASSIFIERS, WEIGHTS_DIR, ZOO_NAMES, load_zoo
 
     from ..commands.output import emit, table
 
@@ -23,7 +23,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             continue
         models.append({"name": name, "kind": "EDM x0-denoiser", "shape": list(m.shape), "num_classes": m.num_classes,
                        "sigma_data": m.sigma_data, "seed": m.meta["seed"], "steps": m.meta["steps"], "sha256": m.meta["sha256"]})
-    for clf in ("digits", "glyphs"):
+    for clf in CLASSIFIERS:
         f = WEIGHTS_DIR / f"{clf}-classifier.json"
         if f.is_file():
             meta = json.loads(f.read_text())
@@ -48,10 +48,10 @@ def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, 
     from .. import Denoiser, EDM, heuristic, sample
     from ..io import ensure_dir
     from ..plots import save_image_grid
-    from . import load_classifier, load_zoo
+    from . import classifier_for, load_classifier, load_zoo
 
     m = load_zoo(model, weights_dir=weights_dir)
-    name = "glyphs" if model.startswith("zoo:glyphs") else "digits"
+    name = classifier_for(model)
     uncond = torch.tensor([m.num_classes]) if guidance not in (None, 1.0) else None
     den = Denoiser(m.fn, EDM(), m.prediction, guidance_scale=guidance if uncond is not None else None, uncond=uncond)
     labels = torch.arange(m.num_classes).repeat_interleave(per_class)
