@@ -79,3 +79,17 @@ def test_bad_input_names_the_problem():
         paired_bootstrap(weighted_mean, [np.ones(3)], [np.ones(4)], [None])
     with pytest.raises(InputError, match="same number"):
         paired_bootstrap_many(weighted_mean, [np.ones(3)], {"b": [np.ones(3), np.ones(3)]}, [None])
+
+
+def test_ratio_ci_is_paired_and_exact_for_proportional_rows():
+    """mean(a)/mean(b) with a = 2.5 b on every prior: every paired replicate is exactly 2.5 (only rounding, ~1e-15
+    relative); unpaired noise of the same size gives a wide interval around the point ratio instead."""
+    from indis.metrics.stats import ratio_ci
+
+    rng = np.random.default_rng(3)
+    b = rng.lognormal(size=400)
+    lo, hi = ratio_ci(2.5 * b, b, replicates=200)
+    assert abs(lo - 2.5) < 1e-12 and abs(hi - 2.5) < 1e-12
+    a = 2.5 * rng.permutation(b)
+    lo, hi = ratio_ci(a, b, replicates=200)
+    assert lo < a.mean() / b.mean() < hi and hi - lo > 0.1

@@ -14,10 +14,9 @@ learn the part of the per-prior optimum that stays useful at the distance of the
 5. cluster prediction (what the recommendation uses): the teacher endpoints of `cluster_priors` priors are grouped by
    k-means into `CLUSTERS` groups on one half, one schedule per group is fitted from the global one on that half
    (early-stopped on the next quarter), and the last quarter (each prior assigned to the group of its endpoint) is
-   scored: group schedules / global schedule is
-   the gain of a schedule that knows which mode x_T heads for, the part of the oracle's gain a smooth phi(x_T, c)
-   can learn from many priors; `predicted_ratio` and its interval (bootstrap over the scored half). INDIS is
-   recommended only when the whole interval lies below 0.98.
+   scored: group schedules / global schedule is the gain of a schedule that knows which mode x_T heads for, the part
+   of the oracle's gain a smooth phi(x_T, c) can learn from many priors; `predicted_ratio` and its interval
+   (bootstrap over the scored quarter). INDIS is recommended only when the whole interval lies below 0.98.
 `indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
 """
 from __future__ import annotations
@@ -32,6 +31,9 @@ from torch import Tensor
 
 from .denoiser import Cond, Denoiser
 from .errors import InputError
+from .losses import mse
+from .metrics.stats import ratio_ci
+from .priors import index_cond
 from .solvers import sample
 
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
@@ -83,16 +85,6 @@ def nearest_eps(dim: int, train_size: int, queries: int = 128, seed: int = 0, ch
     return float(torch.sqrt((1 - best.clamp(-1, 1) ** 2).clamp_min(0)).median())
 
 
-def _mse(x: Tensor, y: Tensor) -> Tensor:
-    return (x - y).double().pow(2).flatten(1).mean(1)
-
-
-def _rows(c: Cond, idx: Tensor) -> Cond:
-    if c is None:
-        return None
-    return {k: v[idx] for k, v in c.items()} if isinstance(c, dict) else c[idx]
-
-
 def teacher_fn(den: Denoiser, teacher: Any):
     """The teacher set's own solver as a function (x_T, cond) -> x0, for new priors (the neighbours)."""
     from .exact_ode import exact_ode
@@ -111,14 +103,21 @@ def kept_share(den: Denoiser, god: Any, oracle: Any, x_T: Tensor, cond: Cond, x0
     idx = torch.arange(x_T.shape[0])
     out: dict[str, Any] = {}
     with torch.no_grad():
-        base = _mse(god.sample(den, x_T, cond), x0) - _mse(oracle.sample(den, x_T, cond, idx), x0)
+        base = mse(god.sample(den, x_T, cond), x0) - mse(oracle.sample(den, x_T, cond, idx), x0)
         out["0"] = base.cpu().numpy()
         for k, eps in enumerate(eps_grid):
             xn = neighbours(x_T, eps, std, seed + 1000 * (k + 1))
             tn = solve(xn, cond)
-            g = _mse(god.sample(den, xn, cond), tn) - _mse(oracle.sample(den, xn, cond, idx), tn)
+            g = mse(god.sample(den, xn, cond), tn) - mse(oracle.sample(den, xn, cond, idx), tn)
             out[f"{eps:g}"] = g.cpu().numpy()
     return out
+
+
+def kept_curve(gains: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, float]:
+    """kept(eps): the mean gain at each eps over the mean gain on the priors themselves (0 where there is no gain)."""
+    rows = np.arange(len(gains["0"])) if rows is None else rows
+    g0 = gains["0"][rows].mean()
+    return {k: float(gains[k][rows].mean() / g0) if g0 > 0 else 0.0 for k in gains if k != "0"}
 
 
 def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarray, eps_nn: float, *,
@@ -127,8 +126,7 @@ def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarr
     eps = np.array([float(k) for k in gains if k != "0"])
 
     def at(rows: np.ndarray) -> tuple[float, float, dict[str, float]]:
-        g0 = gains["0"][rows].mean()
-        curve = {k: float(gains[k][rows].mean() / g0) if g0 > 0 else 0.0 for k in gains if k != "0"}
+        curve = kept_curve(gains, rows)
         kept = float(np.interp(eps_nn, eps, [curve[f"{e:g}"] for e in eps]))
         gap = min(1.0, max(0.0, kept))
         ratio = 1 - gap * (1 - orc_mse[rows].mean() / god_mse[rows].mean())
@@ -163,7 +161,7 @@ def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, 
     opt = torch.optim.Adam(params, lr=5e-3)
 
     def loss(rows: Tensor) -> Tensor:
-        return _mse(per.sample(den, x_T[rows], _rows(cond, rows), groups[rows]), x0[rows]).sum()
+        return mse(per.sample(den, x_T[rows], index_cond(cond, rows), groups[rows]), x0[rows]).sum()
 
     with torch.no_grad():
         best, state = float(loss(val)), [p.detach().clone() for p in params]
@@ -179,14 +177,9 @@ def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, 
     with torch.no_grad():
         for p, s in zip(params, state):
             p.copy_(s)
-        mine = _mse(per.sample(den, x_T[score], _rows(cond, score), groups[score]), x0[score]).cpu().numpy()
-        ref = _mse(god.sample(den, x_T[score], _rows(cond, score)), x0[score]).cpu().numpy()
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(replicates):
-        i = rng.integers(0, len(mine), len(mine))
-        reps.append(mine[i].mean() / ref[i].mean())
-    return float(mine.mean() / ref.mean()), [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
+        mine = mse(per.sample(den, x_T[score], index_cond(cond, score), groups[score]), x0[score]).cpu().numpy()
+        ref = mse(god.sample(den, x_T[score], index_cond(cond, score)), x0[score]).cpu().numpy()
+    return float(mine.mean() / ref.mean()), ratio_ci(mine, ref, replicates=replicates, seed=seed)
 
 
 def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, seed: int = 0,
@@ -233,8 +226,8 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     _, x_T, cond, x0 = teacher.batch(torch.arange(P), torch.float64)
     den = handle.denoiser
     with torch.no_grad():
-        god_mse = _mse(god.sample(den, x_T, cond), x0).numpy()
-        orc_mse = _mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).numpy()
+        god_mse = mse(god.sample(den, x_T, cond), x0).numpy()
+        orc_mse = mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).numpy()
     gains = kept_share(den, god, oracle, x_T, cond, x0, teacher_fn(den, teacher), prior_std(den.schedule), eps_grid, seed)
     M = int(train_size or teacher.num_samples)
     eps_nn = nearest_eps(int(np.prod(handle.data_shape)), M, seed=seed)

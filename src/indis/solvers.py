@@ -474,4 +474,3 @@ def sample(
             traj.states.append(out)
         return out, traj
     return out
-

@@ -23,7 +23,7 @@ from .priors import SEEDING, CondSpec, check_seed, class_cond, index_cond, prior
 from .exact_ode import exact_ode
 from .solvers import SOLVERS, sample
 
-EXACT = "exact"  # adaptive DOP853 on the probability-flow ODE (`solvers.exact_ode`; the times give only its endpoints)
+EXACT = "exact"  # adaptive DOP853 on the probability-flow ODE (`exact_ode.exact_ode`; the times give only its endpoints)
 TEACHER_SOLVERS = SOLVERS + (EXACT,)
 
 MANIFEST = "manifest.json"

@@ -7,7 +7,7 @@ Per cell (d, K, condition, guidance, NFE, seed), on the experiment layer (disjoi
 - teacher: the exact probability-flow ODE of the mixture's ideal denoiser, solved by adaptive DOP853 (rtol 1e-7; its
   error against a 100x tighter solve is recorded per cell, about 1e-7 relative);
 - GOD: three starts (logSNR, EDM, DMN) probed, the best trained under the budget rule (validation every 25
-  iterations, plateau learning rate, patience 6, cap 1,500); INDIS: warm-started from GOD, the same rule; iPNDM
+  iterations, plateau learning rate, patience 6, cap 3,000); INDIS: warm-started from GOD, the same rule; iPNDM
   without AFS for both (one solver for the whole study);
 - test priors: teacher-MSE of both, INDIS/GOD with a paired bootstrap interval; the oracle (from GOD) on the first
   `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half (the neighbour
@@ -104,17 +104,6 @@ def teacher_accuracy(handle: Any, probe: int = 64) -> dict[str, Any]:
     return {"solver": "exact (DOP853, rtol 1e-7)", "rel_error_vs_rtol_1e-9": float((a - b).norm() / b.norm())}
 
 
-def _ratio_ci(a: np.ndarray, b: np.ndarray, replicates: int = 1000, seed: int = 0) -> list[float]:
-    """95% paired bootstrap interval of mean(a) / mean(b) over priors."""
-    rng = np.random.default_rng(seed)
-    n = len(a)
-    reps = []
-    for _ in range(replicates):
-        i = rng.integers(0, n, n)
-        reps.append(a[i].mean() / b[i].mean())
-    return [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
-
-
 def eps_half(curve: dict[str, float]) -> float | None:
     """The neighbour distance at which the kept share of the oracle's gain first falls to 0.5 (log-linear)."""
     pts = sorted((float(k), v) for k, v in curve.items())
@@ -132,12 +121,14 @@ def eps_half(curve: dict[str, float]) -> float | None:
 
 def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print) -> dict[str, Any]:
     """One cell of the study (cached in root/<cell name>/result.json)."""
-    from ..diagnose import diagnose, kept_share, predict, teacher_fn
+    from ..diagnose import diagnose, kept_curve, kept_share, teacher_fn
     from ..discretizations.base import InstanceOracle
     from ..experiment import Experiment, ExperimentConfig
     from ..io import atomic_write_json, load_json
+    from ..losses import mse as per_prior_mse
     from ..methods import global_starts, learned
-    from ..priors import prior_std
+    from ..metrics.stats import ratio_ci
+    from ..priors import index_cond, prior_std
     from ..solvers import steps_for_nfe
     from ..training import TrainConfig
 
@@ -174,7 +165,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     _, xT, cond, x0 = exp.data("test")
     mse = {}
     for name, sp, d in (("god", gsp, god), ("indis", isp, ind)):
-        mse[name] = (exp.samples(sp, d, "test") - x0).double().pow(2).flatten(1).mean(1).cpu().numpy()
+        mse[name] = per_prior_mse(exp.samples(sp, d, "test"), x0).cpu().numpy()
     P = min(s["oracle_priors"], s["test"])
     oracles = []
     for lr in ORACLE_LRS:
@@ -184,17 +175,17 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
         oracles.append(exp.train(osp, lambda _: InstanceOracle.from_global(god, P), ocfg, [None], teacher="test", val="test"))
     orc, _ = min(oracles, key=lambda o: o[1]["best_val"])
     rows = torch.arange(P)
-    cP = None if cond is None else (cond[:P] if not isinstance(cond, dict) else {k: v[:P] for k, v in cond.items()})
+    cP = index_cond(cond, rows)
     solve = teacher_fn(h.denoiser, exp.teacher("test"))
     gains = kept_share(h.denoiser, god, orc, xT[:P], cP, x0[:P], solve, prior_std(h.schedule), seed=c["seed"])
     with torch.no_grad():
-        orc_mse = (orc.sample(h.denoiser, xT[:P], cP, rows) - x0[:P]).double().pow(2).flatten(1).mean(1).cpu().numpy()
-    _, _, _, curve = predict(gains, mse["god"][:P], orc_mse, 1.0, replicates=10)
+        orc_mse = per_prior_mse(orc.sample(h.denoiser, xT[:P], cP, rows), x0[:P]).cpu().numpy()
+    curve = kept_curve(gains)
     diag = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"])
     g, i, o = mse["god"][:P].mean(), mse["indis"][:P].mean(), orc_mse.mean()
     ratio = float(mse["indis"].mean() / mse["god"].mean())
     res = {"cell": c, "name": cell_name(c), "teacher": ts_info, "god_mse": float(mse["god"].mean()),
-           "indis_mse": float(mse["indis"].mean()), "ratio": ratio, "ratio_ci": _ratio_ci(mse["indis"], mse["god"]),
+           "indis_mse": float(mse["indis"].mean()), "ratio": ratio, "ratio_ci": ratio_ci(mse["indis"], mse["god"]),
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
            "kept": curve, "eps_half": eps_half(curve), "diagnosis": diag.as_dict(),
            "prediction_error": float(diag.predicted_ratio - ratio), "reach_prediction_error": float(diag.reach_ratio - ratio),
@@ -256,7 +247,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
         results.append(run_cell(c, s, out / "cells", progress=show_progress(args),
                                 log=lambda m: print(m, file=sys.stderr, flush=True)))
-    res = {"benchmark": "scaling", "settings": {k: v for k, v in s.items()}, "cells": results,
+    res = {"benchmark": "scaling", "settings": dict(s), "cells": results,
            "summary": rep.summarize(results), "wall_s": round(time.time() - t0, 1), "torch": torch.__version__}
     res["figure"] = rep.figure(results, out / "scaling.png")
     atomic_write_json(out / "results.json", res)

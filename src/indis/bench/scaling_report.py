@@ -77,15 +77,12 @@ def to_markdown(res: dict[str, Any]) -> str:
 
 def figure(results: list[dict[str, Any]], path: Path) -> str | None:
     """Left: INDIS/GOD against d, one line per (K, condition) and NFE, with intervals; right: the oracle's reach."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import new_figure, save_figure
 
     rnd = [r for r in results if r["cell"]["model"] == "random" and not solved(r)]
     if not rnd:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (a, b) = new_figure(2, 1, panel=(6.0, 4.5))
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rnd:
         c = r["cell"]
@@ -110,7 +107,4 @@ def figure(results: list[dict[str, Any]], path: Path) -> str | None:
     a.set_ylabel("INDIS / GOD teacher-MSE (95% CI)")
     b.set_ylabel("oracle reach eps_half (neighbour distance keeping half the gain)")
     a.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path).name
+    return save_figure(fig, path).name

@@ -111,7 +111,7 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> by reach INDIS would close {d.gap_closed:.2f} "
             f"of the gap: INDIS / GOD {d.reach_ratio:.3f} [{d.reach_ci[0]:.3f}, {d.reach_ci[1]:.3f}]",
             f"  one schedule per group of {d.extra['clusters']} endpoint groups ({d.extra['cluster_priors']} priors, scored on "
-            f"half of them): predicted INDIS / GOD teacher-MSE {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
+            f"the last quarter): predicted INDIS / GOD teacher-MSE {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
                                                      else " (indis train --method indis --init <a trained GOD folder>)")])
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["mean_std", "paired_bootstrap", "paired_bootstrap_many", "bootstrap_ci", "fd_from_moments", "fd_reference", "weighted_fd", "weighted_mean", "t_interval"]
+__all__ = ["mean_std", "ratio_ci", "paired_bootstrap", "paired_bootstrap_many", "bootstrap_ci", "fd_from_moments", "fd_reference", "weighted_fd", "weighted_mean", "t_interval"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -18,6 +18,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if v.size == 0 or not np.isfinite(v).all():
         raise InputError(f"mean_std needs finite values, got {list(values)}")
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def ratio_ci(a: np.ndarray, b: np.ndarray, *, replicates: int = 1000, seed: int = 0) -> list[float]:
+    """95% paired bootstrap (percentile) interval of mean(a) / mean(b), resampling the priors (rows) of both at once."""
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    reps = []
+    for _ in range(replicates):
+        i = rng.integers(0, n, n)
+        reps.append(a[i].mean() / b[i].mean())
+    return [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
 
 
 def _draw(rng: np.random.Generator, x: np.ndarray, ref: np.ndarray | None, prep: Callable[[np.ndarray], Any]):
