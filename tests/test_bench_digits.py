@@ -212,6 +212,11 @@ def test_loss_option_reaches_every_training_run_and_keeps_default_specs(tmp_path
             assert run.spec(method, 3, "ipndm", True)["train"]["loss"] == loss and run.train_cfg(method).loss == loss
     assert bd.default_out({**perc.s, "quick": False}).name == "bench-digits-digits-perceptual"
     assert bd.default_out({**mse.s, "quick": False}).name == "bench-digits"
+    # every guidance scale of every model gets its own folder (a glyphs run at G = 2 used to land in G = 1's)
+    names = {bd.default_out({**mse.s, "model": m, "cond": c, "guidance": g, "quick": False}).name
+             for m, c in (("zoo:digits-cond", True), ("zoo:glyphs", True)) for g in (None, 2.0, 4.0)}
+    assert names == {"bench-digits-cond", "bench-digits-cond-g2", "bench-digits-cond-g4", "bench-glyphs", "bench-glyphs-g2",
+                     "bench-glyphs-g4"}
 
 
 def test_verdict_bold_line_and_win_follow_one_rule(monkeypatch):

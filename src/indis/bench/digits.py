@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str = "zoo:digits")
     p.add_argument("--choose-guidance", type=float, nargs="+", default=None, metavar="G", help="pick the guidance scale "
                    "among these whose 30-step teacher has the lowest FD to the held-out real images, on the first seed's "
                    "validation priors, then run the protocol at it (e.g. 1.5 2 3 4)")
-    p.add_argument("--out", default=None, help="output folder (default runs/bench-digits[-cond][-gG])")
+    p.add_argument("--out", default=None, help="output folder (default runs/bench-digits[-cond][-gG], runs/bench-glyphs[-gG])")
     p.add_argument("--json", action="store_true", help="print results.json to stdout (progress goes to stderr)")
     p.add_argument("--quick", action="store_true", help=f"reduced sizes ({QUICK['train']} pairs, one seed, short budgets): "
                    "every table and figure in a few minutes; the numbers are not the benchmark's")
@@ -135,7 +135,12 @@ def load_handle(model: str, guidance: float | None):
 
 
 def default_out(s: dict[str, Any]) -> Path:
-    name = "bench-glyphs" if s["model"].startswith("zoo:glyphs") else "bench-digits" + ("-cond" if s["cond"] else "") + (f"-g{s['guidance']:g}" if s["guidance"] is not None else "")
+    """runs/bench-<family>[-cond][-gG][-<loss>][-quick]: one folder per model, guidance, loss and size."""
+    from ..zoo import classifier_for
+
+    family = classifier_for(s["model"])
+    name = f"bench-{family}" + ("-cond" if s["cond"] and family == "digits" else "")
+    name += f"-g{s['guidance']:g}" if s["guidance"] is not None else ""
     name += "" if s.get("loss", "mse") == "mse" else f"-{s['loss']}"
     return Path("runs") / (name + ("-quick" if s["quick"] else ""))
 
