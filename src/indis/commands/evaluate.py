@@ -87,6 +87,14 @@ def _per_prior(d: Discretizer, h: Any, ts: TeacherSet, n: int, args: argparse.Na
     return torch.cat(rows).numpy()
 
 
+def _model_and_teacher(args: argparse.Namespace) -> tuple[Any, TeacherSet]:
+    """The model and the held-out teacher set, checked to belong together."""
+    h = load(args)
+    ts = TeacherSet(args.teacher, cond_table=h.cond_table)
+    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
+    return h, ts
+
+
 def diagnose_run(args: argparse.Namespace) -> int:
     """`indis eval --diagnose`: the oracle-reach prediction of INDIS's gain over GOD (`indis.diagnose`)."""
     from ..diagnose import diagnose
@@ -95,9 +103,7 @@ def diagnose_run(args: argparse.Namespace) -> int:
         raise InputError("--diagnose needs --nfe N (the number of model calls to diagnose)")
     if args.discretization or args.method:
         raise InputError("--diagnose trains nothing and compares no schedules: drop --discretization / --method")
-    h = load(args)
-    ts = TeacherSet(args.teacher, cond_table=h.cond_table)
-    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
+    h, ts = _model_and_teacher(args)
     d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates)
     data = d.as_dict()
 
@@ -124,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
         return diagnose_run(args)
     if args.replicates < 10:
         raise InputError(f"--replicates must be >= 10, got {args.replicates}")
-    h = load(args)
-    ts = TeacherSet(args.teacher, cond_table=h.cond_table)
-    ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
+    h, ts = _model_and_teacher(args)
     n = ts.num_samples if args.num is None else args.num
     if not 2 <= n <= ts.num_samples:
         raise InputError(f"--num must be between 2 and the teacher set's {ts.num_samples} pairs, got {args.num}")
