@@ -178,11 +178,12 @@ def choose_guidance(s: dict[str, Any], scales: list[float], out: Path | None, *,
 
     if not MODELS[s["model"]]:
         raise InputError(f"--choose-guidance needs a class-conditional model; {s['model']} has no condition to guide")
+    bad = [g for g in scales if not math.isfinite(g) or g < 0]
+    if bad:
+        raise InputError(f"--choose-guidance scales must be finite numbers >= 0, got {bad}")
     fs = classifier_for(s["model"])
     fd = {}
     for g in scales:
-        if not math.isfinite(g) or g < 0:
-            raise InputError(f"--choose-guidance scales must be finite numbers >= 0, got {g}")
         s_g = {**s, "guidance": g}
         root = (out or default_out(s_g)) / f"seed-{s['seeds'][0]}"
         cfg = ExperimentConfig(model=s["model"], seed=s["seeds"][0], sizes={"train": s["train"], "val": s["val"],
