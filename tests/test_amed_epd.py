@@ -401,3 +401,44 @@ def test_cli_trains_epd_with_its_reference_recipe_and_keeps_the_final_weights(tm
     saved = load_file(str(out / "best" / "model.safetensors"))
     keys = [k for k in saved if k.endswith("_logits")]
     assert keys and all(torch.equal(saved[k], state[f"model.{k}"]) for k in keys)  # the final weights, not the best
+
+
+def test_target_cache_keeps_the_newest_entries_within_its_budget():
+    from indis.discretizations.midpoint import TargetCache
+
+    cache = TargetCache(max_bytes=3 * 2 * 8)  # three priors of two float64 values each
+    calls = []
+    for batch in ([0, 1], [2, 3], [3, 0]):
+        ids = torch.tensor(batch)
+
+        def compute(rows):  # rows: positions in the batch; the "teacher state" of prior i is (i, -i)
+            calls.append(ids[rows].tolist())
+            return [torch.stack([ids[rows].double(), -ids[rows].double()], 1)]
+
+        out = cache.get(("t", ids), compute)[0]
+        assert torch.equal(out[:, 0], torch.tensor(batch, dtype=DT)) and torch.equal(out[:, 1], -out[:, 0])
+    assert calls == [[0, 1], [2, 3], [0]]  # 3 was cached; 0 had been evicted to make room for 2 and 3
+    assert cache.used <= cache.max_bytes and list(cache.store) == [("t", 2), ("t", 3), ("t", 0)]
+
+
+def test_epd_solver_and_plugin_share_one_teacher_computation():
+    """The reference teacher depends only on the teacher set, grid and solver: EPD's own solver and its iPNDM plugin
+    on the same base schedule compute each prior's targets once between them (and get the same targets)."""
+    from indis.discretizations.midpoint import SHARED_TARGETS
+
+    SHARED_TARGETS.store.clear()
+    SHARED_TARGETS.used = 0
+    a = EPD(2, indis.EDM(), "epd", data_shape=(2,)).double()
+    b = EPD(2, indis.EDM(), "ipndm", data_shape=(2,)).double()
+    assert torch.equal(a.teacher_grid()[0], b.teacher_grid()[0])
+    c = Counted()
+    x, idx = xT(4), torch.arange(4)
+    key = ("/teacher-set-a", idx)
+    a.train_loss(den(c), x, None, x, index=key)
+    first = c.calls
+    assert first > 0
+    b.train_loss(den(c), x, None, x, index=key)
+    own = b.steps * 2  # b's own trajectory: two model calls per step, no teacher calls
+    assert c.calls - first == own
+    b.train_loss(den(c), x, None, x, index=("/teacher-set-b", idx))  # another teacher set: computed afresh
+    assert c.calls - first - own > own

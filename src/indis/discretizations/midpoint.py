@@ -7,6 +7,7 @@ u_mid = u_{n+1}^r u_n^(1-r), r in (0, 1). Both distil a teacher run on the base 
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -102,13 +103,14 @@ def refined_teacher_states(denoiser: Denoiser, x_T: Tensor, cond: Cond, grid: Te
 
 
 class TargetCache:
-    """Per-step teacher states by (teacher set, sample index): the refined teacher is deterministic in x_T, so a
-    training run computes each prior's targets once instead of every epoch (kept up to `max_bytes`)."""
+    """Per-step teacher states by (teacher key, sample index): the refined teacher is deterministic in x_T, so a
+    training run computes each prior's targets once instead of every epoch. Holds up to `max_bytes`; the oldest
+    entries make room for new ones."""
 
     def __init__(self, max_bytes: int = 512 << 20):
-        self.max_bytes, self.used, self.store = max_bytes, 0, {}
+        self.max_bytes, self.used, self.store = max_bytes, 0, OrderedDict()
 
-    def get(self, key: tuple[str, Tensor] | None, compute: Callable[[Tensor | None], list[Tensor]]) -> list[Tensor]:
+    def get(self, key: tuple[Any, Tensor] | None, compute: Callable[[Tensor | None], list[Tensor]]) -> list[Tensor]:
         """Targets [N entries of [B, ...]] for the batch; `compute(rows)` makes them for the given batch rows."""
         if key is None:
             return compute(None)
@@ -119,14 +121,24 @@ class TargetCache:
         if missing:
             states = compute(torch.tensor(missing, device=idx.device))
             for j, k in enumerate(missing):
-                item = [s[j].detach() for s in states]
-                fresh[ids[k]] = item
-                size = sum(t.numel() * t.element_size() for t in item)
-                if self.used + size <= self.max_bytes:
-                    self.store[(src, ids[k])] = item
-                    self.used += size
+                fresh[ids[k]] = [s[j].detach() for s in states]
         items = [fresh[i] if i in fresh else self.store[(src, i)] for i in ids]
+        for i, item in fresh.items():
+            self._put((src, i), item)
         return [torch.stack([it[n] for it in items]) for n in range(len(items[0]))]
+
+    def _put(self, key: tuple[Any, int], item: list[Tensor]) -> None:
+        size = sum(t.numel() * t.element_size() for t in item)
+        if size > self.max_bytes:
+            return
+        while self.used + size > self.max_bytes:
+            self.used -= sum(t.numel() * t.element_size() for t in self.store.popitem(last=False)[1])
+        self.store[key] = item
+        self.used += size
+
+
+#: one process-wide cache: the targets depend only on the teacher set (model, guidance, priors), grid and solver
+SHARED_TARGETS = TargetCache()
 
 
 class SplitStepDiscretizer(Discretizer):
@@ -179,9 +191,11 @@ class SplitStepDiscretizer(Discretizer):
             c = None if cond is None else ({k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond[rows])
             return self.teacher_states(denoiser, x_T[rows], c)
 
-        if not hasattr(self, "_targets"):
-            self._targets = TargetCache()
-        targets = self._targets.get(index, compute)
+        if index is not None:  # runs with the same teacher grid (e.g. EPD's own solver and its iPNDM plugin) share
+            grid, stride = self.teacher_grid()
+            sig = (index[0], self.teacher_solver, stride, tuple(grid.tolist()), str(x_T.dtype), str(x_T.device))
+            index = (sig, index[1])
+        targets = SHARED_TARGETS.get(index, compute)
         return self._loop(denoiser, x_T, cond, afs=self.afs, checkpoint=checkpoint, targets=targets,
                           loss_fn=loss_fn, update=update)[1]
 
