@@ -270,3 +270,19 @@ def test_guidance_is_chosen_on_validation_by_the_teachers_fd(tmp_path):
         bd.choose_guidance(bd.settings_from_args(_args(tmp_path)), [2.0], tmp_path, progress=False)
     assert main(["bench", "digits", "--model", "zoo:digits-cond", "--guidance", "2", "--choose-guidance", "2", "3",
                  "--out", str(tmp_path / "x")]) == 2
+
+
+def test_each_model_family_gets_its_own_sizes(tmp_path):
+    """zoo:glyphs costs ~8-12x zoo:digits per sample: its full and quick presets are smaller, NFE 3 and 5 by default;
+    explicit options still win, and digits keeps its sizes."""
+    p = argparse.ArgumentParser()
+    bd.add_arguments(p)
+    digits = bd.settings_from_args(p.parse_args(["--out", str(tmp_path)]))
+    glyphs = bd.settings_from_args(p.parse_args(["--out", str(tmp_path), "--model", "zoo:glyphs"]))
+    quick = bd.settings_from_args(p.parse_args(["--out", str(tmp_path), "--model", "zoo:glyphs", "--quick"]))
+    assert (digits["train"], digits["nfes"]) == (bd.FULL["train"], [3, 5, 7])
+    assert (glyphs["train"], glyphs["nfes"], glyphs["batch"]) == (3000, [3, 5], 32)
+    assert (quick["train"], quick["nfes"]) == (200, [3]) and quick["train"] < bd.QUICK["train"]
+    mine = bd.settings_from_args(p.parse_args(["--out", str(tmp_path), "--model", "zoo:glyphs", "--nfe", "7",
+                                               "--num-train", "500"]))
+    assert (mine["train"], mine["nfes"], mine["oracle_nfes"]) == (500, [7], [])

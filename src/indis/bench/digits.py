@@ -28,6 +28,17 @@ FULL = dict(train=10_000, val=1_000, test=5_000, seeds=[0, 1, 2], batch=64, pati
 QUICK = dict(train=600, val=200, test=400, seeds=[0], batch=64, patience=3, val_every=20, cap=150, probe=15, val_train=100,
              starts=2, oracle_priors=64, oracle_cap=60, oracle_patience=3, oracle_nfes=[3], ablation_nfes=[3],
              ablation_seeds=1, gits_warmup=32, ipndm_table=False, replicates=50, split_bases=["edm", "time_uniform"])
+#: zoo:glyphs costs about 8x (forward) to 12x (with backward) zoo:digits per sample (16x16 and a wider U-Net; measured
+#: on one core), so its sizes are cut to fit its budgets (one seed at one NFE <= 2 h, --quick <= 10 min on one core):
+#: fewer pairs, batch 32, shorter probes and caps; the protocol itself is unchanged
+GLYPHS_FULL = {**FULL, "train": 3000, "val": 500, "test": 2000, "batch": 32, "patience": 6, "val_every": 40, "cap": 2000,
+               "probe": 30, "val_train": 250, "starts": 2, "oracle_priors": 128, "oracle_cap": 200, "oracle_nfes": [3],
+               "ablation_nfes": [3], "gits_warmup": 128, "ipndm_table": False, "split_bases": ["edm", "time_uniform"],
+               "nfes": [3, 5]}
+GLYPHS_QUICK = {**QUICK, "train": 200, "val": 100, "test": 200, "cap": 40, "probe": 5, "val_train": 50, "starts": 1,
+                "oracle_priors": 16, "oracle_cap": 20, "gits_warmup": 16, "split_bases": ["edm"], "nfes": [3]}
+#: data family (zoo.classifier_for) -> (full sizes, --quick sizes)
+SIZES = {"digits": (FULL, QUICK), "glyphs": (GLYPHS_FULL, GLYPHS_QUICK)}
 PROTOCOL = ("fixed schedules: lowest validation FD over {iPNDM, DPM-Solver++(3M), UniPC} x {AFS off, on}; GOD, LD3: "
             "each configuration probed for `probe` iterations, the lowest validation loss trained under the budget rule "
             "(multi-start, plateau learning rate, stop after `patience` validations without improvement, cap far above); "
@@ -52,9 +63,9 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str = "zoo:digits")
                    "validation priors, then run the protocol at it (e.g. 1.5 2 3 4)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-digits[-cond][-gG], runs/bench-glyphs[-gG])")
     p.add_argument("--json", action="store_true", help="print results.json to stdout (progress goes to stderr)")
-    p.add_argument("--quick", action="store_true", help=f"reduced sizes ({QUICK['train']} pairs, one seed, short budgets): "
+    p.add_argument("--quick", action="store_true", help=f"reduced sizes (digits {QUICK['train']}, glyphs {GLYPHS_QUICK['train']} pairs, one seed, short budgets): "
                    "every table and figure in a few minutes; the numbers are not the benchmark's")
-    p.add_argument("--nfe", type=int, nargs="+", default=None, help="NFEs (default 3 5 7; quick: 3 5)")
+    p.add_argument("--nfe", type=int, nargs="+", default=None, help="NFEs (default 3 5 7, glyphs 3 5; quick: 3 5, glyphs 3)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="experiment seeds: each seeds its own train/"
                    "validation/test priors and training (default 0 1 2; quick: 0)")
     p.add_argument("--select", choices=["fd", "mse"], default="fd", help="validation criterion for fixed schedules")
@@ -79,7 +90,10 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str = "zoo:digits")
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    s = dict(QUICK if args.quick else FULL)
+    from ..zoo import classifier_for
+
+    full, quick = SIZES[classifier_for(args.model)]
+    s = dict(quick if args.quick else full)
     over = {"num_train": "train", "num_val": "val", "num_test": "test", "cap": "cap", "probe": "probe", "patience": "patience",
             "val_every": "val_every", "oracle_priors": "oracle_priors", "gits_warmup": "gits_warmup"}
     for a, k in over.items():
@@ -88,7 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
             if v < 1:
                 raise InputError(f"--{a.replace('_', '-')} must be >= 1, got {v}")
             s[k] = v
-    s["nfes"] = sorted(set(args.nfe or ([3, 5] if args.quick else [3, 5, 7])))
+    s["nfes"] = sorted(set(args.nfe or s.get("nfes") or ([3, 5] if args.quick else [3, 5, 7])))
     if min(s["nfes"]) < 2:
         raise InputError(f"--nfe values must be >= 2 (AMED/EPD need two model calls per step), got {args.nfe}")
     s["seeds"] = args.seeds if args.seeds is not None else s["seeds"]
