@@ -38,17 +38,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, steps: int = 100, seed: int = 0,
-                 model: str = "zoo:digits-cond", guidance: float | None = None) -> dict:
-    """Sanity check of a class-conditional zoo model: `per_class` `steps`-step iPNDM samples of each class (EDM rho=7;
+def check_model(out: str, weights_dir: str | None = None, per_class: int = 10, steps: int = 100, seed: int = 0,
+                model: str = "zoo:digits-cond", guidance: float | None = None) -> dict:
+    """Quality gate of a class-conditional zoo model: `per_class` `steps`-step iPNDM samples of each class (EDM rho=7;
     CFG `guidance` through the null class when given), saved as a grid PNG (one row per class up to 10, else one
-    column per class), and the share its classifier recognises as the requested class."""
+    column per class); the share its classifier recognises as the requested class beside the classifier's own
+    held-out accuracy, the most frequent confusions, and the FD of the samples to the held-out real images beside the
+    FD of as many real training images to them (the floor at this sample size)."""
+    import numpy as np
     import torch
 
     from .. import Denoiser, EDM, heuristic, sample
     from ..io import ensure_dir
+    from ..metrics.features import extractor, frechet_distance, real_features
     from ..plots import save_image_grid
     from . import classifier_for, load_classifier, load_zoo
+    from .glyphs import CHARS
+    from .train_glyphs import top_confusions
 
     m = load_zoo(model, weights_dir=weights_dir)
     name = classifier_for(model)
@@ -58,24 +64,37 @@ def check_digits(out: str, weights_dir: str | None = None, per_class: int = 10, 
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(len(labels), *m.shape, generator=g) * 80
     with torch.no_grad():
-        x = sample(den, x_T, heuristic("edm", steps, den.schedule), solver="ipndm", cond=labels)
-        pred = load_classifier(name=name)(x.clamp(-1, 1)).argmax(1)
+        x = torch.cat([sample(den, x_T[i:i + 500], heuristic("edm", steps, den.schedule), solver="ipndm",
+                              cond=labels[i:i + 500]) for i in range(0, len(labels), 500)]).clamp(-1, 1)
+        clf = load_classifier(name=name)
+        pred = clf(x).argmax(1)
     acc = float((pred == labels).float().mean())
+    real_all, real_held = real_features(name, "all"), real_features(name, "heldout")
+    floor_rows = np.random.default_rng(seed).choice(len(real_all), size=min(len(labels), len(real_all)), replace=False)
     path = ensure_dir(out) / f"{name}-samples.png"
     grid = x if m.num_classes <= 10 else x.view(m.num_classes, per_class, *m.shape).transpose(0, 1).reshape(x.shape)
     save_image_grid(grid, path, rows=10 if m.num_classes <= 10 else per_class)
+    real_acc = clf.meta.get("heldout_accuracy")
+    names = None if name == "digits" else CHARS
     return {"grid": str(path), "samples": len(labels), "steps": steps, "guidance": guidance, "classifier_accuracy": acc,
+            "classifier_heldout_accuracy": real_acc, "relative_accuracy": acc / real_acc if real_acc else None,
+            "confusions": top_confusions(pred, labels, names=names),
+            "fd_heldout": frechet_distance(extractor(name).features(x).double().numpy(), real_held),
+            "fd_heldout_real_floor": frechet_distance(real_all[floor_rows], real_held),
             "model": model, "per_class_accuracy": [float((pred[labels == c] == c).float().mean()) for c in range(m.num_classes)]}
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..commands.output import emit
 
-    r = check_digits(args.out, args.weights_dir, seed=args.seed, model=args.model, guidance=args.guidance,
-                     steps=args.steps or 100)
-    emit(args, r, f"{r['samples']} samples of {args.model} ({r['steps']}-step iPNDM, 10 per class"
+    r = check_model(args.out, args.weights_dir, per_class=args.per_class, seed=args.seed, model=args.model,
+                    guidance=args.guidance, steps=args.steps or 100)
+    conf = ", ".join(f"{c['true']}->{c['predicted']} {c['count']}" for c in r["confusions"][:5]) or "none"
+    emit(args, r, f"{r['samples']} samples of {args.model} ({r['steps']}-step iPNDM, {args.per_class} per class"
          f"{', CFG ' + format(args.guidance, 'g') if args.guidance else ''}) -> {r['grid']}; its classifier recognises "
-         f"{100 * r['classifier_accuracy']:.1f}% as the requested class")
+         f"{100 * r['classifier_accuracy']:.1f}% as the requested class ({100 * (r['relative_accuracy'] or 0):.1f}% of its "
+         f"{100 * (r['classifier_heldout_accuracy'] or 0):.1f}% on real held-out images); top confusions: {conf}; FD to the "
+         f"held-out real images {r['fd_heldout']:.2f} (real training images: {r['fd_heldout_real_floor']:.2f})")
     return 0
 
 
@@ -99,7 +118,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.target == "digits":
         kw = {} if args.steps is None else {"steps": args.steps}
         meta = train_digits(out, seed=args.seed, minutes=args.minutes, **kw)
-        r = check_digits(out, out, seed=args.seed)
+        r = check_model(out, out, seed=args.seed)
         emit(args, {**meta, "check": r}, lambda: "\n".join([
             f"saved {out}/digits-cond.safetensors: {meta['steps']} steps in {meta['training_time_s']} s, final loss "
             f"{meta['final_loss_last500']:.4f}; load with indis.zoo.load_zoo(name, weights_dir={out!r})",
@@ -126,6 +145,7 @@ def register(subparsers) -> None:
                     help="the class-conditional model to check (default zoo:digits-cond)")
     pc.add_argument("--guidance", type=float, default=None, help="classifier-free guidance through the null class")
     pc.add_argument("--steps", type=int, default=None, help="sampling steps (default 100)")
+    pc.add_argument("--per-class", type=int, default=10, help="samples of each class (default 10)")
     pc.add_argument("--json", action="store_true", help="print the result as JSON")
     pc.set_defaults(func=_cmd_check)
     pt = sub.add_parser("train", help="retrain a shipped model with its recipe (single CPU thread recommended)")

@@ -10,7 +10,7 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -203,11 +203,12 @@ def train_glyphs_classifier(out_dir: str | Path, seed: int = 0, steps: int | Non
     return meta
 
 
-def top_confusions(pred: torch.Tensor, true: torch.Tensor, k: int = 10) -> list[dict[str, Any]]:
-    """The k most frequent (true -> predicted) mistakes, e.g. l -> I, O -> 0."""
+def top_confusions(pred: torch.Tensor, true: torch.Tensor, k: int = 10, names: Sequence[str] | None = G.CHARS) -> list[dict[str, Any]]:
+    """The k most frequent (true -> predicted) mistakes, e.g. l -> I, O -> 0 (class `names`; None: the class numbers)."""
+    names = names if names is not None else [str(i) for i in range(int(max(true.max(), pred.max())) + 1)]
     counts: dict[tuple[int, int], int] = {}
     for t, p in zip(true.tolist(), pred.tolist()):
         if t != p:
             counts[(t, p)] = counts.get((t, p), 0) + 1
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
-    return [{"true": G.CHARS[t], "predicted": G.CHARS[p], "count": n} for (t, p), n in top]
+    return [{"true": names[t], "predicted": names[p], "count": n} for (t, p), n in top]
