@@ -73,22 +73,38 @@ def positive_for_log(values: Sequence[float], floor: float | None = None) -> tup
     return out, bool(bad.any()) and not math.isnan(floor)
 
 
-def save_image_grid(x: Any, path: str | Path, rows: int | None = None, cell: float = 0.8, title: str | None = None) -> Path:
-    """Save images [N, C, H, W] in [-1, 1] (C = 1 or 3) as one grid PNG, atomically."""
+def image_mosaic(x: Any, rows: int, gap: int = 1) -> np.ndarray:
+    """Tile images [N, C, H, W] in [-1, 1] row-major into one [rows*(H+gap)-gap, cols*(W+gap)-gap, C] array in
+    [0, 1]; gaps and unused cells are mid-grey."""
     import torch
 
-    x = torch.as_tensor(x).detach().float().cpu()
+    x = ((torch.as_tensor(x).detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    n, h, w, c = x.shape
+    cols = -(-n // rows)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, c), 0.5, dtype=np.float32)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        out[r * (h + gap): r * (h + gap) + h, q * (w + gap): q * (w + gap) + w] = x[i]
+    return out
+
+
+def save_image_grid(x: Any, path: str | Path, rows: int | None = None, cell: float = 0.8, title: str | None = None) -> Path:
+    """Save images [N, C, H, W] in [-1, 1] (C = 1 or 3) as one grid PNG, atomically (one mosaic drawn once, so
+    thousands of images stay fast; the figure is capped at 40 inches a side)."""
+    import torch
+
+    x = torch.as_tensor(x)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"save_image_grid needs images [N, 1 or 3, H, W], got {list(x.shape)}")
     n = x.shape[0]
     rows = rows or max(1, int(n**0.5))
     cols = -(-n // rows)
-    fig, axes = new_figure(cols, rows, panel=(cell, cell))
-    for i, ax in enumerate(axes):
-        ax.axis("off")
-        if i < n:
-            img = ((x[i].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+    shrink = min(1.0, 40.0 / (cell * max(rows, cols)))
+    fig, (ax,) = new_figure(1, 1, panel=(cell * cols * shrink, cell * rows * shrink))
+    img = image_mosaic(x, rows)
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=8)
     return save_figure(fig, path)
