@@ -190,6 +190,7 @@ def test_partial_tables_are_reported_for_the_seeds_and_nfes_that_have_them():
     assert set(res["table_ipndm"]["god"]) == {"3"} and res["table_ipndm"]["god"]["3"]["seeds"] == 1
     lines = rep.table_md(res["table_ipndm"], [3, 5], "iPNDM only", cond=False)
     assert sum(line.startswith("| GOD |") for line in lines) == 1  # NFE 3 only: no row for the NFE nobody ran
+    assert "held-out 297" in lines[2] and "held-out 6000" in rep.table_md(res["table"], [3], "t", False, 6000)[2]
 
 
 def test_loss_option_reaches_every_training_run_and_keeps_default_specs(tmp_path):

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..metrics.features import real_features
 from ..metrics.stats import bootstrap_ci, fd_reference, mean_std, paired_bootstrap_many, weighted_fd, weighted_mean
 from ..zoo import classifier_for
 
@@ -129,8 +130,9 @@ def _config(c: dict[str, Any]) -> str:
     return "/".join(cfgs)
 
 
-def table_md(t: dict[str, Any], nfes: list[int], title: str, cond: bool) -> list[str]:
-    L = [f"### {title}", "", "| Method | NFE | FD (real, all) | FD (real, held-out 297) | FD (teacher samples) | KID | "
+def table_md(t: dict[str, Any], nfes: list[int], title: str, cond: bool, heldout: int = 297) -> list[str]:
+    """One results table; `heldout`: the number of held-out real images behind the held-out FD column."""
+    L = [f"### {title}", "", f"| Method | NFE | FD (real, all) | FD (real, held-out {heldout}) | FD (teacher samples) | KID | "
          "teacher-MSE x1e3 |" + (" accuracy |" if cond else "") + " solver (per seed) | iterations | train s |",
          "|---|---|---|---|---|---|---|" + ("---|" if cond else "") + "---|---|---|"]
     for row in ROWS:
@@ -274,10 +276,12 @@ def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str
     if settings.get("guidance_choice"):
         ch = ", ".join(f"G = {k}: {v:.3f}" for k, v in settings["guidance_choice"].items())
         L += [f"Guidance scale chosen on validation priors by the 30-step teacher's FD to the held-out real {what}: {ch}.", ""]
-    L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond)
+    held = len(real_features(what, "heldout"))
+    L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond, held)
     if res.get("table_ipndm"):
         k = next(iter(res["table_ipndm"][ROWS[0]].values()))["seeds"]
-        L += table_md(res["table_ipndm"], nfes, f"iPNDM only (AFS chosen on validation; {k} seed{'s' if k > 1 else ''})", cond)
+        L += table_md(res["table_ipndm"], nfes, f"iPNDM only (AFS chosen on validation; {k} seed{'s' if k > 1 else ''})",
+                      cond, held)
     L += comparisons_md(res, nfes) + oracle_md(res) + ablations_md(res)
     ov = res.get("overhead")
     if ov:
