@@ -98,7 +98,7 @@ def test_cli_zoo_list_and_errors(capsys):
     assert main(["zoo", "train", "digits", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
     assert main(["zoo", "check", "--per-class", "0"]) == 2
-    assert "--per-class must be >= 1" in capsys.readouterr().err
+    assert "--per-class" in capsys.readouterr().err
 
 
 def test_zoo_check_saves_grid_and_classifier_recognises_samples(tmp_path):

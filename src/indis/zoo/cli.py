@@ -87,8 +87,6 @@ def check_model(out: str, weights_dir: str | None = None, per_class: int = 10, s
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..commands.output import emit
 
-    if args.per_class < 1:
-        raise InputError(f"--per-class must be >= 1, got {args.per_class}")
     r = check_model(args.out, args.weights_dir, per_class=args.per_class, seed=args.seed, model=args.model,
                     guidance=args.guidance, steps=args.steps or 100)
     conf = ", ".join(f"{c['true']}->{c['predicted']} {c['count']}" for c in r["confusions"][:5]) or "none"
