@@ -33,6 +33,7 @@ def tiny(tmp_path_factory):
 def test_every_row_and_column(tiny):
     out, res = tiny
     assert res["benchmark"] == "digits" and res["model"] == "zoo:digits" and res["settings"]["nfes"] == [3]
+    assert res["real_heldout"] == 297 and "FD (real, held-out 297)" in (out / "results.md").read_text()  # sklearn's split
     assert set(res["table"]) == set(rep.ROWS)
     for row in rep.ROWS:
         c = res["table"][row]["3"]

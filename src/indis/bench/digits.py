@@ -234,7 +234,8 @@ def run(s: dict[str, Any], out: Path, *, device: str = "cpu", progress: bool = T
                "grid": rep.figure_grid(seeds[0]["grid"], out / "grid.png")}
     files = {k: v.name for k, v in figures.items() if v is not None}
     res = {"benchmark": BENCHMARK, "model": s["model"], "guidance": s["guidance"], "settings": s, **agg,
-           "timesteps": seeds[0]["timesteps"], "figures": files, "wall_s": round(time.time() - t0, 1),
+           "real_heldout": len(runs[0].real_heldout), "timesteps": seeds[0]["timesteps"], "figures": files,
+           "wall_s": round(time.time() - t0, 1),
            "torch": torch.__version__, "threads": torch.get_num_threads()}
     atomic_write_json(out / "results.json", res)
     atomic_write_text(out / "results.md", rep.to_markdown(res, s, files))

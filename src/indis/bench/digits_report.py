@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..metrics.features import real_features
 from ..metrics.stats import bootstrap_ci, fd_reference, mean_std, paired_bootstrap_many, weighted_fd, weighted_mean
 from ..zoo import classifier_for
 
@@ -276,7 +275,7 @@ def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str
     if settings.get("guidance_choice"):
         ch = ", ".join(f"G = {k}: {v:.3f}" for k, v in settings["guidance_choice"].items())
         L += [f"Guidance scale chosen on validation priors by the 30-step teacher's FD to the held-out real {what}: {ch}.", ""]
-    held = len(real_features(what, "heldout"))
+    held = res["real_heldout"]
     L += table_md(res["table"], nfes, "Every method at its best solver configuration (chosen on validation)", cond, held)
     if res.get("table_ipndm"):
         k = next(iter(res["table_ipndm"][ROWS[0]].values()))["seeds"]

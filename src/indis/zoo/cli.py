@@ -75,10 +75,9 @@ def check_model(out: str, weights_dir: str | None = None, per_class: int = 10, s
     grid = x if m.num_classes <= 10 else x.view(m.num_classes, per_class, *m.shape).transpose(0, 1).reshape(x.shape)
     save_image_grid(grid, path, rows=10 if m.num_classes <= 10 else per_class)
     real_acc = clf.meta.get("heldout_accuracy")
-    names = None if name == "digits" else CHARS
     return {"grid": str(path), "samples": len(labels), "steps": steps, "guidance": guidance, "classifier_accuracy": acc,
             "classifier_heldout_accuracy": real_acc, "relative_accuracy": acc / real_acc if real_acc else None,
-            "confusions": top_confusions(pred, labels, names=names),
+            "confusions": top_confusions(pred, labels, names=CHARS if name == "glyphs" else None),
             "fd_heldout": frechet_distance(extractor(name).features(x).double().numpy(), real_held),
             "fd_heldout_real_floor": frechet_distance(real_all[floor_rows], real_held),
             "model": model, "per_class_accuracy": [float((pred[labels == c] == c).float().mean()) for c in range(m.num_classes)]}

@@ -197,13 +197,13 @@ def train_glyphs_classifier(out_dir: str | Path, seed: int = 0, steps: int | Non
     save_tensors(weights, {k: v.detach().float() for k, v in model.state_dict().items()})
     meta = {"name": "glyphs-classifier", "recipe": r, "seed": seed, "training_time_s": round(time.perf_counter() - t0, 1),
             "heldout_accuracy": float((pred == yh).float().mean()), "num_features": GlyphsClassifier.num_features,
-            "confusions": top_confusions(pred, yh), "torch": torch.__version__, "weights": weights.name,
+            "confusions": top_confusions(pred, yh, names=G.CHARS), "torch": torch.__version__, "weights": weights.name,
             "sha256": sha256_file(weights)}
     atomic_write_json(out / "glyphs-classifier.json", meta)
     return meta
 
 
-def top_confusions(pred: torch.Tensor, true: torch.Tensor, k: int = 10, names: Sequence[str] | None = G.CHARS) -> list[dict[str, Any]]:
+def top_confusions(pred: torch.Tensor, true: torch.Tensor, k: int = 10, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The k most frequent (true -> predicted) mistakes, e.g. l -> I, O -> 0 (class `names`; None: the class numbers)."""
     names = names if names is not None else [str(i) for i in range(int(max(true.max(), pred.max())) + 1)]
     counts: dict[tuple[int, int], int] = {}
