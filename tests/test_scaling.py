@@ -3,6 +3,7 @@ conditions and guidance written out by hand, the nearest-prior distance against 
 prediction arithmetic, and one tiny cell end to end."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -72,8 +73,16 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     assert r["ratio_ci"][0] <= r["ratio"] <= r["ratio_ci"][1] and 0 <= r["oracle_over_god"] <= 1.0 + 1e-9
     assert r["diagnosis"]["recommendation"] in ("INDIS", "GOD") and set(r["kept"]) == {f"{e:g}" for e in
                                                                                          __import__("indis").diagnose.EPS_GRID}
+    dv = r["denoised_input"]  # INDIS-D beside INDIS, both from the same GOD
+    assert dv["ratio_ci"][0] <= dv["ratio"] <= dv["ratio_ci"][1] and dv["vs_indis_ci"][0] <= dv["vs_indis"] <= dv["vs_indis_ci"][1]
+    assert dv["ratio"] == pytest.approx(dv["vs_indis"] * r["ratio"], rel=1e-9)  # the same test priors and GOD
     again = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert again == r  # cached
+    f = tmp_path / sc.cell_name(c) / "result.json"  # a cell cached before the variant existed gets it, reusing the runs
+    old = json.loads(f.read_text())
+    del old["denoised_input"]
+    f.write_text(json.dumps(old))
+    assert sc.run_cell(c, s, tmp_path, log=lambda m: None)["denoised_input"] == dv
 
 
 def test_eval_diagnose_cli(tmp_path, capsys):

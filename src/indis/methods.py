@@ -192,4 +192,26 @@ def learned(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm",
                          net=_phi_net(handle, net, seed), **common)
     if warm is not None:
         d.warm_start(warm)
+    if d.denoised_input:
+        d.calibrate(handle.denoiser, *calibration_priors(handle))
     return d
+
+
+CALIBRATION_SEED = 7_777_777  # a stream of its own: calibration priors are none of the experiment's priors
+
+
+def calibration_priors(handle: ModelHandle, n: int = 256) -> tuple[torch.Tensor, Any]:
+    """n priors and conditions drawn as teacher samples are (prior std of the schedule, the handle's condition kind),
+    from their own seed: what an INDIS with denoised_input standardises its input on."""
+    from .priors import class_cond, index_cond, prior_noise, prior_std
+
+    x_T = prior_noise(range(n), CALIBRATION_SEED, handle.data_shape, prior_std(handle.schedule), torch.float64)
+    if handle.cond_kind == "class":
+        cond = class_cond(range(n), CALIBRATION_SEED, handle.cond_spec())
+    elif handle.cond_kind == "table":
+        table = handle.cond_table
+        rows = next(iter(table.values())).shape[0] if isinstance(table, dict) else table.shape[0]
+        cond = index_cond(table, torch.arange(n) % rows)
+    else:
+        cond = None
+    return x_T, cond

@@ -61,16 +61,18 @@ class _Evaluator:
     """One model call at step n: evaluates at tau + shift[n], scales eps by scale[n] (eq. 5), returns x0-hat at tau."""
 
     def __init__(self, denoiser: Denoiser, cond: Cond, shift: Tensor | None, scale: Tensor | None,
-                 use_checkpoint: bool, check_finite: bool, trajectory: Trajectory | None):
+                 use_checkpoint: bool, check_finite: bool, trajectory: Trajectory | None, first: Tensor | None = None):
         self.den, self.sched, self.cond = denoiser, denoiser.schedule, cond
         self.shift, self.scale = shift, scale
         self.use_checkpoint, self.check_finite, self.traj = use_checkpoint, check_finite, trajectory
+        self.first_x0 = first  # the model's x0 at (x_T, t_0), already computed by the caller: the first call reuses it
         self.nfe = 0
 
-    def _eval(self, x: Tensor, tau: Tensor, sh: Tensor | None, sc: Tensor | None) -> Tensor:
+    def _eval(self, x: Tensor, tau: Tensor, sh: Tensor | None, sc: Tensor | None, x0: Tensor | None = None) -> Tensor:
         s = self.sched
         t_eval = tau if sh is None else s.clamp_eval(tau + sh)
-        x0, _ = self.den(x, t_eval, self.cond)
+        if x0 is None:
+            x0, _ = self.den(x, t_eval, self.cond)
         if sh is None and sc is None:
             return x0
         # The model's output as a derivative in the ODE coordinates at its evaluation time: eps for EDM and VP
@@ -84,10 +86,11 @@ class _Evaluator:
     def __call__(self, x: Tensor, tau: Tensor, n: int) -> Tensor:
         sh = None if self.shift is None else self.shift[:, n]
         sc = None if self.scale is None else self.scale[:, n]
+        x0, self.first_x0 = (self.first_x0, None) if self.nfe == 0 else (None, None)
         if self.use_checkpoint and torch.is_grad_enabled():
-            d = _checkpoint(self._eval, x, tau, sh, sc, use_reentrant=False)
+            d = _checkpoint(self._eval, x, tau, sh, sc, x0, use_reentrant=False)
         else:
-            d = self._eval(x, tau, sh, sc)
+            d = self._eval(x, tau, sh, sc, x0)
         self.nfe += 1
         if self.check_finite and not bool(torch.isfinite(d).all()):
             raise ModelOutputError(
@@ -401,6 +404,20 @@ def _per_sample(v: Tensor | Sequence[float] | None, name: str, B: int, length: i
     raise InputError(f"{name} must have shape [{length}] or [B, {length}], got {list(v.shape)}")
 
 
+def _check_first(first: Tensor | None, x_T: Tensor, shift: Tensor | None, afs: bool) -> None:
+    """A reused first model output must be the one the solver would compute: same shape, no shift at step 0, no AFS."""
+    if first is None:
+        return
+    if not isinstance(first, Tensor) or first.shape != x_T.shape:
+        raise InputError(f"first_denoised must be a tensor of x_T's shape {list(x_T.shape)}, got "
+                         f"{list(first.shape) if isinstance(first, Tensor) else type(first).__name__}")
+    if afs:
+        raise InputError("first_denoised cannot be used with afs (AFS replaces the first model call)")
+    if shift is not None and bool((shift[:, 0] != 0).any()):
+        raise InputError("first_denoised was evaluated at times[:, 0], but shift[:, 0] moves the first evaluation; "
+                         "use a zero first shift")
+
+
 def check_times(times: Tensor, schedule: NoiseSchedule, batch: int | None = None) -> Tensor:
     """Validate a decreasing time grid [N+1] or [B, N+1]; return it as [B, N+1] (or [1, N+1])."""
     if not isinstance(times, Tensor):
@@ -439,6 +456,7 @@ def sample(
     return_trajectory: bool = False,
     check_finite: bool = True,
     progress: bool = False,
+    first_denoised: Tensor | None = None,
     **options: Any,
 ) -> Tensor | tuple[Tensor, Trajectory]:
     """Integrate the probability-flow ODE from x_T along `times` and return x_0.
@@ -448,6 +466,8 @@ def sample(
     VP, the velocity for flow matching), is multiplied by scale[n] (INDIS eq. 5). checkpoint: recompute each
     model call in the backward pass, so memory does not grow with N. Solver options (max_order, variant,
     lower_order_final, history) are passed through. Gradients flow to times, shift, scale, x_T and the model.
+    first_denoised: the model's x0 at (x_T, times[:, 0]), when the caller already evaluated it there (an INDIS
+    variant whose phi reads it): the first model call reuses it, so the sample still costs `solver_nfe` calls.
     """
     if not isinstance(denoiser, Denoiser):
         raise InputError(f"denoiser must be an indis.Denoiser (wrap your model with indis.Denoiser(fn, schedule, prediction=...)), got {type(denoiser).__name__}")
@@ -464,8 +484,9 @@ def sample(
     scale = _per_sample(scale, "scale", B, N, t)
     if afs and solver == "heun" and N == 1 and bool((t[:, -1] == 0).all()):
         raise InputError("heun with afs needs at least 2 steps when the last time is 0")
+    _check_first(first_denoised, x_T, shift, afs)
     traj = Trajectory(times=t) if return_trajectory else None
-    ev = _Evaluator(denoiser, cond, shift, scale, checkpoint, check_finite, traj)
+    ev = _Evaluator(denoiser, cond, shift, scale, checkpoint, check_finite, traj, first_denoised)
     out = _IMPL[solver](ev, x_T, t, afs=afs, progress=progress, **options)
     if check_finite and not bool(torch.isfinite(out).all()):
         raise ModelOutputError(f"solver {solver} produced NaN or Inf; check times, shift and scale")

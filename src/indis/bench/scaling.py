@@ -119,14 +119,80 @@ def eps_half(curve: dict[str, float]) -> float | None:
     return None  # never falls to half within the grid
 
 
+def _experiment(folder: Path, h: Any, c: dict[str, Any], s: dict[str, Any], progress: bool) -> Any:
+    from ..experiment import Experiment, ExperimentConfig
+
+    cfg = ExperimentConfig(model=h.spec, seed=c["seed"], sizes={k: s[k] for k in ("train", "val", "test")},
+                           teacher_steps=1, teacher_solver="exact", dtype="float64")
+    return Experiment(folder, h, cfg, dtype=torch.float64, progress=progress, log=lambda m: None, teacher_batch=250)
+
+
+def _tcfg(c: dict[str, Any], s: dict[str, Any], lr: float) -> Any:
+    from ..training import TrainConfig
+
+    return TrainConfig(iterations=s["cap"], batch_size=s["batch"], lr=lr, patience=s["patience"], val_every=s["val_every"],
+                       seed=c["seed"], val_indices=list(range(s["val"])), ckpt_every=max(50, s["val_every"]))
+
+
+def _budget(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: s[k] for k in ("cap", "patience", "val_every", "batch", "probe")}  # in every spec: a new budget retrains
+
+
+def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """GOD: three starts probed, the best trained under the budget rule (cached)."""
+    from ..methods import global_starts, learned
+    from ..solvers import steps_for_nfe
+
+    N = steps_for_nfe("ipndm", c["nfe"], False)
+    gsp = {"method": "god", "steps": N, "nfe": c["nfe"], "train": _budget(s)}
+    god, ginfo = exp.train(gsp, lambda init: learned(h, "god", N, "ipndm", init=init), _tcfg(c, s, LR["god"]),
+                           global_starts(h, 3, first="logsnr"), probe_iterations=s["probe"])
+    return gsp, god, ginfo
+
+
+def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
+           net: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """INDIS warm-started from GOD at each of INDIS_LRS; the lowest validation loss wins (cached). `net`: phi options
+    (a variant gets its own runs)."""
+    from ..methods import learned
+    from ..solvers import steps_for_nfe
+
+    N = steps_for_nfe("ipndm", c["nfe"], False)
+    runs = []
+    for lr in INDIS_LRS:
+        isp = {"method": "indis", "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(gsp).name, "lr": lr, "train": _budget(s),
+               **({"net": net} if net else {})}
+        torch.manual_seed(c["seed"])
+        d, info = exp.train(isp, lambda init: learned(h, "indis", N, "ipndm", init=init, seed=c["seed"], net=net),
+                            _tcfg(c, s, lr), [str(exp.run_dir(gsp) / "disc")])
+        runs.append((info["best_val"], isp, d, info))
+    _, isp, ind, info = min(runs, key=lambda r: r[0])
+    return isp, ind, info
+
+
+def denoised_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+    """INDIS whose phi also reads D(x_T, t_max) (`denoised_input`, the solver's own first call): its test ratio to
+    GOD and to INDIS, with paired intervals."""
+    from ..losses import mse as per_prior_mse
+    from ..metrics.stats import ratio_ci
+
+    gsp, god, _ = _god(exp, h, c, s)
+    isp, ind, _ = _indis(exp, h, c, s, gsp)
+    dsp, dd, dinfo = _indis(exp, h, c, s, gsp, net={"denoised_input": True})
+    x0 = exp.data("test")[3]
+    m = {k: per_prior_mse(exp.samples(sp, d, "test"), x0).cpu().numpy() for k, sp, d in
+         (("god", gsp, god), ("indis", isp, ind), ("d", dsp, dd))}
+    return {"ratio": float(m["d"].mean() / m["god"].mean()), "ratio_ci": ratio_ci(m["d"], m["god"]),
+            "vs_indis": float(m["d"].mean() / m["indis"].mean()), "vs_indis_ci": ratio_ci(m["d"], m["indis"]),
+            "mse": float(m["d"].mean()), "train": dinfo}
+
+
 def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print) -> dict[str, Any]:
     """One cell of the study (cached in root/<cell name>/result.json)."""
     from ..diagnose import diagnose, kept_curve, kept_share, teacher_fn
     from ..discretizations.base import InstanceOracle
-    from ..experiment import Experiment, ExperimentConfig
     from ..io import atomic_write_json, load_json
     from ..losses import mse as per_prior_mse
-    from ..methods import global_starts, learned
     from ..metrics.stats import ratio_ci
     from ..priors import index_cond, prior_std
     from ..solvers import steps_for_nfe
@@ -134,34 +200,21 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
 
     folder = root / cell_name(c)
     if (folder / "result.json").is_file():
-        return load_json(folder / "result.json")
+        res = load_json(folder / "result.json")
+        if "denoised_input" not in res:  # a cell cached before the variant existed: add it, reusing every run
+            h = handle_for(c)
+            res["denoised_input"] = denoised_variant(_experiment(folder, h, c, s, progress), h, c, s)
+            atomic_write_json(folder / "result.json", res)
+        return res
     t0 = time.time()
     h = handle_for(c)
     acc_file = folder / "teacher_accuracy.json"
     ts_info = load_json(acc_file) if acc_file.is_file() else teacher_accuracy(h)
     atomic_write_json(acc_file, ts_info)
-    cfg = ExperimentConfig(model=h.spec, seed=c["seed"], sizes={k: s[k] for k in ("train", "val", "test")},
-                           teacher_steps=1, teacher_solver="exact", dtype="float64")
-    exp = Experiment(folder, h, cfg, dtype=torch.float64, progress=progress, log=lambda m: None, teacher_batch=250)
+    exp = _experiment(folder, h, c, s, progress)
     N = steps_for_nfe("ipndm", c["nfe"], False)
-    val = list(range(s["val"]))
-
-    def tcfg(lr: float) -> TrainConfig:
-        return TrainConfig(iterations=s["cap"], batch_size=s["batch"], lr=lr, patience=s["patience"],
-                           val_every=s["val_every"], seed=c["seed"], val_indices=val, ckpt_every=max(50, s["val_every"]))
-
-    budget = {k: s[k] for k in ("cap", "patience", "val_every", "batch", "probe")}  # in every spec: a new budget retrains
-    gsp = {"method": "god", "steps": N, "nfe": c["nfe"], "train": budget}
-    god, ginfo = exp.train(gsp, lambda init: learned(h, "god", N, "ipndm", init=init), tcfg(LR["god"]),
-                           global_starts(h, 3, first="logsnr"), probe_iterations=s["probe"])
-    runs = []
-    for lr in INDIS_LRS:
-        isp = {"method": "indis", "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(gsp).name, "lr": lr, "train": budget}
-        torch.manual_seed(c["seed"])
-        d, info = exp.train(isp, lambda init: learned(h, "indis", N, "ipndm", init=init, seed=c["seed"]), tcfg(lr),
-                            [str(exp.run_dir(gsp) / "disc")])
-        runs.append((info["best_val"], isp, d, info))
-    _, isp, ind, iinfo = min(runs, key=lambda r: r[0])
+    gsp, god, ginfo = _god(exp, h, c, s)
+    isp, ind, iinfo = _indis(exp, h, c, s, gsp)
     _, xT, cond, x0 = exp.data("test")
     mse = {}
     for name, sp, d in (("god", gsp, god), ("indis", isp, ind)):
@@ -169,7 +222,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     P = min(s["oracle_priors"], s["test"])
     oracles = []
     for lr in ORACLE_LRS:
-        osp = {"method": "oracle", "steps": N, "nfe": c["nfe"], "priors": P, "lr": lr, "train": budget}
+        osp = {"method": "oracle", "steps": N, "nfe": c["nfe"], "priors": P, "lr": lr, "train": _budget(s)}
         ocfg = TrainConfig(iterations=max(200, s["cap"] // 3), batch_size=P, lr=lr, patience=10, val_every=10,
                            train_indices=list(range(P)), val_indices=list(range(P)), grad_clip=0.0, seed=c["seed"])
         oracles.append(exp.train(osp, lambda _: InstanceOracle.from_global(god, P), ocfg, [None], teacher="test", val="test"))
@@ -189,7 +242,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
            "kept": curve, "eps_half": eps_half(curve), "diagnosis": diag.as_dict(),
            "prediction_error": float(diag.predicted_ratio - ratio), "reach_prediction_error": float(diag.reach_ratio - ratio),
-           "train": {"god": ginfo, "indis": iinfo},
+           "train": {"god": ginfo, "indis": iinfo}, "denoised_input": denoised_variant(exp, h, c, s),
            "seconds": round(time.time() - t0, 1)}
     atomic_write_json(folder / "result.json", res)
     log(f"{cell_name(c)}: INDIS/GOD {ratio:.3f} {res['ratio_ci']}, oracle/GOD {res['oracle_over_god']:.3f}, predicted "

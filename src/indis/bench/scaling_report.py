@@ -32,7 +32,11 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     wins = [r for r in results if r["ratio_ci"][1] < 1.0]
     decided = [r for r in results if r["ratio_ci"][1] < 1.0 or r["ratio_ci"][0] > 1.0]
     right = [r for r in decided if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < 1.0)]
+    dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
     return {"cells": len(results), "indis_beyond_interval": len(wins),
+            "denoised_input": {"cells": len(dv), "better_than_indis": sum(v["vs_indis_ci"][1] < 1.0 for v in dv),
+                               "worse_than_indis": sum(v["vs_indis_ci"][0] > 1.0 for v in dv),
+                               "median_vs_indis": float(np.median([v["vs_indis"] for v in dv])) if dv else None},
             "median_ratio": float(np.median([r["ratio"] for r in results])),
             "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
@@ -46,18 +50,23 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
+def _dv(r: dict[str, Any]) -> str:
+    v = r.get("denoised_input")
+    return "-" if not v else f"{_fmt(v['vs_indis'])} [{_fmt(v['vs_indis_ci'][0])}, {_fmt(v['vs_indis_ci'][1])}]"
+
+
 def to_markdown(res: dict[str, Any]) -> str:
     rows = sorted(res["cells"], key=lambda r: (r["cell"]["model"], r["cell"]["nfe"], cond_label(r["cell"]),
                                                r["cell"]["K"] or 0, r["cell"]["d"], r["cell"]["seed"]))
     L = ["# indis bench scaling", "", "Exact Gaussian mixtures (no model error): INDIS against GOD (same shift/scale "
          "freedoms), iPNDM, teacher-MSE on test priors. Ratio < 1: INDIS better; [CI]: 95% paired bootstrap.", "",
-         "| model | d | K | condition | NFE | seed | INDIS/GOD [CI] | oracle/GOD | gap closed | eps_half | predicted by "
-         "groups [CI] | by reach | recommends |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| model | d | K | condition | NFE | seed | INDIS/GOD [CI] | INDIS-D/INDIS [CI] | oracle/GOD | gap closed | "
+         "eps_half | predicted by groups [CI] | by reach | recommends |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c, dg = r["cell"], r["diagnosis"]
         note = f" (GOD exact: {r['god_mse']:.1e})" if solved(r) else ""
         L.append(f"| {c['model']} | {c['d']} | {c['K'] or 'BIC'} | {cond_label(c)} | {c['nfe']} | {c['seed']} | "
-                 f"{_fmt(r['ratio'])} [{_fmt(r['ratio_ci'][0])}, {_fmt(r['ratio_ci'][1])}]{note} | {_fmt(r['oracle_over_god'])} | "
+                 f"{_fmt(r['ratio'])} [{_fmt(r['ratio_ci'][0])}, {_fmt(r['ratio_ci'][1])}]{note} | {_dv(r)} | {_fmt(r['oracle_over_god'])} | "
                  f"{_fmt(r['gap_closed'], 2)} | {_fmt(r['eps_half'], 2)} | {_fmt(dg['predicted_ratio'])} "
                  f"[{_fmt(dg['predicted_ci'][0])}, {_fmt(dg['predicted_ci'][1])}] | {_fmt(dg.get('reach_ratio'))} | "
                  f"{dg['recommendation']} |")
@@ -70,6 +79,11 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"in {100 * s['reach_prediction_within_tolerance']:.0f}% (mean |error| {s['reach_prediction_mean_abs_error']:.3f}). "
               f"The recommendation is right in {s['recommendation_right_where_decided']} cells where the trained difference "
               "is beyond its interval."]
+        dv = s.get("denoised_input") or {}
+        if dv.get("cells"):
+            L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "
+                  f"INDIS: better beyond the interval in {dv['better_than_indis']} of {dv['cells']} cells, worse in "
+                  f"{dv['worse_than_indis']} (median ratio {dv['median_vs_indis']:.3f})."]
     if res.get("figure"):
         L += ["", f"![scaling]({res['figure']})"]
     return "\n".join(L) + "\n"

@@ -84,12 +84,22 @@ class Discretizer(nn.Module):
     def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
         raise NotImplementedError
 
+    def first_output(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None) -> Tensor | None:
+        """The model output this discretization reads before choosing its steps (None: it reads only x_T and c)."""
+        return None
+
+    def plan(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> tuple[Steps, Tensor | None]:
+        """(steps for x_T, the model's first output when the discretization read it; the solver then reuses it)."""
+        first = self.first_output(denoiser, x_T, cond)
+        return (self(x_T, cond, index) if first is None else self(x_T, cond, index, denoised=first)), first
+
     def sample(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, **kw: Any) -> Tensor:
         """Compute this discretization for x_T and run `indis.sample` with it."""
         self.check_compatible(denoiser.schedule, tuple(x_T.shape[1:]))
-        s = self(x_T, cond, index)
+        s, first = self.plan(denoiser, x_T, cond, index)
         kw.setdefault("afs", self.afs)
-        return sample(denoiser, x_T, s.times, solver=self.solver, shift=s.shift, scale=s.scale, cond=cond, **kw)
+        return sample(denoiser, x_T, s.times, solver=self.solver, shift=s.shift, scale=s.scale, cond=cond,
+                      first_denoised=first, **kw)
 
     def init_kwargs(self) -> dict[str, Any]:
         """Constructor keyword arguments beyond the common ones (for save/load)."""
@@ -294,9 +304,37 @@ class InstanceSchedule(_Parameterized):
         self.net_kwargs = dict(net or {})
         if "input_scale" not in self.net_kwargs:
             self.net_kwargs["input_scale"] = 1.0 / float(schedule.sigma(torch.tensor(self.t_max, dtype=torch.float64)))
+        self.denoised_input = bool(self.net_kwargs.get("denoised_input", False))
+        if self.denoised_input:
+            if self.afs:
+                raise InputError("denoised_input reads the model's first output, which AFS skips; use afs=False")
+            self.shift_first = False  # the first evaluation stays at t_max, where phi's input was computed
+            self.register_buffer("d_mean", torch.zeros(self.data_shape, dtype=torch.float64))
+            self.register_buffer("d_std", torch.ones(self.data_shape, dtype=torch.float64))
         self.phi = PriorNet(self.data_shape, self.n_tau + 2 * steps, **self.net_kwargs)
         with torch.no_grad():
             self.phi.head.bias[: self.n_tau].copy_(self._init_logits.float())
+
+    def first_output(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None) -> Tensor | None:
+        if not self.denoised_input:
+            return None
+        return denoiser(x_T, torch.full((x_T.shape[0],), self.t_max, dtype=x_T.dtype, device=x_T.device), cond)[0]
+
+    def calibrate(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None) -> "InstanceSchedule":
+        """Set the standardisation of phi's denoised input from priors x_T (needs at least 2 of them)."""
+        if not self.denoised_input:
+            raise InputError("calibrate is for an INDIS built with net={'denoised_input': True}")
+        if x_T.shape[0] < 2:
+            raise InputError(f"calibrate needs at least 2 priors, got {x_T.shape[0]}")
+        from ..priors import index_cond
+
+        with torch.no_grad():  # in chunks: a large model need not take every calibration prior at once
+            rows = torch.arange(x_T.shape[0]).split(64)
+            d = torch.cat([self.first_output(denoiser, x_T[r], index_cond(cond, r)).double() for r in rows])
+            std = d.std(0)
+            self.d_mean.copy_(d.mean(0))
+            self.d_std.copy_(std.clamp_min(1e-3 * float(std.max()) + 1e-12))  # constant pixels: no division by ~0
+        return self
 
     def init_kwargs(self) -> dict[str, Any]:
         return {**self.common_kwargs(), "net": self.net_kwargs}
@@ -317,7 +355,13 @@ class InstanceSchedule(_Parameterized):
             self.phi.head.weight.zero_()
         return self
 
-    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
-        o = self.phi(x_T.to(self.phi.head.weight.dtype), cond).to(x_T.dtype)
+    def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, denoised: Tensor | None = None) -> Steps:
+        z = None
+        if self.denoised_input:
+            if denoised is None:
+                raise InputError("this INDIS (denoised_input) chooses its steps from the model's first output D(x_T, t_max): "
+                                 "use .sample(denoiser, x_T, cond) or .plan(denoiser, x_T, cond)")
+            z = ((denoised - self.d_mean.to(denoised)) / self.d_std.to(denoised)).to(self.phi.head.weight.dtype)
+        o = self.phi(x_T.to(self.phi.head.weight.dtype), cond, z).to(x_T.dtype)
         n = self.n_tau
         return self.steps_from_outputs(o[:, :n], o[:, n : n + self.steps], o[:, n + self.steps :])

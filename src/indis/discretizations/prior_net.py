@@ -87,6 +87,7 @@ class PriorNet(nn.Module):
         use_instance: bool = True,
         use_cond: bool = True,
         guidance_range: Sequence[float] | None = None,
+        denoised_input: bool = False,
     ):
         super().__init__()
         # ablation switches (paper fig. 5): without the instance input phi sees a constant in place of x_T (a learned
@@ -96,21 +97,24 @@ class PriorNet(nn.Module):
         self.num_classes, self.cond_dim = int(num_classes), int(cond_dim)
         self.cond_keys = list(cond_keys) if cond_keys is not None else None
         self.input_scale = float(input_scale)
+        # phi also reads the model's first output D(x_T, t_max), standardised by the caller, stacked on x_T's channels
+        self.denoised_input = bool(denoised_input)
         self.guidance_range = None if guidance_range is None else [float(v) for v in guidance_range]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # phi's initial weights depend on its seed only, not on the global RNG
             self._build(out_dim, hidden, depth, channels, fourier_features, fourier_scale)
 
     def _build(self, out_dim: int, hidden: int, depth: int, channels: int, fourier_features: int, fourier_scale: float) -> None:
+        k = 2 if self.denoised_input else 1
         if len(self.data_shape) == 1:
-            d = self.data_shape[0]
+            d = k * self.data_shape[0]
             self.encoder: nn.Module = nn.Flatten()
             feat = d
             if fourier_features:
                 self.register_buffer("fourier", torch.randn(d, fourier_features) * fourier_scale)
                 feat = d + 2 * fourier_features
         elif len(self.data_shape) in (3, 4):
-            self.encoder = _ConvEncoder(self.data_shape, channels)
+            self.encoder = _ConvEncoder((k * self.data_shape[0], *self.data_shape[1:]), channels)
             feat = self.encoder.out_dim
         else:
             raise InputError(f"prior network supports data shapes (D,), (C,H,W) or (C,F,H,W), got {self.data_shape}")
@@ -136,11 +140,15 @@ class PriorNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def features(self, x_T: Tensor, cond: Cond = None) -> Tensor:
+    def features(self, x_T: Tensor, cond: Cond = None, denoised: Tensor | None = None) -> Tensor:
         if tuple(x_T.shape[1:]) != self.data_shape:
             raise InputError(f"prior network expects x_T of shape [B, {', '.join(map(str, self.data_shape))}], got {list(x_T.shape)}")
         cond, g = split_guidance(cond)
         x = x_T * self.input_scale if self.use_instance else torch.zeros_like(x_T)
+        if self.denoised_input:
+            if denoised is None or denoised.shape != x_T.shape:
+                raise InputError("this prior network reads the model's first output: pass denoised= of x_T's shape")
+            x = torch.cat([x, denoised.to(x.dtype) if self.use_instance else torch.zeros_like(x)], 1)
         h = self.encoder(x)
         if hasattr(self, "fourier"):
             proj = h @ self.fourier.to(h.dtype)
@@ -175,5 +183,5 @@ class PriorNet(nn.Module):
         z = z.expand(h.shape[0]) if z.shape[0] == 1 else z
         return torch.stack([z, z * z], -1)
 
-    def forward(self, x_T: Tensor, cond: Cond = None) -> Tensor:
-        return self.head(self.trunk(self.features(x_T, cond)))
+    def forward(self, x_T: Tensor, cond: Cond = None, denoised: Tensor | None = None) -> Tensor:
+        return self.head(self.trunk(self.features(x_T, cond, denoised)))

@@ -37,11 +37,11 @@ def evaluate_loss(disc: Discretizer, denoiser: Denoiser, teacher: TeacherSet, in
     return total / max(n, 1)
 
 
-def schedule_stats(disc: Discretizer, xT: Tensor, cond: Cond, index: Tensor) -> dict[str, list[float]]:
+def schedule_stats(disc: Discretizer, denoiser: Denoiser, xT: Tensor, cond: Cond, index: Tensor) -> dict[str, list[float]]:
     """Mean and spread over priors of the log EDM-sigma of each interior time: shows whether a learned schedule
     (and phi's mean schedule) moves during training, and how much it differs per instance."""
     with torch.no_grad():
-        t = disc(xT, cond, index).times[:, 1:-1].double()
+        t = disc.plan(denoiser, xT, cond, index)[0].times[:, 1:-1].double()
     if t.shape[1] == 0:
         return {}
     lt = torch.log(disc.schedule.to_edm_sigma(t))
@@ -177,9 +177,10 @@ class TrainRun:
         if custom is not None:  # AMED / EPD: their own distillation loss (AMED steps the optimiser per step: `update`)
             return custom(self.den, xT, c, x0, self.loss_fn, checkpoint=self.cfg.grad_checkpoint,
                           index=(str(self.teacher.path), idx) if self.noise is None else None, update=update)
-        s = self.model(xT, c, idx)
+        first = self.disc.first_output(self.den, xT, c)  # through self.model below, so DDP sees phi's forward
+        s = self.model(xT, c, idx) if first is None else self.model(xT, c, idx, denoised=first)
         x = sample(self.den, xT, s.times, solver=self.disc.solver, shift=s.shift, scale=s.scale, cond=c,
-                   afs=self.disc.afs, checkpoint=self.cfg.grad_checkpoint)
+                   afs=self.disc.afs, checkpoint=self.cfg.grad_checkpoint, first_denoised=first)
         return self.loss_fn(x, x0)
 
     def _apply(self, loss: Tensor) -> None:
@@ -244,7 +245,7 @@ class TrainRun:
         v = evaluate_loss(self.disc, self.den, self.val_teacher, self.va, self.loss_fn, max(self.cfg.batch_size, 256),
                           self.device, self.dtype)
         idx, xT, c, _ = self.val_teacher.batch(self.stats_idx, self.dtype, self.device)
-        return {"val": v, **schedule_stats(self.disc, xT, c, idx.to(self.device))}
+        return {"val": v, **schedule_stats(self.disc, self.den, xT, c, idx.to(self.device))}
 
     def _after_validation(self, v: float) -> None:
         """Best-checkpoint keeping, plateau learning-rate cuts and the patience stop."""

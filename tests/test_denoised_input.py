@@ -1,0 +1,139 @@
+"""INDIS with phi reading the model's first output D(x_T, t_max) (`net={"denoised_input": True}`): the solver reuses
+that output, so a sample still costs the solver's NFE; an untrained phi is its warm start; the standardisation is the
+mean and spread of D over calibration priors; save/load keeps it; bad uses fail with a clear message; it trains."""
+import math
+
+import pytest
+import torch
+
+import indis
+from indis.discretizations import InstanceSchedule, heuristic, load_discretization
+from indis.errors import InputError
+from indis.losses import mse
+from indis.methods import calibration_priors, learned
+from indis.models import ModelHandle
+from indis.priors import CondSpec
+from indis.solvers import sample, solver_nfe
+from indis.teacher import generate_teacher
+from indis.toy.gmm import GaussianMixture
+from indis.training import TrainConfig, evaluate_loss, train_discretizer
+
+DT = torch.float64
+
+
+def ring():
+    ang = torch.arange(8, dtype=DT) * (2 * math.pi / 8)
+    means = 0.6 * torch.stack([ang.cos(), ang.sin()], 1)
+    u = torch.stack([-ang.sin(), ang.cos()], 1)
+    covs = 0.02 * u[:, :, None] * u[:, None, :] + 0.0005 * torch.eye(2, dtype=DT)
+    return GaussianMixture(torch.ones(8, dtype=DT) / 8, means, covs, labels=torch.arange(8) % 2)
+
+
+class Counting(indis.Denoiser):
+    """The ring's exact denoiser, counting model calls (one per batch evaluation)."""
+
+    def __init__(self, sched):
+        super().__init__(ring().x0_fn(sched), sched, "x0")
+        self.calls = 0
+
+    def forward(self, x, t, cond=None):
+        self.calls += 1
+        return super().forward(x, t, cond)
+
+
+def handle(sched=None):
+    sched = sched or indis.EDM()
+    return ModelHandle(Counting(sched), (2,), "ring", "class", 2)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "ipndm", "dpmpp_3m", "unipc"])
+def test_reused_first_output_is_the_same_sample_with_one_call_less(solver):
+    h = handle()
+    den, N = h.denoiser, 4
+    x = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(0)) * 80
+    c = torch.tensor([0, 1, 0, 1, 1])
+    t = heuristic("edm", N, den.schedule).to(DT)
+    shift = torch.cat([torch.zeros(5, 1, dtype=DT), 0.1 * torch.rand(5, N - 1, dtype=DT)], 1) * t[:-1]
+    scale = 1 + 0.05 * torch.rand(5, N, dtype=DT)
+    den.calls = 0
+    ref = sample(den, x, t, solver, shift=shift, scale=scale, cond=c)
+    calls = den.calls
+    assert calls == solver_nfe(solver, N, final_zero=bool(t[-1] == 0))
+    first = den(x, t[0].expand(5), c)[0]
+    den.calls = 0
+    out = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, first_denoised=first)
+    assert den.calls == calls - 1
+    # the same float64 operations on the same inputs: equal up to rounding (1e-12 relative covers any reordering)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_reused_first_output_rejects_what_would_change_the_first_call():
+    h = handle()
+    den = h.denoiser
+    x, t = torch.randn(3, 2, dtype=DT) * 80, heuristic("edm", 3, den.schedule).to(DT)
+    first = den(x, t[0].expand(3), torch.tensor([0, 1, 0]))[0]
+    with pytest.raises(InputError, match="shape"):
+        sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), first_denoised=first[:2])
+    with pytest.raises(InputError, match="afs"):
+        sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), afs=True, first_denoised=first)
+    with pytest.raises(InputError, match="shift"):
+        sample(den, x, t, "ipndm", shift=torch.full((3,), 0.1, dtype=DT), cond=torch.tensor([0, 1, 0]), first_denoised=first)
+
+
+def test_calibration_is_the_mean_and_spread_of_the_first_output():
+    h = handle()
+    d = learned(h, "indis", 3, "ipndm", net={"denoised_input": True, "hidden": 16}).double()
+    x, c = calibration_priors(h)
+    assert x.shape == (256, 2) and c.shape == (256,)
+    mix, sched = ring(), h.schedule
+    D = mix.x0_fn(sched)(x, torch.full((256,), sched.t_max, dtype=DT), c)  # the mixture's posterior mean, directly
+    torch.testing.assert_close(d.d_mean, D.mean(0), rtol=1e-10, atol=1e-12)  # float64 sums of 256 terms
+    torch.testing.assert_close(d.d_std, D.std(0), rtol=1e-10, atol=1e-12)
+    x2, c2 = calibration_priors(h)
+    assert torch.equal(x, x2) and torch.equal(c, c2)  # its own fixed stream
+
+
+def test_untrained_phi_is_its_warm_start_and_costs_the_solvers_nfe(tmp_path):
+    h = handle()
+    god = learned(h, "god", 3, "ipndm", init="logsnr").double()
+    with torch.no_grad():
+        god.logits.add_(0.2 * torch.randn_like(god.logits))
+        god.scale_logits.add_(0.3)
+    d = learned(h, "indis", 3, "ipndm", net={"denoised_input": True, "hidden": 16}).double()
+    d.warm_start(god)
+    x, c = torch.randn(6, 2, dtype=DT) * 80, torch.tensor([0, 1, 1, 0, 0, 1])
+    h.denoiser.calls = 0
+    out = d.sample(h.denoiser, x, c)
+    assert h.denoiser.calls == d.nfe == 3
+    torch.testing.assert_close(out, god.sample(h.denoiser, x, c), rtol=1e-12, atol=1e-12)  # same steps, same arithmetic
+    with pytest.raises(InputError, match="first output"):
+        d(x, c)
+    s, first = d.plan(h.denoiser, x, c)
+    assert first.shape == x.shape and torch.all(s.shift[:, 0] == 0)
+    with torch.no_grad():  # move phi so the round trip has something to keep
+        for p in d.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    back = load_discretization(d.save(tmp_path / "d")).double()
+    assert torch.equal(back.d_mean, d.d_mean) and torch.equal(back.d_std, d.d_std)
+    a, b = d(x, c, denoised=first), back(x, c, denoised=first)
+    for u, v in ((a.times, b.times), (a.shift, b.shift), (a.scale, b.scale)):
+        # equal weights; BLAS may pick another kernel for the loaded (freshly allocated) tensors: float64 rounding only
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-15)
+    with pytest.raises(InputError, match="AFS"):
+        InstanceSchedule(3, h.schedule, "ipndm", afs=True, data_shape=[2], net={"denoised_input": True})
+
+
+def test_it_trains_below_its_warm_start(tmp_path):
+    sched = indis.FlowMatching()
+    h = handle(sched)
+    ts = generate_teacher(h.denoiser, tmp_path / "t", [2], 1200, times=heuristic("uniform", 60, sched), solver="ipndm",
+                          shard_size=600, batch_size=600, dtype=DT, progress=False, cond=CondSpec("class", num_classes=2))
+    held = torch.arange(1000, 1200)
+    god = learned(h, "god", 3, "euler", init="uniform").double()
+    d = learned(h, "indis", 3, "euler", net={"denoised_input": True, "hidden": 64}).double()
+    d.warm_start(god)
+    start = evaluate_loss(d, h.denoiser, ts, held, mse, dtype=DT)
+    cfg = TrainConfig(iterations=200, batch_size=200, lr=3e-3, train_indices=list(range(900)),
+                      val_indices=list(range(900, 1000)), val_every=50)
+    train_discretizer(d, h.denoiser, ts, cfg, dtype=DT, progress=False)
+    assert evaluate_loss(d, h.denoiser, ts, held, mse, dtype=DT) < 0.8 * start
