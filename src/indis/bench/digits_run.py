@@ -48,7 +48,8 @@ SOLVER_RECIPES = {
 LONG_PASSES = 4  # the AMED/EPD winner is retrained over this many passes of the priors (kept if validation is lower)
 ABLATIONS = {"full": {}, "no-instance": {"use_instance": False}, "no-shift": {"learn_shift": False},
              "no-scale": {"learn_scale": False}, "times-only": {"learn_shift": False, "learn_scale": False},
-             "no-class": {"use_cond": False}}
+             "no-class": {"use_cond": False}, "plus-denoised": {"denoised_input": True}}
+PHI_SWITCHES = ("use_instance", "use_cond", "denoised_input")  # the ablation switches that are phi's options
 
 
 def configs_for(method: str, nfe: int, table: str) -> list[tuple[str, bool]]:
@@ -279,13 +280,16 @@ class DigitsRun:
                   "passes": {"1": round(best[0], 5), str(LONG_PASSES): round(longer[0], 5)}}
         return self._row(sp, d, info, choice)
 
-    def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any]:
-        """INDIS warm-started from the better trained global schedule (validation loss), under its configuration."""
+    def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any] | None:
+        """INDIS warm-started from the better trained global schedule (validation loss), under its configuration (None:
+        the variant does not apply to that configuration)."""
         warm_name = min(("god", "ld3"), key=lambda m: rows[m]["train"]["best_val"])
         warm = rows[warm_name]
         sw = ABLATIONS[variant]
-        net = {**self.s["phi"], **{k: v for k, v in sw.items() if k.startswith("use_")}}
+        net = {**self.s["phi"], **{k: v for k, v in sw.items() if k in PHI_SWITCHES}}
         flags = {k: v for k, v in sw.items() if k.startswith("learn_")}
+        if net.get("denoised_input") and warm["spec"]["afs"]:
+            return None  # phi would read the first model call, which AFS skips: not the same NFE
         sp, d, info = self.learned_run("indis", nfe, warm["spec"]["solver"], warm["spec"]["afs"], warm=warm,
                                        variant=None if variant == "full" else variant, net=net, **flags)
         return self._row(sp, d, info, {"by": "the configuration of its warm start", "warm_start": warm_name})
