@@ -53,13 +53,13 @@ def test_reused_first_output_is_the_same_sample_with_one_call_less(solver):
     x = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(0)) * 80
     c = torch.tensor([0, 1, 0, 1, 1])
     t = heuristic("edm", N, den.schedule).to(DT)
-    shift = torch.cat([torch.zeros(5, 1, dtype=DT), 0.1 * torch.rand(5, N - 1, dtype=DT)], 1) * t[:-1]
+    shift = 0.1 * torch.rand(5, N, dtype=DT) * t[:-1]
     scale = 1 + 0.05 * torch.rand(5, N, dtype=DT)
     den.calls = 0
     ref = sample(den, x, t, solver, shift=shift, scale=scale, cond=c)
     calls = den.calls
     assert calls == solver_nfe(solver, N, final_zero=bool(t[-1] == 0))
-    first = den(x, t[0].expand(5), c)[0]
+    first = den(x, t[0] + shift[:, 0], c)[0]  # the first call's own evaluation point
     den.calls = 0
     out = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, first_denoised=first)
     assert den.calls == calls - 1
@@ -67,7 +67,7 @@ def test_reused_first_output_is_the_same_sample_with_one_call_less(solver):
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
-def test_reused_first_output_rejects_what_would_change_the_first_call():
+def test_reused_first_output_rejects_what_cannot_be_a_first_call():
     h = handle()
     den = h.denoiser
     x, t = torch.randn(3, 2, dtype=DT) * 80, heuristic("edm", 3, den.schedule).to(DT)
@@ -76,8 +76,6 @@ def test_reused_first_output_rejects_what_would_change_the_first_call():
         sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), first_denoised=first[:2])
     with pytest.raises(InputError, match="afs"):
         sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), afs=True, first_denoised=first)
-    with pytest.raises(InputError, match="shift"):
-        sample(den, x, t, "ipndm", shift=torch.full((3,), 0.1, dtype=DT), cond=torch.tensor([0, 1, 0]), first_denoised=first)
 
 
 def test_calibration_is_the_mean_and_spread_of_the_first_output():
@@ -86,6 +84,7 @@ def test_calibration_is_the_mean_and_spread_of_the_first_output():
     x, c = calibration_priors(h)
     assert x.shape == (256, 2) and c.shape == (256,)
     mix, sched = ring(), h.schedule
+    assert float(d.first_shift) == 0.0  # no warm start: the first evaluation is at t_max
     D = mix.x0_fn(sched)(x, torch.full((256,), sched.t_max, dtype=DT), c)  # the mixture's posterior mean, directly
     torch.testing.assert_close(d.d_mean, D.mean(0), rtol=1e-10, atol=1e-12)  # float64 sums of 256 terms
     torch.testing.assert_close(d.d_std, D.std(0), rtol=1e-10, atol=1e-12)
@@ -96,9 +95,10 @@ def test_calibration_is_the_mean_and_spread_of_the_first_output():
 def test_untrained_phi_is_its_warm_start_and_costs_the_solvers_nfe(tmp_path):
     h = handle()
     god = learned(h, "god", 3, "ipndm", init="logsnr").double()
-    with torch.no_grad():
+    with torch.no_grad():  # a trained-looking warm start, with a first shift the variant must keep
         god.logits.add_(0.2 * torch.randn_like(god.logits))
         god.scale_logits.add_(0.3)
+        god.shift_logits.add_(torch.tensor([0.8, -0.5, 0.3], dtype=DT))
     d = learned(h, "indis", 3, "ipndm", net={"denoised_input": True, "hidden": 16}).double()
     d.warm_start(god)
     x, c = torch.randn(6, 2, dtype=DT) * 80, torch.tensor([0, 1, 1, 0, 0, 1])
@@ -109,12 +109,15 @@ def test_untrained_phi_is_its_warm_start_and_costs_the_solvers_nfe(tmp_path):
     with pytest.raises(InputError, match="first output"):
         d(x, c)
     s, first = d.plan(h.denoiser, x, c)
-    assert first.shape == x.shape and torch.all(s.shift[:, 0] == 0)
+    g = god(x[:1]).detach()
+    assert first.shape == x.shape and float(g.shift[0, 0]) != 0
+    assert torch.all(s.shift[:, 0] == g.shift[0, 0])  # every sample: the warm start's first evaluation time
     with torch.no_grad():  # move phi so the round trip has something to keep
         for p in d.parameters():
             p.add_(0.05 * torch.randn_like(p))
     back = load_discretization(d.save(tmp_path / "d")).double()
-    assert torch.equal(back.d_mean, d.d_mean) and torch.equal(back.d_std, d.d_std)
+    for k in ("d_mean", "d_std", "first_shift"):
+        assert torch.equal(getattr(back, k), getattr(d, k))
     a, b = d(x, c, denoised=first), back(x, c, denoised=first)
     for u, v in ((a.times, b.times), (a.shift, b.shift), (a.scale, b.scale)):
         # equal weights; BLAS may pick another kernel for the loaded (freshly allocated) tensors: float64 rounding only

@@ -404,8 +404,8 @@ def _per_sample(v: Tensor | Sequence[float] | None, name: str, B: int, length: i
     raise InputError(f"{name} must have shape [{length}] or [B, {length}], got {list(v.shape)}")
 
 
-def _check_first(first: Tensor | None, x_T: Tensor, shift: Tensor | None, afs: bool) -> None:
-    """A reused first model output must be the one the solver would compute: same shape, no shift at step 0, no AFS."""
+def _check_first(first: Tensor | None, x_T: Tensor, afs: bool) -> None:
+    """A reused first model output must be one the solver would compute: x_T's shape, and a first call (no AFS)."""
     if first is None:
         return
     if not isinstance(first, Tensor) or first.shape != x_T.shape:
@@ -413,9 +413,6 @@ def _check_first(first: Tensor | None, x_T: Tensor, shift: Tensor | None, afs: b
                          f"{list(first.shape) if isinstance(first, Tensor) else type(first).__name__}")
     if afs:
         raise InputError("first_denoised cannot be used with afs (AFS replaces the first model call)")
-    if shift is not None and bool((shift[:, 0] != 0).any()):
-        raise InputError("first_denoised was evaluated at times[:, 0], but shift[:, 0] moves the first evaluation; "
-                         "use a zero first shift")
 
 
 def check_times(times: Tensor, schedule: NoiseSchedule, batch: int | None = None) -> Tensor:
@@ -466,8 +463,9 @@ def sample(
     VP, the velocity for flow matching), is multiplied by scale[n] (INDIS eq. 5). checkpoint: recompute each
     model call in the backward pass, so memory does not grow with N. Solver options (max_order, variant,
     lower_order_final, history) are passed through. Gradients flow to times, shift, scale, x_T and the model.
-    first_denoised: the model's x0 at (x_T, times[:, 0]), when the caller already evaluated it there (an INDIS
-    variant whose phi reads it): the first model call reuses it, so the sample still costs `solver_nfe` calls.
+    first_denoised: the model's x0 at the first call's own point (x_T, times[:, 0] + shift[:, 0]), when the caller already
+    evaluated it there (an INDIS variant whose phi reads it): the first call reuses it, so the sample still costs
+    `solver_nfe` model calls.
     """
     if not isinstance(denoiser, Denoiser):
         raise InputError(f"denoiser must be an indis.Denoiser (wrap your model with indis.Denoiser(fn, schedule, prediction=...)), got {type(denoiser).__name__}")
@@ -484,7 +482,7 @@ def sample(
     scale = _per_sample(scale, "scale", B, N, t)
     if afs and solver == "heun" and N == 1 and bool((t[:, -1] == 0).all()):
         raise InputError("heun with afs needs at least 2 steps when the last time is 0")
-    _check_first(first_denoised, x_T, shift, afs)
+    _check_first(first_denoised, x_T, afs)
     traj = Trajectory(times=t) if return_trajectory else None
     ev = _Evaluator(denoiser, cond, shift, scale, checkpoint, check_finite, traj, first_denoised)
     out = _IMPL[solver](ev, x_T, t, afs=afs, progress=progress, **options)

@@ -308,7 +308,8 @@ class InstanceSchedule(_Parameterized):
         if self.denoised_input:
             if self.afs:
                 raise InputError("denoised_input reads the model's first output, which AFS skips; use afs=False")
-            self.shift_first = False  # the first evaluation stays at t_max, where phi's input was computed
+            # the first evaluation happens before phi has spoken: its time offset is the warm start's, for every sample
+            self.register_buffer("first_shift", torch.zeros((), dtype=torch.float64))
             self.register_buffer("d_mean", torch.zeros(self.data_shape, dtype=torch.float64))
             self.register_buffer("d_std", torch.ones(self.data_shape, dtype=torch.float64))
         self.phi = PriorNet(self.data_shape, self.n_tau + 2 * steps, **self.net_kwargs)
@@ -318,7 +319,9 @@ class InstanceSchedule(_Parameterized):
     def first_output(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None) -> Tensor | None:
         if not self.denoised_input:
             return None
-        return denoiser(x_T, torch.full((x_T.shape[0],), self.t_max, dtype=x_T.dtype, device=x_T.device), cond)[0]
+        t = self.schedule.clamp_eval(torch.full((x_T.shape[0],), self.t_max, dtype=x_T.dtype, device=x_T.device)
+                                     + self.first_shift.to(x_T))
+        return denoiser(x_T, t, cond)[0]
 
     def calibrate(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None) -> "InstanceSchedule":
         """Set the standardisation of phi's denoised input from priors x_T (needs at least 2 of them)."""
@@ -353,6 +356,9 @@ class InstanceSchedule(_Parameterized):
             scale = g.scale_logits.detach() if g.learn_scale else torch.zeros_like(g.scale_logits)
             b[self.n_tau + self.steps :].copy_(scale.to(b.dtype))
             self.phi.head.weight.zero_()
+            if self.denoised_input:  # then calibrate: phi's input is read at this first evaluation time
+                sh = g(torch.zeros(1, *self.data_shape, dtype=torch.float64)).shift
+                self.first_shift.fill_(0.0 if sh is None or not self.learn_shift else float(sh[0, 0]))
         return self
 
     def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, denoised: Tensor | None = None) -> Steps:
@@ -364,4 +370,7 @@ class InstanceSchedule(_Parameterized):
             z = ((denoised - self.d_mean.to(denoised)) / self.d_std.to(denoised)).to(self.phi.head.weight.dtype)
         o = self.phi(x_T.to(self.phi.head.weight.dtype), cond, z).to(x_T.dtype)
         n = self.n_tau
-        return self.steps_from_outputs(o[:, :n], o[:, n : n + self.steps], o[:, n + self.steps :])
+        s = self.steps_from_outputs(o[:, :n], o[:, n : n + self.steps], o[:, n + self.steps :])
+        if self.denoised_input and s.shift is not None:  # the first call was made at the shared first evaluation time
+            s.shift = torch.cat([self.first_shift.to(s.shift).expand(s.shift.shape[0], 1), s.shift[:, 1:]], 1)
+        return s
