@@ -140,3 +140,34 @@ def test_it_trains_below_its_warm_start(tmp_path):
                       val_indices=list(range(900, 1000)), val_every=50)
     train_discretizer(d, h.denoiser, ts, cfg, dtype=DT, progress=False)
     assert evaluate_loss(d, h.denoiser, ts, held, mse, dtype=DT) < 0.8 * start
+
+
+def test_cli_trains_saves_and_evaluates_it(tmp_path, capsys):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))  # python:fake_models:... imports the module from tests/
+    from indis.cli import main
+
+    gmm = "python:fake_models:make_gmm"
+    for name, seed in (("t", "0"), ("held", "1")):
+        assert main(["teacher", "--model", gmm, "--steps", "8", "--num", "64", "--out", str(tmp_path / name), "--seed", seed,
+                     "--no-progress"]) == 0
+    small = ["--steps", "3", "--iterations", "6", "--val-every", "3", "--batch-size", "16", "--no-progress", "--json"]
+    assert main(["train", "--model", gmm, "--teacher", str(tmp_path / "t"), "--method", "god", "--starts", "1",
+                 "--out", str(tmp_path / "god"), *small]) == 0
+    assert main(["train", "--model", gmm, "--teacher", str(tmp_path / "t"), "--method", "indis", "--denoised-input",
+                 "--init", str(tmp_path / "god" / "best"), "--out", str(tmp_path / "ind"), *small]) == 0
+    capsys.readouterr()
+    d = load_discretization(tmp_path / "ind" / "best")
+    god = load_discretization(tmp_path / "god" / "best")
+    assert d.denoised_input and float(d.first_shift) == pytest.approx(float(god(torch.zeros(1, 3)).shift[0, 0].detach()))
+    assert main(["eval", "--model", gmm, "--teacher", str(tmp_path / "held"), "--discretization", str(tmp_path / "ind" / "best"),
+                 "--replicates", "20", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["results"][0]["nfe"] == 3 and math.isfinite(res["results"][0]["mse"])
+    rc = main(["train", "--model", gmm, "--teacher", str(tmp_path / "t"), "--method", "god", "--denoised-input",
+               "--out", str(tmp_path / "bad"), *small])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--denoised-input is an option of phi" in err
