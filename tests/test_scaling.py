@@ -106,3 +106,23 @@ def test_eval_diagnose_cli(tmp_path, capsys):
     assert "Recommendation:" in capsys.readouterr().out
     assert main([a for a in argv if a not in ("--nfe", "3")]) == 2  # --diagnose without --nfe
     assert "--nfe" in capsys.readouterr().err
+
+
+def test_report_counts_and_columns():
+    from indis.bench import scaling_report as rep
+
+    def cell(d, ratio, ci, dv, god=1e-3, pred=0.9):
+        return {"cell": {"model": "random", "d": d, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0},
+                "name": f"c{d}", "god_mse": god, "ratio": ratio, "ratio_ci": ci, "oracle_over_god": 0.5, "gap_closed": 0.1,
+                "eps_half": 0.2, "prediction_error": pred - ratio, "reach_prediction_error": 0.0,
+                "diagnosis": {"predicted_ratio": pred, "predicted_ci": [pred - 0.1, pred + 0.1], "reach_ratio": ratio,
+                              "recommendation": "INDIS"},
+                "denoised_input": dv}
+    dv = lambda r, ci: {"ratio": r, "ratio_ci": ci, "vs_indis": r, "vs_indis_ci": ci, "mse": 0.0, "train": {}}  # noqa: E731
+    res = [cell(2, 0.5, [0.4, 0.6], dv(0.8, [0.7, 0.9])), cell(8, 1.0, [0.98, 1.02], dv(1.1, [1.05, 1.2])),
+           cell(64, 0.9, [0.85, 0.95], dv(1.0, [0.9, 1.1])), cell(256, 1.0, [1.0, 1.0], None, god=1e-9)]
+    s = rep.summarize(res)
+    assert s["cells"] == 3 and s["solved_by_god"] == ["c256"] and s["indis_beyond_interval"] == 2
+    assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0}
+    md = rep.to_markdown({"cells": res, "summary": s})
+    assert "| 0.800 [0.700, 0.900] |" in md and "better beyond the interval in 1 of 3 cells, worse in 1" in md
