@@ -290,6 +290,7 @@ def test_each_model_family_gets_its_own_sizes(tmp_path):
     quick = bd.settings_from_args(p.parse_args(["--out", str(tmp_path), "--model", "zoo:glyphs", "--quick"]))
     assert (digits["train"], digits["nfes"]) == (bd.FULL["train"], [3, 5, 7])
     assert (glyphs["train"], glyphs["nfes"], glyphs["batch"]) == (3000, [3, 5], 32)
+    assert "split_bases" not in glyphs  # AMED/EPD get every base schedule the digits protocol gives them
     assert (quick["train"], quick["nfes"]) == (200, [3]) and quick["train"] < bd.QUICK["train"]
     mine = bd.settings_from_args(p.parse_args(["--out", str(tmp_path), "--model", "zoo:glyphs", "--nfe", "7",
                                                "--num-train", "500"]))
