@@ -102,6 +102,9 @@ def test_untrained_phi_is_its_warm_start_and_costs_the_solvers_nfe(tmp_path):
     d = learned(h, "indis", 3, "ipndm", net={"denoised_input": True, "hidden": 16}).double()
     d.warm_start(god)
     x, c = torch.randn(6, 2, dtype=DT) * 80, torch.tensor([0, 1, 1, 0, 0, 1])
+    with pytest.raises(InputError, match="not calibrated"):  # warm_start moved the first evaluation: measure again
+        d.sample(h.denoiser, x, c)
+    d.calibrate(h.denoiser, *calibration_priors(h))
     h.denoiser.calls = 0
     out = d.sample(h.denoiser, x, c)
     assert h.denoiser.calls == d.nfe == 3
@@ -116,7 +119,7 @@ def test_untrained_phi_is_its_warm_start_and_costs_the_solvers_nfe(tmp_path):
         for p in d.parameters():
             p.add_(0.05 * torch.randn_like(p))
     back = load_discretization(d.save(tmp_path / "d")).double()
-    for k in ("d_mean", "d_std", "first_shift"):
+    for k in ("d_mean", "d_std", "first_shift", "calibrated_shift"):
         assert torch.equal(getattr(back, k), getattr(d, k))
     a, b = d(x, c, denoised=first), back(x, c, denoised=first)
     for u, v in ((a.times, b.times), (a.shift, b.shift), (a.scale, b.scale)):
@@ -124,6 +127,9 @@ def test_untrained_phi_is_its_warm_start_and_costs_the_solvers_nfe(tmp_path):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-15)
     with pytest.raises(InputError, match="AFS"):
         InstanceSchedule(3, h.schedule, "ipndm", afs=True, data_shape=[2], net={"denoised_input": True})
+    raw = InstanceSchedule(3, h.schedule, "ipndm", data_shape=[2], net={"denoised_input": True, "num_classes": 2}).double()
+    with pytest.raises(InputError, match="not calibrated"):  # never calibrated: no silent unit standardisation
+        raw.sample(h.denoiser, x, c)
 
 
 def test_it_trains_below_its_warm_start(tmp_path):

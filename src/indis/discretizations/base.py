@@ -310,6 +310,8 @@ class InstanceSchedule(_Parameterized):
                 raise InputError("denoised_input reads the model's first output, which AFS skips; use afs=False")
             # the first evaluation happens before phi has spoken: its time offset is the warm start's, for every sample
             self.register_buffer("first_shift", torch.zeros((), dtype=torch.float64))
+            # the first shift the standardisation was measured at (NaN: never calibrated); phi refuses to run on a stale one
+            self.register_buffer("calibrated_shift", torch.full((), math.nan, dtype=torch.float64))
             self.register_buffer("d_mean", torch.zeros(self.data_shape, dtype=torch.float64))
             self.register_buffer("d_std", torch.ones(self.data_shape, dtype=torch.float64))
         self.phi = PriorNet(self.data_shape, self.n_tau + 2 * steps, **self.net_kwargs)
@@ -337,6 +339,7 @@ class InstanceSchedule(_Parameterized):
             std = d.std(0)
             self.d_mean.copy_(d.mean(0))
             self.d_std.copy_(std.clamp_min(1e-3 * float(std.max()) + 1e-12))  # constant pixels: no division by ~0
+            self.calibrated_shift.copy_(self.first_shift)
         return self
 
     def init_kwargs(self) -> dict[str, Any]:
@@ -367,6 +370,9 @@ class InstanceSchedule(_Parameterized):
             if denoised is None:
                 raise InputError("this INDIS (denoised_input) chooses its steps from the model's first output D(x_T, t_max): "
                                  "use .sample(denoiser, x_T, cond) or .plan(denoiser, x_T, cond)")
+            if not bool(self.calibrated_shift == self.first_shift):
+                raise InputError("this INDIS (denoised_input) is not calibrated at its first evaluation time: call "
+                                 ".calibrate(denoiser, x_T, cond) after warm_start (indis.methods.learned does both)")
             z = ((denoised - self.d_mean.to(denoised)) / self.d_std.to(denoised)).to(self.phi.head.weight.dtype)
         o = self.phi(x_T.to(self.phi.head.weight.dtype), cond, z).to(x_T.dtype)
         n = self.n_tau
