@@ -42,6 +42,19 @@ def _handle(means, std=0.5, weights=(0.4, 0.6), spec="") -> ModelHandle:
     return ModelHandle(den, SHAPE, spec)
 
 
+def ring_mixture():
+    """Eight anisotropic Gaussians on a ring in 2-D, two classes (even/odd): a toy with exact denoisers where the
+    per-instance schedule matters (tests of learned discretizations)."""
+    from indis.toy.gmm import GaussianMixture
+
+    dt = torch.float64
+    ang = torch.arange(8, dtype=dt) * (2 * math.pi / 8)
+    means = 0.6 * torch.stack([ang.cos(), ang.sin()], 1)
+    u = torch.stack([-ang.sin(), ang.cos()], 1)
+    covs = 0.02 * u[:, :, None] * u[:, None, :] + 0.0005 * torch.eye(2, dtype=dt)
+    return GaussianMixture(torch.ones(8, dtype=dt) / 8, means, covs, labels=torch.arange(8) % 2)
+
+
 def make_gmm() -> ModelHandle:
     """The reference model."""
     return _handle([[1.0, 0.5, -0.5], [-1.0, -0.5, 0.8]])

@@ -2,6 +2,8 @@
 that output, so a sample still costs the solver's NFE; an untrained phi is its warm start; the standardisation is the
 mean and spread of D over calibration priors; save/load keeps it; bad uses fail with a clear message; it trains."""
 import math
+import os
+import sys
 
 import pytest
 import torch
@@ -15,25 +17,19 @@ from indis.models import ModelHandle
 from indis.priors import CondSpec
 from indis.solvers import sample, solver_nfe
 from indis.teacher import generate_teacher
-from indis.toy.gmm import GaussianMixture
 from indis.training import TrainConfig, evaluate_loss, train_discretizer
 
+sys.path.insert(0, os.path.dirname(__file__))
+from fake_models import ring_mixture  # noqa: E402
+
 DT = torch.float64
-
-
-def ring():
-    ang = torch.arange(8, dtype=DT) * (2 * math.pi / 8)
-    means = 0.6 * torch.stack([ang.cos(), ang.sin()], 1)
-    u = torch.stack([-ang.sin(), ang.cos()], 1)
-    covs = 0.02 * u[:, :, None] * u[:, None, :] + 0.0005 * torch.eye(2, dtype=DT)
-    return GaussianMixture(torch.ones(8, dtype=DT) / 8, means, covs, labels=torch.arange(8) % 2)
 
 
 class Counting(indis.Denoiser):
     """The ring's exact denoiser, counting model calls (one per batch evaluation)."""
 
     def __init__(self, sched):
-        super().__init__(ring().x0_fn(sched), sched, "x0")
+        super().__init__(ring_mixture().x0_fn(sched), sched, "x0")
         self.calls = 0
 
     def forward(self, x, t, cond=None):
@@ -83,7 +79,7 @@ def test_calibration_is_the_mean_and_spread_of_the_first_output():
     d = learned(h, "indis", 3, "ipndm", net={"denoised_input": True, "hidden": 16}).double()
     x, c = calibration_priors(h)
     assert x.shape == (256, 2) and c.shape == (256,)
-    mix, sched = ring(), h.schedule
+    mix, sched = ring_mixture(), h.schedule
     assert float(d.first_shift) == 0.0  # no warm start: the first evaluation is at t_max
     D = mix.x0_fn(sched)(x, torch.full((256,), sched.t_max, dtype=DT), c)  # the mixture's posterior mean, directly
     torch.testing.assert_close(d.d_mean, D.mean(0), rtol=1e-10, atol=1e-12)  # float64 sums of 256 terms
