@@ -203,15 +203,13 @@ CALIBRATION_SEED = 7_777_777  # a stream of its own: calibration priors are none
 def calibration_priors(handle: ModelHandle, n: int = 256) -> tuple[torch.Tensor, Any]:
     """n priors and conditions drawn as teacher samples are (prior std of the schedule, the handle's condition kind),
     from their own seed: what an INDIS with denoised_input standardises its input on."""
-    from .priors import class_cond, index_cond, prior_noise, prior_std
+    from .priors import class_cond, index_cond, prior_noise, prior_std, table_rows
 
     x_T = prior_noise(range(n), CALIBRATION_SEED, handle.data_shape, prior_std(handle.schedule), torch.float64)
     if handle.cond_kind == "class":
         cond = class_cond(range(n), CALIBRATION_SEED, handle.cond_spec())
     elif handle.cond_kind == "table":
-        table = handle.cond_table
-        rows = next(iter(table.values())).shape[0] if isinstance(table, dict) else table.shape[0]
-        cond = index_cond(table, torch.arange(n) % rows)
+        cond = index_cond(handle.cond_table, torch.arange(n) % table_rows(handle.cond_table))
     else:
         cond = None
     return x_T, cond

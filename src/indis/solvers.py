@@ -86,7 +86,7 @@ class _Evaluator:
     def __call__(self, x: Tensor, tau: Tensor, n: int) -> Tensor:
         sh = None if self.shift is None else self.shift[:, n]
         sc = None if self.scale is None else self.scale[:, n]
-        x0, self.first_x0 = (self.first_x0, None) if self.nfe == 0 else (None, None)
+        x0, self.first_x0 = self.first_x0, None  # only the first call has one
         if self.use_checkpoint and torch.is_grad_enabled():
             d = _checkpoint(self._eval, x, tau, sh, sc, x0, use_reentrant=False)
         else:
