@@ -170,21 +170,25 @@ def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str
     return isp, ind, info
 
 
-def denoised_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
-    """INDIS whose phi also reads D(x_T, t_max) (`denoised_input`, the solver's own first call): its test ratio to
-    GOD and to INDIS, with paired intervals."""
+def _test_mse(exp: Any, runs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str, np.ndarray]:
+    """Per-prior teacher-MSE on the test priors of each named (spec, discretization) (samples cached per run)."""
     from ..losses import mse as per_prior_mse
+
+    x0 = exp.data("test")[3]
+    return {k: per_prior_mse(exp.samples(sp, d, "test"), x0).cpu().numpy() for k, (sp, d) in runs.items()}
+
+
+def denoised_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
+                     mse: dict[str, np.ndarray]) -> dict[str, Any]:
+    """INDIS whose phi also reads D(x_T, t_max) (`denoised_input`, the solver's own first call), warm-started from the
+    GOD run `gsp`: its test ratio to GOD and to INDIS (per-prior test MSE of both in `mse`), with paired intervals."""
     from ..metrics.stats import ratio_ci
 
-    gsp, god, _ = _god(exp, h, c, s)
-    isp, ind, _ = _indis(exp, h, c, s, gsp)
     dsp, dd, dinfo = _indis(exp, h, c, s, gsp, net={"denoised_input": True})
-    x0 = exp.data("test")[3]
-    m = {k: per_prior_mse(exp.samples(sp, d, "test"), x0).cpu().numpy() for k, sp, d in
-         (("god", gsp, god), ("indis", isp, ind), ("d", dsp, dd))}
-    return {"ratio": float(m["d"].mean() / m["god"].mean()), "ratio_ci": ratio_ci(m["d"], m["god"]),
-            "vs_indis": float(m["d"].mean() / m["indis"].mean()), "vs_indis_ci": ratio_ci(m["d"], m["indis"]),
-            "mse": float(m["d"].mean()), "train": dinfo}
+    m = _test_mse(exp, {"d": (dsp, dd)})["d"]
+    return {"ratio": float(m.mean() / mse["god"].mean()), "ratio_ci": ratio_ci(m, mse["god"]),
+            "vs_indis": float(m.mean() / mse["indis"].mean()), "vs_indis_ci": ratio_ci(m, mse["indis"]),
+            "mse": float(m.mean()), "train": dinfo}
 
 
 def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print) -> dict[str, Any]:
@@ -203,7 +207,10 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
         res = load_json(folder / "result.json")
         if "denoised_input" not in res:  # a cell cached before the variant existed: add it, reusing every run
             h = handle_for(c)
-            res["denoised_input"] = denoised_variant(_experiment(folder, h, c, s, progress), h, c, s)
+            exp = _experiment(folder, h, c, s, progress)
+            gsp, god, _ = _god(exp, h, c, s)
+            isp, ind, _ = _indis(exp, h, c, s, gsp)
+            res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)}))
             atomic_write_json(folder / "result.json", res)
         return res
     t0 = time.time()
@@ -216,9 +223,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     gsp, god, ginfo = _god(exp, h, c, s)
     isp, ind, iinfo = _indis(exp, h, c, s, gsp)
     _, xT, cond, x0 = exp.data("test")
-    mse = {}
-    for name, sp, d in (("god", gsp, god), ("indis", isp, ind)):
-        mse[name] = per_prior_mse(exp.samples(sp, d, "test"), x0).cpu().numpy()
+    mse = _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)})
     P = min(s["oracle_priors"], s["test"])
     oracles = []
     for lr in ORACLE_LRS:
@@ -242,7 +247,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
            "kept": curve, "eps_half": eps_half(curve), "diagnosis": diag.as_dict(),
            "prediction_error": float(diag.predicted_ratio - ratio), "reach_prediction_error": float(diag.reach_ratio - ratio),
-           "train": {"god": ginfo, "indis": iinfo}, "denoised_input": denoised_variant(exp, h, c, s),
+           "train": {"god": ginfo, "indis": iinfo}, "denoised_input": denoised_variant(exp, h, c, s, gsp, mse),
            "seconds": round(time.time() - t0, 1)}
     atomic_write_json(folder / "result.json", res)
     log(f"{cell_name(c)}: INDIS/GOD {ratio:.3f} {res['ratio_ci']}, oracle/GOD {res['oracle_over_god']:.3f}, predicted "
