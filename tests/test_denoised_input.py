@@ -70,8 +70,82 @@ def test_reused_first_output_rejects_what_cannot_be_a_first_call():
     first = den(x, t[0].expand(3), torch.tensor([0, 1, 0]))[0]
     with pytest.raises(InputError, match="shape"):
         sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), first_denoised=first[:2])
-    with pytest.raises(InputError, match="afs"):
-        sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), afs=True, first_denoised=first)
+    with pytest.raises(InputError, match="shape"):
+        sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), first_denoised="D")
+
+
+def afs_step(x, t0, t1, scale0):
+    """EDM (sigma = t): AFS takes eps = x / sqrt(1 + t0^2), scaled; the first-order step is x + (t1 - t0) eps."""
+    t0, t1 = torch.as_tensor(t0, dtype=DT).reshape(-1, 1), torch.as_tensor(t1, dtype=DT).reshape(-1, 1)
+    return x + (t1 - t0) * scale0 * x / torch.sqrt(1 + t0 * t0)
+
+
+@pytest.mark.parametrize("solver", ["euler", "ipndm", "dpmpp_3m", "unipc"])
+def test_after_afs_the_reused_output_is_the_call_at_the_first_steps_end(solver):
+    """With AFS the first model call is at (x_1, t_1 + shift_1), x_1 the analytic first step: reusing D there gives
+    the same sample with one call less."""
+    h = handle()
+    den, N = h.denoiser, 4
+    x = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(1)) * 80
+    c = torch.tensor([1, 1, 0, 1, 0])
+    t = heuristic("edm", N, den.schedule).to(DT)
+    shift = 0.1 * torch.rand(5, N, dtype=DT) * t[:-1]
+    scale = 1 + 0.05 * torch.rand(5, N, dtype=DT)
+    den.calls = 0
+    ref = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, afs=True)
+    calls = den.calls
+    assert calls == solver_nfe(solver, N, afs=True, final_zero=bool(t[-1] == 0))
+    first = den(afs_step(x, t[0], t[1], scale[:, :1]), t[1] + shift[:, 1], c)[0]
+    den.calls = 0
+    out = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, afs=True, first_denoised=first)
+    assert den.calls == calls - 1
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)  # same float64 arithmetic up to reordering
+
+
+@pytest.mark.parametrize("solver", ["ipndm", "unipc"])
+def test_after_afs_an_untrained_phi_is_its_warm_start(solver, tmp_path):
+    """INDIS-D under AFS: t_1, the first scale and the first call's shift are the warm start's for every sample, phi
+    places t_2..t_N; untrained it is exactly its GOD, costs the solver's NFE, and reads D at the solver's own x_1."""
+    h = handle()
+    god = learned(h, "god", 4, solver, init="logsnr", afs=True).double()
+    with torch.no_grad():
+        god.logits.add_(0.3 * torch.randn_like(god.logits))
+        god.scale_logits.add_(torch.tensor([0.4, -0.2, 0.3, 0.1], dtype=DT))
+        god.shift_logits.add_(torch.tensor([0.6, -0.5, 0.3, 0.2], dtype=DT))
+    d = learned(h, "indis", 4, solver, afs=True, net={"denoised_input": True, "hidden": 16}).double()
+    d.warm_start(god).calibrate(h.denoiser, *calibration_priors(h))
+    x, c = torch.randn(6, 2, dtype=DT) * 80, torch.tensor([0, 1, 1, 0, 0, 1])
+    g = god(x).detach()
+    assert float(d.first_time) == pytest.approx(float(g.times[0, 1]), rel=1e-12)
+    assert float(d.first_scale) == pytest.approx(float(g.scale[0, 0]), rel=1e-12) and float(d.first_scale) != 1.0
+    assert float(d.first_shift) == pytest.approx(float(g.shift[0, 1]), rel=1e-12) and float(d.first_shift) != 0.0
+    h.denoiser.calls = 0
+    out = d.sample(h.denoiser, x, c)
+    assert h.denoiser.calls == d.nfe == god.nfe
+    # the warm start's times pass through log-gaps and back (float64, ~1e-15 relative): the samples agree to 1e-10
+    torch.testing.assert_close(out, god.sample(h.denoiser, x, c), rtol=1e-10, atol=1e-10)
+    first = d.first_output(h.denoiser, x, c)
+    x1 = afs_step(x, g.times[:, 0], g.times[:, 1], g.scale[:, :1])
+    # D at x_1 in closed form (the same first-order step in another arithmetic form: float64 rounding only)
+    torch.testing.assert_close(first, h.denoiser(x1, g.times[:, 1] + g.shift[:, 1], c)[0], rtol=1e-9, atol=1e-9)
+    with torch.no_grad():  # move phi: t_1, the first scale and the first shift stay shared
+        for p in d.phi.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    s, _ = d.plan(h.denoiser, x, c)
+    assert torch.all(s.times[:, 1] == d.first_time) and torch.all(s.scale[:, 0] == d.first_scale)
+    assert torch.all(s.shift[:, 1] == d.first_shift) and s.times[:, 2:].std(0).max() > 0
+    assert bool((s.times[:, 1:] < s.times[:, :-1]).all())
+    back = load_discretization(d.save(tmp_path / "d")).double()
+    for k in ("first_time", "first_scale", "calibrated_first", "calibrated_shift"):
+        assert torch.equal(getattr(back, k), getattr(d, k))
+    with torch.no_grad():
+        d.first_time.mul_(0.9)
+    with pytest.raises(InputError, match="not calibrated"):
+        d.sample(h.denoiser, x, c)
+    with pytest.raises(InputError, match="heun"):
+        InstanceSchedule(3, h.schedule, "heun", afs=True, data_shape=[2], net={"denoised_input": True})
+    with pytest.raises(InputError, match="steps >= 2"):
+        InstanceSchedule(1, h.schedule, "ipndm", afs=True, data_shape=[2], net={"denoised_input": True})
 
 
 def test_calibration_is_the_mean_and_spread_of_the_first_output():
@@ -121,22 +195,21 @@ def test_untrained_phi_is_its_warm_start_and_costs_the_solvers_nfe(tmp_path):
     for u, v in ((a.times, b.times), (a.shift, b.shift), (a.scale, b.scale)):
         # equal weights; BLAS may pick another kernel for the loaded (freshly allocated) tensors: float64 rounding only
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-15)
-    with pytest.raises(InputError, match="AFS"):
-        InstanceSchedule(3, h.schedule, "ipndm", afs=True, data_shape=[2], net={"denoised_input": True})
     raw = InstanceSchedule(3, h.schedule, "ipndm", data_shape=[2], net={"denoised_input": True, "num_classes": 2}).double()
     with pytest.raises(InputError, match="not calibrated"):  # never calibrated: no silent unit standardisation
         raw.sample(h.denoiser, x, c)
 
 
-def test_it_trains_below_its_warm_start(tmp_path):
+@pytest.mark.parametrize("afs", [False, True])
+def test_it_trains_below_its_warm_start(tmp_path, afs):
     sched = indis.FlowMatching()
     h = handle(sched)
     ts = generate_teacher(h.denoiser, tmp_path / "t", [2], 1200, times=heuristic("uniform", 60, sched), solver="ipndm",
                           shard_size=600, batch_size=600, dtype=DT, progress=False, cond=CondSpec("class", num_classes=2))
     held = torch.arange(1000, 1200)
-    god = learned(h, "god", 3, "euler", init="uniform").double()
-    d = learned(h, "indis", 3, "euler", net={"denoised_input": True, "hidden": 64}).double()
-    d.warm_start(god)
+    god = learned(h, "god", 3, "euler", init="uniform", afs=afs).double()
+    d = learned(h, "indis", 3, "euler", afs=afs, net={"denoised_input": True, "hidden": 64}).double()
+    d.warm_start(god).calibrate(h.denoiser, *calibration_priors(h))
     start = evaluate_loss(d, h.denoiser, ts, held, mse, dtype=DT)
     cfg = TrainConfig(iterations=200, batch_size=200, lr=3e-3, train_indices=list(range(900)),
                       val_indices=list(range(900, 1000)), val_every=50)

@@ -65,7 +65,7 @@ class _Evaluator:
         self.den, self.sched, self.cond = denoiser, denoiser.schedule, cond
         self.shift, self.scale = shift, scale
         self.use_checkpoint, self.check_finite, self.traj = use_checkpoint, check_finite, trajectory
-        self.first_x0 = first  # the model's x0 at (x_T, t_0), already computed by the caller: the first call reuses it
+        self.first_x0 = first  # the model's x0 at the first call's point, computed by the caller: that call reuses it
         self.nfe = 0
 
     def _eval(self, x: Tensor, tau: Tensor, sh: Tensor | None, sc: Tensor | None, x0: Tensor | None = None) -> Tensor:
@@ -404,15 +404,13 @@ def _per_sample(v: Tensor | Sequence[float] | None, name: str, B: int, length: i
     raise InputError(f"{name} must have shape [{length}] or [B, {length}], got {list(v.shape)}")
 
 
-def _check_first(first: Tensor | None, x_T: Tensor, afs: bool) -> None:
-    """A reused first model output must be one the solver would compute: x_T's shape, and a first call (no AFS)."""
+def _check_first(first: Tensor | None, x_T: Tensor) -> None:
+    """A reused first model output must have x_T's shape."""
     if first is None:
         return
     if not isinstance(first, Tensor) or first.shape != x_T.shape:
         raise InputError(f"first_denoised must be a tensor of x_T's shape {list(x_T.shape)}, got "
                          f"{list(first.shape) if isinstance(first, Tensor) else type(first).__name__}")
-    if afs:
-        raise InputError("first_denoised cannot be used with afs (AFS replaces the first model call)")
 
 
 def check_times(times: Tensor, schedule: NoiseSchedule, batch: int | None = None) -> Tensor:
@@ -463,9 +461,10 @@ def sample(
     VP, the velocity for flow matching), is multiplied by scale[n] (INDIS eq. 5). checkpoint: recompute each
     model call in the backward pass, so memory does not grow with N. Solver options (max_order, variant,
     lower_order_final, history) are passed through. Gradients flow to times, shift, scale, x_T and the model.
-    first_denoised: the model's x0 at the first call's own point (x_T, times[:, 0] + shift[:, 0]), when the caller already
-    evaluated it there (an INDIS variant whose phi reads it): the first call reuses it, so the sample still costs
-    `solver_nfe` model calls.
+    first_denoised: the model's x0 at the first model call's own point, when the caller already evaluated it there (an
+    INDIS variant whose phi reads it): (x_T, times[:, 0] + shift[:, 0]), or with AFS (x_1, times[:, 1] + shift[:, 1]),
+    x_1 the analytic first step's state (for heun the first call is its first correction). The first call reuses it,
+    so the sample still costs `solver_nfe` model calls.
     """
     if not isinstance(denoiser, Denoiser):
         raise InputError(f"denoiser must be an indis.Denoiser (wrap your model with indis.Denoiser(fn, schedule, prediction=...)), got {type(denoiser).__name__}")
@@ -482,7 +481,7 @@ def sample(
     scale = _per_sample(scale, "scale", B, N, t)
     if afs and solver == "heun" and N == 1 and bool((t[:, -1] == 0).all()):
         raise InputError("heun with afs needs at least 2 steps when the last time is 0")
-    _check_first(first_denoised, x_T, afs)
+    _check_first(first_denoised, x_T)
     traj = Trajectory(times=t) if return_trajectory else None
     ev = _Evaluator(denoiser, cond, shift, scale, checkpoint, check_finite, traj, first_denoised)
     out = _IMPL[solver](ev, x_T, t, afs=afs, progress=progress, **options)

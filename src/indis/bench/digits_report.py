@@ -86,7 +86,7 @@ def _ablations(runs, seeds, n: str, replicates: int) -> dict[str, Any]:
     out = {}
     for v in hs[0]["ablations"][n]:
         if any(s["ablations"][n].get(v) is None for s in hs):
-            continue  # e.g. plus-denoised under an AFS configuration
+            continue  # a variant that did not apply (results written when plus-denoised skipped AFS)
         out[v] = _cell([s["ablations"][n][v] for s in hs])
         if v != "full":
             out[v]["vs_full"] = {m: compare(hr, hs, "ablations", n, v, ["full"], m, replicates)["full"] for m in ("mse", "fd")}
@@ -210,8 +210,8 @@ def ablations_md(res: dict[str, Any]) -> list[str]:
             diff = (f"{_f(d['fd']['diff'])} [{_f(d['fd']['ci'][0])}, {_f(d['fd']['ci'][1])}] | {_f(1e3 * d['mse']['diff'], 2)} "
                     f"[{_f(1e3 * d['mse']['ci'][0], 2)}, {_f(1e3 * d['mse']['ci'][1], 2)}]") if d else "- | -"
             L.append(f"| {n} | {v} | {_pm(c, 'fd')} | {_pm(c, 'mse', 2, 1e3)} | {diff} |")
-    return L + ["", "plus-denoised: phi also reads D(x_T, t_max), the solver's own first model call (no extra NFE; not run "
-                "when the warm start uses AFS, which skips that call).", ""]
+    return L + ["", "plus-denoised: phi also reads the solver's own first model call (no extra NFE): D(x_T, t_max), or under "
+                "AFS D(x_1, t_1) after the analytic first step to the warm start's t_1 (shared by all samples).", ""]
 
 
 # -- figures -------------------------------------------------------------------------------------------------------

@@ -280,16 +280,13 @@ class DigitsRun:
                   "passes": {"1": round(best[0], 5), str(LONG_PASSES): round(longer[0], 5)}}
         return self._row(sp, d, info, choice)
 
-    def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any] | None:
-        """INDIS warm-started from the better trained global schedule (validation loss), under its configuration (None:
-        the variant does not apply to that configuration)."""
+    def indis_row(self, nfe: int, table: str, rows: dict[str, Any], variant: str = "full") -> dict[str, Any]:
+        """INDIS warm-started from the better trained global schedule (validation loss), under its configuration."""
         warm_name = min(("god", "ld3"), key=lambda m: rows[m]["train"]["best_val"])
         warm = rows[warm_name]
         sw = ABLATIONS[variant]
         net = {**self.s["phi"], **{k: v for k, v in sw.items() if k in PHI_SWITCHES}}
         flags = {k: v for k, v in sw.items() if k.startswith("learn_")}
-        if net.get("denoised_input") and warm["spec"]["afs"]:
-            return None  # phi would read the first model call, which AFS skips: not the same NFE
         sp, d, info = self.learned_run("indis", nfe, warm["spec"]["solver"], warm["spec"]["afs"], warm=warm,
                                        variant=None if variant == "full" else variant, net=net, **flags)
         return self._row(sp, d, info, {"by": "the configuration of its warm start", "warm_start": warm_name})

@@ -221,8 +221,11 @@ class _Parameterized(Discretizer):
                 "learn_shift": self.learn_shift, "learn_scale": self.learn_scale, "shift_bound": self.shift_bound,
                 "shift_mode": self.shift_mode, "scale_bound": self.scale_bound, "shift_first": self.shift_first}
 
-    def steps_from_outputs(self, o_tau: Tensor, o_shift: Tensor | None, o_scale: Tensor | None) -> Steps:
-        times = logits_to_times(o_tau, self.schedule, self.t_max, self.t_min, self.space, self.free_last)
+    def steps_from_outputs(self, o_tau: Tensor, o_shift: Tensor | None, o_scale: Tensor | None,
+                           times: Tensor | None = None) -> Steps:
+        """Steps from raw outputs (times from o_tau unless given)."""
+        if times is None:
+            times = logits_to_times(o_tau, self.schedule, self.t_max, self.t_min, self.space, self.free_last)
         shift = shift_from_logits(o_shift, times, self.shift_bound, self.shift_mode) if (self.learn_shift and o_shift is not None) else None
         if shift is not None and not self.shift_first:
             shift = torch.cat([torch.zeros_like(shift[..., :1]), shift[..., 1:]], -1)
@@ -306,24 +309,63 @@ class InstanceSchedule(_Parameterized):
             self.net_kwargs["input_scale"] = 1.0 / float(schedule.sigma(torch.tensor(self.t_max, dtype=torch.float64)))
         self.denoised_input = bool(self.net_kwargs.get("denoised_input", False))
         if self.denoised_input:
-            if self.afs:
-                raise InputError("denoised_input reads the model's first output, which AFS skips; use afs=False")
+            if self.afs and (self.solver == "heun" or steps < 2):
+                raise InputError("denoised_input with AFS reads the model call after the analytic first step: it needs "
+                                 "steps >= 2 and a solver whose first step makes no call (euler, ipndm, dpmpp_*, unipc), "
+                                 f"got {self.solver} with {steps} steps")
             # the first evaluation happens before phi has spoken: its time offset is the warm start's, for every sample
             self.register_buffer("first_shift", torch.zeros((), dtype=torch.float64))
             # the first shift the standardisation was measured at (NaN: never calibrated); phi refuses to run on a stale one
             self.register_buffer("calibrated_shift", torch.full((), math.nan, dtype=torch.float64))
             self.register_buffer("d_mean", torch.zeros(self.data_shape, dtype=torch.float64))
             self.register_buffer("d_std", torch.ones(self.data_shape, dtype=torch.float64))
+            if self.afs:  # the first call follows the analytic step to t_1: t_1 and that step's scale are shared too
+                self.register_buffer("first_time", torch.tensor(self.init_times[1], dtype=torch.float64))
+                self.register_buffer("first_scale", torch.ones((), dtype=torch.float64))
+                self.register_buffer("calibrated_first", torch.full((2,), math.nan, dtype=torch.float64))
         self.phi = PriorNet(self.data_shape, self.n_tau + 2 * steps, **self.net_kwargs)
         with torch.no_grad():
-            self.phi.head.bias[: self.n_tau].copy_(self._init_logits.float())
+            self.phi.head.bias[: self.n_tau].copy_(self._tau_bias(torch.tensor(self.init_times, dtype=torch.float64)).float())
+
+    @property
+    def _after_afs(self) -> bool:
+        """phi reads the model call that follows the analytic first step (AFS), at x_1 and the shared t_1."""
+        return self.denoised_input and self.afs
+
+    def _tau_bias(self, times: Tensor) -> Tensor:
+        """Head bias for the time logits that reproduce `times` [N+1]; after AFS the logits place t_2..t_N in [t_1,
+        t_min] (the first is unused: t_1 is shared)."""
+        kw = {"free_last": self.free_last, "t_min": self.t_min if self.free_last else None}
+        if not self._after_afs:
+            return times_to_logits(times, self.schedule, self.space, **kw)
+        return torch.cat([torch.zeros(1, dtype=torch.float64), times_to_logits(times[1:], self.schedule, self.space, **kw)])
+
+    def _first_point(self, denoiser: Denoiser, x_T: Tensor, cond: Cond) -> tuple[Tensor, Tensor]:
+        """Where the first model call happens, the same for every sample's steps: (x_T, t_max + first shift), or
+        after AFS (x_1, t_1 + first shift), x_1 the analytic first step (a first-order step, that of every solver
+        allowed here) from x_T to the shared t_1 with the shared first scale."""
+        B, s = x_T.shape[0], self.schedule
+        if not self._after_afs:
+            t = torch.full((B,), self.t_max, dtype=x_T.dtype, device=x_T.device)
+            return x_T, s.clamp_eval(t + self.first_shift.to(x_T))
+        t1 = self.first_time.to(x_T)
+        times = torch.stack([torch.full_like(t1, self.t_max), t1]).expand(B, 2)
+        x1 = sample(denoiser, x_T, times, "euler", scale=self.first_scale.to(x_T).expand(B, 1), cond=cond, afs=True)
+        return x1, s.clamp_eval(t1.expand(B) + self.first_shift.to(x_T))
+
+    def _first_state(self) -> Tensor:
+        """What the standardisation depends on: the first call's shift (and after AFS its time and the first scale)."""
+        parts = [self.first_shift.reshape(1)] + ([self.first_time.reshape(1), self.first_scale.reshape(1)] if self._after_afs else [])
+        return torch.cat(parts)
+
+    def _calibrated_state(self) -> Tensor:
+        return torch.cat([self.calibrated_shift.reshape(1)] + ([self.calibrated_first] if self._after_afs else []))
 
     def first_output(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None) -> Tensor | None:
         if not self.denoised_input:
             return None
-        t = self.schedule.clamp_eval(torch.full((x_T.shape[0],), self.t_max, dtype=x_T.dtype, device=x_T.device)
-                                     + self.first_shift.to(x_T))
-        return denoiser(x_T, t, cond)[0]
+        x, t = self._first_point(denoiser, x_T, cond)
+        return denoiser(x, t, cond)[0]
 
     def calibrate(self, denoiser: Denoiser, x_T: Tensor, cond: Cond = None) -> "InstanceSchedule":
         """Set the standardisation of phi's denoised input from priors x_T (needs at least 2 of them)."""
@@ -340,6 +382,8 @@ class InstanceSchedule(_Parameterized):
             self.d_mean.copy_(d.mean(0))
             self.d_std.copy_(std.clamp_min(1e-3 * float(std.max()) + 1e-12))  # constant pixels: no division by ~0
             self.calibrated_shift.copy_(self.first_shift)
+            if self._after_afs:
+                self.calibrated_first.copy_(self._first_state()[1:])
         return self
 
     def init_kwargs(self) -> dict[str, Any]:
@@ -351,7 +395,8 @@ class InstanceSchedule(_Parameterized):
             raise InputError("warm start needs a global schedule with the same N, space and free_last")
         with torch.no_grad():
             b = self.phi.head.bias
-            b[: self.n_tau].copy_(g.logits.detach().to(b.dtype))
+            st = g(torch.zeros(1, *self.data_shape, dtype=torch.float64))
+            b[: self.n_tau].copy_(g.logits.detach().to(b.dtype) if not self._after_afs else self._tau_bias(st.times[0].detach()).to(b.dtype))
             shift = g.shift_logits.detach().clone() if g.learn_shift else torch.zeros_like(g.shift_logits)
             if not g.shift_first:  # LD3 leaves the first evaluation unshifted: so does the warm-started phi
                 shift[0] = 0.0
@@ -359,9 +404,12 @@ class InstanceSchedule(_Parameterized):
             scale = g.scale_logits.detach() if g.learn_scale else torch.zeros_like(g.scale_logits)
             b[self.n_tau + self.steps :].copy_(scale.to(b.dtype))
             self.phi.head.weight.zero_()
-            if self.denoised_input:  # then calibrate: phi's input is read at this first evaluation time
-                sh = g(torch.zeros(1, *self.data_shape, dtype=torch.float64)).shift
-                self.first_shift.fill_(0.0 if sh is None or not self.learn_shift else float(sh[0, 0]))
+            if self.denoised_input:  # then calibrate: phi's input is read at this first evaluation point
+                k = 1 if self.afs else 0
+                self.first_shift.fill_(0.0 if st.shift is None or not self.learn_shift else float(st.shift[0, k]))
+                if self._after_afs:
+                    self.first_time.fill_(float(st.times[0, 1]))
+                    self.first_scale.fill_(1.0 if st.scale is None or not self.learn_scale else float(st.scale[0, 0]))
         return self
 
     def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None, denoised: Tensor | None = None) -> Steps:
@@ -370,13 +418,32 @@ class InstanceSchedule(_Parameterized):
             if denoised is None:
                 raise InputError("this INDIS (denoised_input) chooses its steps from the model's first output D(x_T, t_max): "
                                  "use .sample(denoiser, x_T, cond) or .plan(denoiser, x_T, cond)")
-            if not bool(self.calibrated_shift == self.first_shift):
-                raise InputError("this INDIS (denoised_input) is not calibrated at its first evaluation time: call "
+            if not bool((self._calibrated_state() == self._first_state()).all()):
+                raise InputError("this INDIS (denoised_input) is not calibrated at its first evaluation point: call "
                                  ".calibrate(denoiser, x_T, cond) after warm_start (indis.methods.learned does both)")
             z = ((denoised - self.d_mean.to(denoised)) / self.d_std.to(denoised)).to(self.phi.head.weight.dtype)
         o = self.phi(x_T.to(self.phi.head.weight.dtype), cond, z).to(x_T.dtype)
-        n = self.n_tau
-        s = self.steps_from_outputs(o[:, :n], o[:, n : n + self.steps], o[:, n + self.steps :])
-        if self.denoised_input and s.shift is not None:  # the first call was made at the shared first evaluation time
-            s.shift = torch.cat([self.first_shift.to(s.shift).expand(s.shift.shape[0], 1), s.shift[:, 1:]], 1)
+        n, N = self.n_tau, self.steps
+        o_tau, o_shift, o_scale = o[:, :n], o[:, n : n + N], o[:, n + N :]
+        if not self.denoised_input:
+            return self.steps_from_outputs(o_tau, o_shift, o_scale)
+        return self._shared_first(o_tau, o_shift, o_scale)
+
+    def _shared_first(self, o_tau: Tensor, o_shift: Tensor, o_scale: Tensor) -> Steps:
+        """Steps that keep what the first model call was made with, before phi spoke: its shift, and after AFS t_1
+        (phi's time logits then place t_2..t_N in [t_1, t_min]) and the analytic step's scale."""
+        B, k = o_tau.shape[0], 1 if self.afs else 0
+
+        def put(v: Tensor, col: int, val: Tensor) -> Tensor:
+            return torch.cat([v[:, :col], val.to(v).expand(B, 1), v[:, col + 1 :]], 1)
+
+        times = None
+        if self._after_afs:
+            rest = logits_to_times(o_tau[:, 1:], self.schedule, float(self.first_time), self.t_min, self.space, self.free_last)
+            times = torch.cat([torch.full_like(rest[:, :1], self.t_max), rest], 1)
+        s = self.steps_from_outputs(o_tau, o_shift, o_scale, times)
+        if s.shift is not None:
+            s.shift = put(s.shift, k, self.first_shift)
+        if self._after_afs and s.scale is not None:
+            s.scale = put(s.scale, 0, self.first_scale)
         return s
