@@ -64,12 +64,39 @@ def test_reach_and_prediction_arithmetic():
     assert gap == 0.0 and ratio == 1.0  # a negative kept share is clipped: INDIS is never predicted worse than GOD
 
 
+def test_group_prediction_is_measured_against_a_shared_schedule_fitted_the_same_way():
+    """One Gaussian mode: no schedule can know more than a shared one, so group schedules gain nothing; measured
+    against the untrained (time-uniform) global schedule they start from, the fit alone would look like a large gain."""
+    from indis.diagnose import _fit_groups, cluster_ratio
+    from indis.discretizations import heuristic
+    from indis.losses import mse
+    from indis.methods import learned
+    from indis.solvers import sample
+
+    torch.set_num_threads(1)
+    h = mixture_handle(random_mixture(4, 1, seed=5))
+    x_T = 80.0 * torch.randn(64, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x0 = sample(h.denoiser, x_T, heuristic("edm", 200, h.schedule).double(), "ipndm")  # a 200-step teacher
+    god = learned(h, "god", 3, "ipndm", init="uniform").double()
+    ratio, ci = cluster_ratio(h.denoiser, god, x_T, None, x0, k=4, iterations=150, replicates=200)
+    assert ci[0] <= ratio <= ci[1] and ratio > 0.9  # four schedules fitted on a quarter of the priors each: no gain
+    one, score = torch.zeros(64, dtype=torch.long), torch.arange(48, 64)
+    shared = _fit_groups(h.denoiser, god, x_T, None, x0, one, 1, torch.arange(32), torch.arange(32, 48), 150)
+    with torch.no_grad():
+        fitted = mse(shared.sample(h.denoiser, x_T[score], None, one[score]), x0[score]).mean()
+        start = mse(god.sample(h.denoiser, x_T[score]), x0[score]).mean()
+    assert float(fitted) < 0.5 * float(start)  # what a comparison with the start would have called an instance gain
+
+
 def test_one_tiny_cell_end_to_end(tmp_path):
     s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "cap": 40,
          "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
     c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
     r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert r["teacher"]["rel_error_vs_rtol_1e-9"] < 1e-6  # the exact teacher
+    gods = [json.loads(f.read_text()) for f in (tmp_path / sc.cell_name(c) / "runs").glob("god-*/info.json")]
+    assert len(gods) == len(sc.GOD_LRS) and r["train"]["god"]["lr"] in sc.GOD_LRS  # GOD's rate, chosen on validation
+    assert r["train"]["god"]["best_val"] == min(g["best_val"] for g in gods)
     assert r["ratio_ci"][0] <= r["ratio"] <= r["ratio_ci"][1] and 0 <= r["oracle_over_god"] <= 1.0 + 1e-9
     assert r["diagnosis"]["recommendation"] in ("INDIS", "GOD") and set(r["kept"]) == {f"{e:g}" for e in
                                                                                          __import__("indis").diagnose.EPS_GRID}
@@ -83,6 +110,10 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     del old["denoised_input"]
     f.write_text(json.dumps(old))
     assert sc.run_cell(c, s, tmp_path, log=lambda m: None)["denoised_input"] == dv
+    del old["train"]["god"]["lr"]  # a cell from before GOD's rate was chosen: recomputed from its cached runs
+    f.write_text(json.dumps(old))
+    new = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    assert new["train"]["god"]["lr"] == r["train"]["god"]["lr"] and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
 
 
 def test_eval_diagnose_cli(tmp_path, capsys):

@@ -3,8 +3,9 @@ how far its gain reaches in x_T, and predicts INDIS's gain over the best global 
 
 Why it can work (issue 16's study): phi(x_T, c) is a smooth function learned from M training priors, so it can only
 learn the part of the per-prior optimum that stays useful at the distance of the nearest training prior. On P priors:
-1. a global schedule is fitted to them (GOD's parameterisation, iPNDM) and the oracle (one set of times, shift and
-   scale per prior) is fitted from it: oracle/GOD is the ceiling of any instance-aware schedule;
+1. a global schedule is fitted to them (GOD's parameterisation, iPNDM, the best of three learning rates) and the
+   oracle (one set of times, shift and scale per prior) is fitted from it: oracle/GOD is the ceiling of any
+   instance-aware schedule;
 2. reach: prior i's oracle parameters are applied to neighbours x' = sqrt(1 - eps^2) x_T + eps z (z a fresh prior
    draw, so x' is a prior; the condition is kept) and scored against x''s own teacher solution beside the global
    schedule: kept(eps) is the share of the oracle's gain that survives at distance eps;
@@ -12,11 +13,12 @@ learn the part of the per-prior optimum that stays useful at the distance of the
 4. reach prediction: INDIS closes gap = clip(kept(eps_nn), 0, 1) of the oracle's gap, INDIS/GOD = 1 - gap (1 -
    oracle/GOD), with a bootstrap interval over the P priors (`reach_ratio`);
 5. cluster prediction (what the recommendation uses): the teacher endpoints of `cluster_priors` priors are grouped by
-   k-means into `CLUSTERS` groups on one half, one schedule per group is fitted from the global one on that half
-   (early-stopped on the next quarter), and the last quarter (each prior assigned to the group of its endpoint) is
-   scored: group schedules / global schedule is the gain of a schedule that knows which mode x_T heads for, the part
-   of the oracle's gain a smooth phi(x_T, c) can learn from many priors; `predicted_ratio` and its interval
-   (bootstrap over the scored quarter). INDIS is recommended only when the whole interval lies below 0.98.
+   k-means into `CLUSTERS` groups on one half, one schedule per group and one shared schedule are fitted from the
+   global one on that half in the same way (learning rate and early stop on the next quarter), and the last quarter
+   (each prior assigned to the group of its endpoint) is scored: group schedules / shared schedule is the gain of a
+   schedule that knows which mode x_T heads for, the part of the oracle's gain a smooth phi(x_T, c) can learn from
+   many priors; `predicted_ratio` and its interval (bootstrap over the scored quarter). INDIS is recommended only
+   when the whole interval lies below 0.98.
 `indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
 """
 from __future__ import annotations
@@ -39,6 +41,8 @@ from .solvers import sample
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
 RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
+GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
+FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
 
 
 @dataclass
@@ -139,14 +143,46 @@ def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarr
     return gap, ratio, [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))], curve
 
 
-def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, *, k: int = CLUSTERS, seed: int = 0,
-                  iterations: int = 200, replicates: int = 1000) -> tuple[float, list[float]]:
-    """Group schedules (one per k-means group of the teacher endpoints) against `god`: fitted from `god` on the first
-    half of the priors with early stopping on the next quarter (the iterate with the lowest loss there is kept), scored
-    on the last quarter: teacher-MSE ratio and its 95% bootstrap interval."""
-    from sklearn.cluster import KMeans
-
+def _fit_groups(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, groups: Tensor, k: int, fit: Tensor,
+                val: Tensor, iterations: int) -> Any:
+    """One schedule per group, started at `god`, fitted on rows `fit` at each of FIT_LRS; the iterate and rate with
+    the lowest loss on rows `val` are kept."""
     from .discretizations.base import InstanceOracle
+
+    def loss(per: Any, rows: Tensor) -> Tensor:
+        return mse(per.sample(den, x_T[rows], index_cond(cond, rows), groups[rows]), x0[rows]).sum()
+
+    best: tuple[float, Any] | None = None
+    for lr in FIT_LRS:
+        per = InstanceOracle.from_global(god, k)
+        params = [p for p in per.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=lr)
+        with torch.no_grad():
+            v0, state = float(loss(per, val)), [p.detach().clone() for p in params]
+        for it in range(1, iterations + 1):
+            opt.zero_grad(set_to_none=True)
+            loss(per, fit).backward()
+            opt.step()
+            if it % 10 == 0:
+                with torch.no_grad():
+                    v = float(loss(per, val))
+                if v < v0:
+                    v0, state = v, [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, s_ in zip(params, state):
+                p.copy_(s_)
+        if best is None or v0 < best[0]:
+            best = (v0, per)
+    return best[1]
+
+
+def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, *, k: int = CLUSTERS, seed: int = 0,
+                  iterations: int = 300, replicates: int = 1000) -> tuple[float, list[float]]:
+    """Group schedules (one per k-means group of the teacher endpoints) against one schedule for all, both fitted from
+    `god` the same way (first half of the priors, early stopping and learning rate on the next quarter), scored on the
+    last quarter: teacher-MSE ratio and its 95% bootstrap interval. The shared schedule gets the same fit so that a
+    `god` short of its optimum does not pass for an instance gain."""
+    from sklearn.cluster import KMeans
 
     n = x_T.shape[0]
     a, b = n // 2, (3 * n) // 4
@@ -155,30 +191,13 @@ def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, 
     feats = x0.reshape(n, -1).double().cpu().numpy()
     km = KMeans(k, n_init=4, random_state=seed).fit(feats[:a])
     groups = torch.as_tensor(km.predict(feats), dtype=torch.long)
+    one = torch.zeros_like(groups)
     fit, val, score = torch.arange(a), torch.arange(a, b), torch.arange(b, n)
-    per = InstanceOracle.from_global(god, k)
-    params = [p for p in per.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=5e-3)
-
-    def loss(rows: Tensor) -> Tensor:
-        return mse(per.sample(den, x_T[rows], index_cond(cond, rows), groups[rows]), x0[rows]).sum()
-
+    per = _fit_groups(den, god, x_T, cond, x0, groups, k, fit, val, iterations)
+    shared = _fit_groups(den, god, x_T, cond, x0, one, 1, fit, val, iterations)
     with torch.no_grad():
-        best, state = float(loss(val)), [p.detach().clone() for p in params]
-    for it in range(1, iterations + 1):
-        opt.zero_grad(set_to_none=True)
-        loss(fit).backward()
-        opt.step()
-        if it % 10 == 0:
-            with torch.no_grad():
-                v = float(loss(val))
-            if v < best:
-                best, state = v, [p.detach().clone() for p in params]
-    with torch.no_grad():
-        for p, s in zip(params, state):
-            p.copy_(s)
         mine = mse(per.sample(den, x_T[score], index_cond(cond, score), groups[score]), x0[score]).cpu().numpy()
-        ref = mse(god.sample(den, x_T[score], index_cond(cond, score)), x0[score]).cpu().numpy()
+        ref = mse(shared.sample(den, x_T[score], index_cond(cond, score), one[score]), x0[score]).cpu().numpy()
     return float(mine.mean() / ref.mean()), ratio_ci(mine, ref, replicates=replicates, seed=seed)
 
 
@@ -193,11 +212,14 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 
     P = min(priors, teacher.num_samples)
     idx = list(range(P))
-    torch.manual_seed(seed)
-    god = learned(handle, "god", steps_for_nfe("ipndm", nfe, False), "ipndm", init="logsnr")
-    cfg = TrainConfig(iterations=iterations, batch_size=P, lr=5e-2, val_every=25, patience=4, train_indices=idx,
-                      val_indices=idx, seed=seed)
-    train_discretizer(god, handle.denoiser, teacher, cfg, progress=False)
+    fits = []
+    for lr in GLOBAL_LRS:  # a sharp start (tiny errors) leaves its basin at the largest rate: keep the best fit
+        torch.manual_seed(seed)
+        g = learned(handle, "god", steps_for_nfe("ipndm", nfe, False), "ipndm", init="logsnr")
+        cfg = TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=25, patience=4, train_indices=idx,
+                          val_indices=idx, seed=seed)
+        fits.append((train_discretizer(g, handle.denoiser, teacher, cfg, progress=False).best_val, len(fits), g))
+    god = min(fits)[2]
     best = None
     for lr in (5e-3, 5e-5):  # from the global optimum: a basin can be sharp (tiny errors); keep the better fit
         oracle = InstanceOracle.from_global(god, P)
