@@ -96,7 +96,7 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     assert r["teacher"]["rel_error_vs_rtol_1e-9"] < 1e-6  # the exact teacher
     gods = [json.loads(f.read_text()) for f in (tmp_path / sc.cell_name(c) / "runs").glob("god-*/info.json")]
     assert len(gods) == len(sc.GOD_LRS) and r["train"]["god"]["lr"] in sc.GOD_LRS  # GOD's rate, chosen on validation
-    assert r["train"]["god"]["best_val"] == min(g["best_val"] for g in gods)
+    assert r["train"]["god"]["best_val"] == min(g["best_val"] for g in gods) == min(r["train"]["god"]["lr_choice"].values())
     assert r["ratio_ci"][0] <= r["ratio"] <= r["ratio_ci"][1] and 0 <= r["oracle_over_god"] <= 1.0 + 1e-9
     assert r["diagnosis"]["recommendation"] in ("INDIS", "GOD") and set(r["kept"]) == {f"{e:g}" for e in
                                                                                          __import__("indis").diagnose.EPS_GRID}
@@ -110,10 +110,11 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     del old["denoised_input"]
     f.write_text(json.dumps(old))
     assert sc.run_cell(c, s, tmp_path, log=lambda m: None)["denoised_input"] == dv
-    del old["train"]["god"]["lr"]  # a cell from before GOD's rate was chosen: recomputed from its cached runs
+    del old["train"]["god"]["lr_choice"]  # a cell from before GOD's rate was chosen: recomputed from its cached runs
+    old["ratio"] = -1.0
     f.write_text(json.dumps(old))
     new = sc.run_cell(c, s, tmp_path, log=lambda m: None)
-    assert new["train"]["god"]["lr"] == r["train"]["god"]["lr"] and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
+    assert new["train"]["god"]["lr_choice"] == r["train"]["god"]["lr_choice"] and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
 
 
 def test_eval_diagnose_cli(tmp_path, capsys):

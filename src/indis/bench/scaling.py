@@ -156,7 +156,7 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[s
                                global_starts(h, 3, first="logsnr"), probe_iterations=s["probe"])
         runs.append((ginfo["best_val"], gsp, god, {**ginfo, "lr": lr}))
     _, gsp, god, ginfo = min(runs, key=lambda r: r[0])
-    return gsp, god, ginfo
+    return gsp, god, {**ginfo, "lr_choice": {f"{r[3]['lr']:g}": r[0] for r in runs}}
 
 
 def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
@@ -213,7 +213,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
 
     folder = root / cell_name(c)
     res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
-    if res is not None and "lr" in res["train"]["god"]:  # older results (GOD at one rate) are recomputed, reusing runs
+    if res is not None and "lr_choice" in res["train"]["god"]:  # older results (GOD at one rate) are recomputed, reusing runs
         if "denoised_input" not in res:  # a cell cached before the variant existed: add it, reusing every run
             h = handle_for(c)
             exp = _experiment(folder, h, c, s, progress)
