@@ -115,6 +115,13 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     f.write_text(json.dumps(old))
     new = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert new["train"]["god"]["lr_choice"] == r["train"]["god"]["lr_choice"] and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
+    stale = json.loads(f.read_text())  # a diagnosis from before the cap: only the diagnosis is recomputed
+    del stale["diagnosis"]["extra"]["group_over_shared"]
+    stale["diagnosis"]["predicted_ratio"] = 5.0
+    f.write_text(json.dumps(stale))
+    again = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    assert again["diagnosis"]["predicted_ratio"] <= 1.0 and "group_over_shared" in again["diagnosis"]["extra"]
+    assert again["ratio"] == stale["ratio"] and again["prediction_error"] == again["diagnosis"]["predicted_ratio"] - again["ratio"]
 
 
 def test_eval_diagnose_cli(tmp_path, capsys):
@@ -134,6 +141,7 @@ def test_eval_diagnose_cli(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["priors"] == 12 and d["train_size"] == 40 and d["recommendation"] in ("INDIS", "GOD")
     assert d["predicted_ci"][0] <= d["predicted_ratio"] <= d["predicted_ci"][1] + 1e-12
+    assert d["predicted_ratio"] == min(1.0, d["extra"]["group_over_shared"])  # INDIS never predicted worse than its GOD
     assert main(argv) == 0
     assert "Recommendation:" in capsys.readouterr().out
     assert main([a for a in argv if a not in ("--nfe", "3")]) == 2  # --diagnose without --nfe

@@ -17,8 +17,9 @@ learn the part of the per-prior optimum that stays useful at the distance of the
    global one on that half in the same way (learning rate and early stop on the next quarter), and the last quarter
    (each prior assigned to the group of its endpoint) is scored: group schedules / shared schedule is the gain of a
    schedule that knows which mode x_T heads for, the part of the oracle's gain a smooth phi(x_T, c) can learn from
-   many priors; `predicted_ratio` and its interval (bootstrap over the scored quarter). INDIS is recommended only
-   when the whole interval lies below 0.98.
+   many priors; `predicted_ratio` and its interval (bootstrap over the scored quarter), capped at 1 (INDIS keeps its
+   GOD warm start unless validation improves on it). INDIS is recommended only when the whole interval lies below
+   0.98.
 `indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
 """
 from __future__ import annotations
@@ -256,10 +257,13 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
     C = min(cluster_priors, teacher.num_samples)
     _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64)
-    cratio, cci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates)
+    raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates)
+    # INDIS keeps its GOD warm start unless validation improves on it: a group fit worse than the shared one predicts 1
+    cratio, cci = min(1.0, raw), [min(1.0, v) for v in raw_ci]
     return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,
                      train_size=M, gap_closed=float(gap), reach_ratio=float(ratio), reach_ci=ci, predicted_ratio=cratio,
                      predicted_ci=cci, recommendation="INDIS" if cci[1] < RECOMMEND_BELOW else "GOD",
                      seconds=round(time.time() - t0, 1),
                      extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe,
-                            "cluster_priors": C, "clusters": CLUSTERS})
+                            "cluster_priors": C, "clusters": CLUSTERS, "group_over_shared": raw,
+                            "group_over_shared_ci": raw_ci})
