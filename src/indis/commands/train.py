@@ -56,9 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-iterations", type=int, default=100, help="iterations of each start before one is chosen")
     p.add_argument("--space", choices=["time", "lambda"], default=None)
     p.add_argument("--free-last", action="store_true", help="let the last time move above t_min")
-    p.add_argument("--denoised-input", action="store_true", help="indis: phi also reads D(x_T, t_max), the model's first "
-                   "output, which the solver then reuses (no extra model call; not with --afs). Helps where x_T alone hides "
-                   "which mode a sample heads for (see benchmarks/README.md, 'When does instance-awareness pay?')")
+    p.add_argument("--denoised-input", action="store_true", help="indis: phi also reads the model's first output, "
+                   "D(x_T, t_max) or with --afs D(x_1, t_1) after the analytic first step, which the solver then reuses (no "
+                   "extra model call). Helps where x_T alone hides which mode a sample heads for (see benchmarks/README.md, "
+                   "'When does instance-awareness pay?')")
     p.add_argument("--shift-bound", type=float, default=0.5)
     p.add_argument("--scale-bound", type=float, default=0.1)
     p.add_argument("--no-shift", action="store_true")
