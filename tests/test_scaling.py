@@ -89,7 +89,7 @@ def test_group_prediction_is_measured_against_a_shared_schedule_fitted_the_same_
 
 
 def test_one_tiny_cell_end_to_end(tmp_path):
-    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "cap": 40,
+    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40, "cap": 40,
          "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
     c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
     r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
@@ -136,6 +136,7 @@ def test_eval_diagnose_cli(tmp_path, capsys):
     assert main(["teacher", "--model", gmm, "--out", str(tmp_path / "t"), "--num", "40", "--steps", "8", "--no-progress"]) == 0
     capsys.readouterr()
     argv = ["eval", "--model", gmm, "--teacher", str(tmp_path / "t"), "--diagnose", "--nfe", "3", "--diagnose-priors", "12",
+            "--diagnose-iterations", "40",
             "--replicates", "50"]
     assert main([*argv, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

@@ -233,10 +233,11 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 
 
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
-             eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200) -> Diagnosis:
+             eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200,
+             iterations: int = 300) -> Diagnosis:
     """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set and
     group schedules on `cluster_priors` of them (`train_size`: the number of training priors INDIS would get, default
-    the teacher set's size)."""
+    the teacher set's size; `iterations`: the cap of each fit)."""
     import time
 
     from .priors import prior_std
@@ -244,7 +245,9 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     t0 = time.time()
     if priors < 8:
         raise InputError(f"the diagnostic needs at least 8 priors, got {priors}")
-    god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed)
+    if iterations < 10:
+        raise InputError(f"the diagnostic's fits need at least 10 iterations, got {iterations}")
+    god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed, iterations=iterations)
     P = oracle.num_samples
     _, x_T, cond, x0 = teacher.batch(torch.arange(P), torch.float64)
     den = handle.denoiser
@@ -257,7 +260,7 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
     C = min(cluster_priors, teacher.num_samples)
     _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64)
-    raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates)
+    raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations)
     # INDIS keeps its GOD warm start unless validation improves on it: a group fit worse than the shared one predicts 1
     cratio, cci = min(1.0, raw), [min(1.0, v) for v in raw_ci]
     return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,

@@ -34,11 +34,11 @@ from ..errors import InputError
 DIMS, COMPONENTS = (2, 8, 64, 256, 1024), (2, 10, 100)
 CONDITIONS = (("none", None), ("class", 1.0), ("class", 4.0), ("embedding", 1.0), ("embedding", 4.0))
 FULL = dict(dims=DIMS, components=COMPONENTS, conditions=CONDITIONS, nfes=(3, 5), seeds=(0,), train=2000, val=300,
-            test=1000, oracle_priors=100, diagnose_priors=50, cap=3000, patience=6, val_every=25, probe=50, batch=64,
-            digits=True, multi_seed_dims=(64, 1024), multi_seeds=(0, 1, 2))
+            test=1000, oracle_priors=100, diagnose_priors=50, diagnose_iterations=300, cap=3000, patience=6, val_every=25,
+            probe=50, batch=64, digits=True, multi_seed_dims=(64, 1024), multi_seeds=(0, 1, 2))
 QUICK = dict(dims=(2, 64), components=(2, 10), conditions=(("none", None), ("class", 4.0)), nfes=(3,), seeds=(0,),
-             train=300, val=100, test=200, oracle_priors=32, diagnose_priors=24, cap=150, patience=3, val_every=15,
-             probe=15, batch=64, digits=False, multi_seed_dims=(), multi_seeds=(0,))
+             train=300, val=100, test=200, oracle_priors=32, diagnose_priors=24, diagnose_iterations=300, cap=150,
+             patience=3, val_every=15, probe=15, batch=64, digits=False, multi_seed_dims=(), multi_seeds=(0,))
 # Learning rates are chosen per cell on validation for every trained method: where GOD's best start already has tiny
 # errors, the largest rate leaves its basin at the first step and never returns (patience then keeps the untrained
 # start), while INDIS, warm-started at a small rate, would fine-tune the shared schedule and look instance-aware.
@@ -204,7 +204,8 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
     """The diagnostic on the training priors, as a user would run it, and its errors against the trained `ratio`."""
     from ..diagnose import diagnose
 
-    d = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"])
+    d = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"],
+                 iterations=s.get("diagnose_iterations", 300))
     return {"diagnosis": d.as_dict(), "prediction_error": float(d.predicted_ratio - ratio),
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 

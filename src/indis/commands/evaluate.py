@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "recommendation (needs --nfe)")
     p.add_argument("--nfe", type=int, default=None, help="--diagnose: the NFE (iPNDM, no AFS) to diagnose")
     p.add_argument("--diagnose-priors", type=int, default=50, help="--diagnose: priors the oracle is fitted to (default 50)")
+    p.add_argument("--diagnose-iterations", type=int, default=300, help="--diagnose: iteration cap of each fit (default 300)")
     p.add_argument("--train-size", type=int, default=None, help="--diagnose: training priors INDIS would get (default: "
                    "the teacher set's size)")
     add_json_arg(p)
@@ -104,7 +105,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
     if args.discretization or args.method:
         raise InputError("--diagnose trains nothing and compares no schedules: drop --discretization / --method")
     h, ts = _model_and_teacher(args)
-    d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates)
+    d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates,
+                 iterations=args.diagnose_iterations)
     data = d.as_dict()
 
     def text() -> str:
