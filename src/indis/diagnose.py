@@ -219,8 +219,8 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
         g = learned(handle, "god", steps_for_nfe("ipndm", nfe, False), "ipndm", init="logsnr")
         cfg = TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=25, patience=4, train_indices=idx,
                           val_indices=idx, seed=seed)
-        fits.append((train_discretizer(g, handle.denoiser, teacher, cfg, progress=False).best_val, len(fits), g))
-    god = min(fits)[2]
+        fits.append((train_discretizer(g, handle.denoiser, teacher, cfg, progress=False).best_val, g))
+    god = min(fits, key=lambda f: f[0])[1]
     best = None
     for lr in (5e-3, 5e-5):  # from the global optimum: a basin can be sharp (tiny errors); keep the better fit
         oracle = InstanceOracle.from_global(god, P)

@@ -142,6 +142,14 @@ def _budget(s: dict[str, Any]) -> dict[str, Any]:
     return {k: s[k] for k in ("cap", "patience", "val_every", "batch", "probe")}  # in every spec: a new budget retrains
 
 
+def _best_rate(lrs: tuple[float, ...], train: Any) -> tuple[dict[str, Any], Any, dict[str, Any], dict[str, float]]:
+    """train(lr) -> (spec, discretization, info) at each rate; the run with the lowest validation loss, and each
+    rate's validation loss."""
+    runs = [train(lr) for lr in lrs]
+    sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
+    return sp, d, info, {f"{lr:g}": r[2]["best_val"] for lr, r in zip(lrs, runs)}
+
+
 def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """GOD: at each of GOD_LRS three starts probed and the best trained under the budget rule; the lowest validation
     loss wins (cached)."""
@@ -149,14 +157,15 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[s
     from ..solvers import steps_for_nfe
 
     N = steps_for_nfe("ipndm", c["nfe"], False)
-    runs = []
-    for lr in GOD_LRS:  # the first rate's spec has no "lr" key: runs cached before the choice existed stay valid
+
+    def train(lr: float):  # the first rate's spec has no "lr" key: runs cached before the choice existed stay valid
         gsp = {"method": "god", "steps": N, "nfe": c["nfe"], "train": _budget(s), **({"lr": lr} if lr != GOD_LRS[0] else {})}
         god, ginfo = exp.train(gsp, lambda init: learned(h, "god", N, "ipndm", init=init), _tcfg(c, s, lr),
                                global_starts(h, 3, first="logsnr"), probe_iterations=s["probe"])
-        runs.append((ginfo["best_val"], gsp, god, {**ginfo, "lr": lr}))
-    _, gsp, god, ginfo = min(runs, key=lambda r: r[0])
-    return gsp, god, {**ginfo, "lr_choice": {f"{r[3]['lr']:g}": r[0] for r in runs}}
+        return gsp, god, ginfo
+
+    gsp, god, ginfo, choice = _best_rate(GOD_LRS, train)
+    return gsp, god, {**ginfo, "lr_choice": choice}
 
 
 def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
@@ -167,15 +176,16 @@ def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str
     from ..solvers import steps_for_nfe
 
     N = steps_for_nfe("ipndm", c["nfe"], False)
-    runs = []
-    for lr in INDIS_LRS:
+
+    def train(lr: float):
         isp = {"method": "indis", "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(gsp).name, "lr": lr, "train": _budget(s),
                **({"net": net} if net else {})}
         torch.manual_seed(c["seed"])
         d, info = exp.train(isp, lambda init: learned(h, "indis", N, "ipndm", init=init, seed=c["seed"], net=net),
                             _tcfg(c, s, lr), [str(exp.run_dir(gsp) / "disc")])
-        runs.append((info["best_val"], isp, d, info))
-    _, isp, ind, info = min(runs, key=lambda r: r[0])
+        return isp, d, info
+
+    isp, ind, info, _ = _best_rate(INDIS_LRS, train)
     return isp, ind, info
 
 
@@ -224,15 +234,18 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     folder = root / cell_name(c)
     res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
     if res is not None and "lr_choice" in res["train"]["god"]:  # older results (GOD at one rate) are recomputed, reusing runs
-        h = handle_for(c)
-        if "denoised_input" not in res:  # a cell cached before the variant existed: add it, reusing every run
+        add_variant = "denoised_input" not in res  # a cell cached before the variant existed: add it, reusing every run
+        rediagnose = "group_over_shared" not in res["diagnosis"]["extra"]  # a diagnosis from before its cap
+        if add_variant or rediagnose:
+            h = handle_for(c)
             exp = _experiment(folder, h, c, s, progress)
-            gsp, god, _ = _god(exp, h, c, s)
-            isp, ind, _ = _indis(exp, h, c, s, gsp)
-            res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)}))
-        if "group_over_shared" not in res["diagnosis"]["extra"]:  # a diagnosis from before its prediction was capped
-            res.update(_diagnosis(h, _experiment(folder, h, c, s, progress), c, s, res["ratio"]))
-        atomic_write_json(folder / "result.json", res)
+            if add_variant:
+                gsp, god, _ = _god(exp, h, c, s)
+                isp, ind, _ = _indis(exp, h, c, s, gsp)
+                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)}))
+            if rediagnose:
+                res.update(_diagnosis(h, exp, c, s, res["ratio"]))
+            atomic_write_json(folder / "result.json", res)
         return res
     t0 = time.time()
     h = handle_for(c)
