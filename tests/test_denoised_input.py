@@ -42,22 +42,34 @@ def handle(sched=None):
     return ModelHandle(Counting(sched), (2,), "ring", "class", 2)
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun", "ipndm", "dpmpp_3m", "unipc"])
-def test_reused_first_output_is_the_same_sample_with_one_call_less(solver):
+def afs_step(x, t0, t1, scale0):
+    """EDM (sigma = t): AFS takes eps = x / sqrt(1 + t0^2), scaled; the first-order step is x + (t1 - t0) eps."""
+    t0, t1 = torch.as_tensor(t0, dtype=DT).reshape(-1, 1), torch.as_tensor(t1, dtype=DT).reshape(-1, 1)
+    return x + (t1 - t0) * scale0 * x / torch.sqrt(1 + t0 * t0)
+
+
+@pytest.mark.parametrize("solver,afs", [(sv, False) for sv in ("euler", "heun", "ipndm", "dpmpp_3m", "unipc")]
+                         + [(sv, True) for sv in ("euler", "ipndm", "dpmpp_3m", "unipc")])
+def test_reused_first_output_is_the_same_sample_with_one_call_less(solver, afs):
+    """The first model call is at (x_T, t_0 + shift_0), or with AFS at (x_1, t_1 + shift_1), x_1 the analytic first
+    step (closed form): reusing D there gives the same sample with one call less."""
     h = handle()
     den, N = h.denoiser, 4
-    x = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(0)) * 80
-    c = torch.tensor([0, 1, 0, 1, 1])
+    x = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(1 if afs else 0)) * 80
+    c = torch.tensor([1, 1, 0, 1, 0] if afs else [0, 1, 0, 1, 1])
     t = heuristic("edm", N, den.schedule).to(DT)
     shift = 0.1 * torch.rand(5, N, dtype=DT) * t[:-1]
     scale = 1 + 0.05 * torch.rand(5, N, dtype=DT)
     den.calls = 0
-    ref = sample(den, x, t, solver, shift=shift, scale=scale, cond=c)
+    ref = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, afs=afs)
     calls = den.calls
-    assert calls == solver_nfe(solver, N, final_zero=bool(t[-1] == 0))
-    first = den(x, t[0] + shift[:, 0], c)[0]  # the first call's own evaluation point
+    assert calls == solver_nfe(solver, N, afs=afs, final_zero=bool(t[-1] == 0))
+    if afs:
+        first = den(afs_step(x, t[0], t[1], scale[:, :1]), t[1] + shift[:, 1], c)[0]
+    else:
+        first = den(x, t[0] + shift[:, 0], c)[0]
     den.calls = 0
-    out = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, first_denoised=first)
+    out = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, afs=afs, first_denoised=first)
     assert den.calls == calls - 1
     # the same float64 operations on the same inputs: equal up to rounding (1e-12 relative covers any reordering)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
@@ -72,34 +84,6 @@ def test_reused_first_output_rejects_what_cannot_be_a_first_call():
         sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), first_denoised=first[:2])
     with pytest.raises(InputError, match="shape"):
         sample(den, x, t, "ipndm", cond=torch.tensor([0, 1, 0]), first_denoised="D")
-
-
-def afs_step(x, t0, t1, scale0):
-    """EDM (sigma = t): AFS takes eps = x / sqrt(1 + t0^2), scaled; the first-order step is x + (t1 - t0) eps."""
-    t0, t1 = torch.as_tensor(t0, dtype=DT).reshape(-1, 1), torch.as_tensor(t1, dtype=DT).reshape(-1, 1)
-    return x + (t1 - t0) * scale0 * x / torch.sqrt(1 + t0 * t0)
-
-
-@pytest.mark.parametrize("solver", ["euler", "ipndm", "dpmpp_3m", "unipc"])
-def test_after_afs_the_reused_output_is_the_call_at_the_first_steps_end(solver):
-    """With AFS the first model call is at (x_1, t_1 + shift_1), x_1 the analytic first step: reusing D there gives
-    the same sample with one call less."""
-    h = handle()
-    den, N = h.denoiser, 4
-    x = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(1)) * 80
-    c = torch.tensor([1, 1, 0, 1, 0])
-    t = heuristic("edm", N, den.schedule).to(DT)
-    shift = 0.1 * torch.rand(5, N, dtype=DT) * t[:-1]
-    scale = 1 + 0.05 * torch.rand(5, N, dtype=DT)
-    den.calls = 0
-    ref = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, afs=True)
-    calls = den.calls
-    assert calls == solver_nfe(solver, N, afs=True, final_zero=bool(t[-1] == 0))
-    first = den(afs_step(x, t[0], t[1], scale[:, :1]), t[1] + shift[:, 1], c)[0]
-    den.calls = 0
-    out = sample(den, x, t, solver, shift=shift, scale=scale, cond=c, afs=True, first_denoised=first)
-    assert den.calls == calls - 1
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)  # same float64 arithmetic up to reordering
 
 
 @pytest.mark.parametrize("solver", ["ipndm", "unipc"])
