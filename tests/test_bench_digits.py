@@ -3,6 +3,7 @@ made on validation priors, disjoint prior splits, confidence intervals, a rerun 
 errors for bad settings. Plus the guided teacher against classifier-free guidance written out by hand."""
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from indis.cli import main
 
 TINY = ["--quick", "--nfe", "3", "--num-train", "96", "--num-val", "48", "--num-test", "64", "--cap", "20", "--probe", "4",
         "--patience", "2", "--val-every", "10", "--oracle-priors", "8", "--gits-warmup", "8", "--phi-hidden", "32",
-        "--phi-channels", "8", "--replicates", "20", "--no-progress", "--json"]
+        "--phi-channels", "8", "--replicates", "20", "--god-lrs", "5e-2", "5e-3", "--indis-lrs", "1e-3", "1e-4",
+        "--no-progress", "--json"]
 
 
 def _args(out, extra=()):
@@ -84,6 +86,13 @@ def test_choices_are_made_on_validation(tiny):
     ind = seed["main"]["3"]["indis"]
     warm = seed["main"]["3"][ind["choice"]["warm_start"]]
     assert (ind["spec"]["solver"], ind["spec"]["afs"]) == (warm["spec"]["solver"], warm["spec"]["afs"])
+    for m, rates in (("god", ("0.05", "0.005")), ("indis", ("0.001", "0.0001"))):  # each rate trained, lowest kept
+        row = seed["main"]["3"][m]
+        choice = row["train"]["lr_choice"]
+        assert sorted(choice) == sorted(rates) and row["train"]["best_val"] == min(choice.values())
+        assert f"{row['spec']['train']['lr']:g}" == min(choice, key=choice.get)
+    assert ind["spec"]["warm"] == Path(warm["run"]).name  # INDIS starts from the GOD at its chosen rate
+    assert res["table"]["god"]["3"]["lr"] == [god["spec"]["train"]["lr"]]
 
 
 def test_prior_splits_are_disjoint(tiny):
@@ -211,6 +220,8 @@ def test_loss_option_reaches_every_training_run_and_keeps_default_specs(tmp_path
     for method in ("god", "ld3", "indis"):
         # the default spec has no loss entry: runs cached before the option existed keep their folders
         assert "loss" not in mse.spec(method, 3, "ipndm", False)["train"]
+        # the first learning rate of the choice is the one-rate spec: runs cached before the choice stay valid
+        assert mse.spec(method, 3, "ipndm", False, lr=bd.LR[method]) == mse.spec(method, 3, "ipndm", False)
         assert perc.spec(method, 3, "ipndm", False)["train"]["loss"] == "digits-perceptual"
         assert mse.train_cfg(method).loss == "mse" and perc.train_cfg(method).loss == "digits-perceptual"
     for method, loss in (("amed", "mse"), ("epd", "digits-features")):  # their references' losses whatever --loss says
@@ -290,6 +301,9 @@ def test_each_model_family_gets_its_own_sizes(tmp_path):
     assert (glyphs["train"], glyphs["nfes"], glyphs["batch"]) == (3000, [3, 5], 32)
     assert "split_bases" not in glyphs  # AMED/EPD get every base schedule the digits protocol gives them
     assert (quick["train"], quick["nfes"]) == (200, [3]) and quick["train"] < bd.QUICK["train"]
+    # full sizes choose GOD's and INDIS's learning rates on validation; quick trains each at one rate (its time budget)
+    assert digits["rates"] == glyphs["rates"] == {"god": [5e-2, 5e-3], "indis": [1e-3, 1e-4]} and quick["rates"] == {}
+    assert [digits["lr"][m] for m in ("god", "indis")] == [bd.LR["god"], bd.LR["indis"]]
     mine = bd.settings_from_args(p.parse_args(["--out", str(tmp_path), "--model", "zoo:glyphs", "--nfe", "7",
                                                "--num-train", "500"]))
     assert (mine["train"], mine["nfes"], mine["oracle_nfes"]) == (500, [7], [])

@@ -33,6 +33,8 @@ def _cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["best_val"] = mean_std([t["best_val"] for t in tr])[0]
         out["stop_reason"] = [t["stop_reason"] for t in tr]
     out["seconds"] = mean_std([t["seconds"] for t in tr])[0]
+    if any("lr_choice" in t for t in tr):  # chosen on validation among several rates: say which
+        out["lr"] = [s["train"]["lr"] for s in sp]
     return out
 
 
@@ -139,7 +141,8 @@ def _config(c: dict[str, Any]) -> str:
     bases = c.get("base") or [None] * len(c["solver"])
     cfgs = sorted({f"{names.get(s, s)}{'+AFS' if a else ''}{'' if b is None else ' on ' + b}"
                    for s, a, b in zip(c["solver"], c["afs"], bases)})
-    return "/".join(cfgs)
+    rates = "/".join(f"{r:g}" for r in dict.fromkeys(c["lr"])) if c.get("lr") else ""
+    return "/".join(cfgs) + (f", lr {rates}" if rates else "")
 
 
 def table_md(t: dict[str, Any], nfes: list[int], title: str, cond: bool, heldout: int = 297) -> list[str]:

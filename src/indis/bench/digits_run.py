@@ -148,7 +148,7 @@ class DigitsRun:
         r["loss"] = r["loss"].format(features=self.feature_set)
         return r
 
-    def spec(self, method: str, nfe: int, solver: str, afs: bool, **extra: Any) -> dict[str, Any]:
+    def spec(self, method: str, nfe: int, solver: str, afs: bool, lr: float | None = None, **extra: Any) -> dict[str, Any]:
         steps = steps_of(method, nfe, solver, afs)
         sp = {"method": method, "nfe": nfe, "solver": solver, "afs": afs, "steps": steps, **extra}
         if method in SOLVER_RECIPES:
@@ -156,7 +156,7 @@ class DigitsRun:
             sp["train"] = {**r, "priors": min(r["priors"], self.s["train"]), "val_train": self.s["val_train"]}
         elif method in self.s["lr"]:
             keys = ("batch", "patience", "val_every", "cap", "probe", "val_train", "starts")
-            sp["train"] = {k: self.s[k] for k in keys} | {"lr": self.s["lr"][method]}
+            sp["train"] = {k: self.s[k] for k in keys} | {"lr": self.s["lr"][method] if lr is None else lr}
             if self.loss != "mse":  # absent for the default, so runs cached before the option existed are found
                 sp["train"]["loss"] = self.loss
         if method == "indis":
@@ -173,7 +173,7 @@ class DigitsRun:
         return sp, d, info
 
     def train_cfg(self, method: str, probe: bool = False, **over: Any) -> TrainConfig:
-        s, steps, passes = self.s, over.pop("steps", 1), over.pop("passes", 1)
+        s, steps, passes, lr = self.s, over.pop("steps", 1), over.pop("passes", 1), over.pop("lr", None)
         if method in SOLVER_RECIPES:  # `passes` over the priors (the reference: one), validated at the end, final weights
             r = self.recipe(method)
             r["priors"] = min(r["priors"], s["train"])
@@ -183,7 +183,7 @@ class DigitsRun:
                                val_every=it, patience=0, seed=self.seed, ckpt_every=max(50, s["val_every"]),
                                val_indices=list(range(min(s["val_train"], s["val"]))))
         radius = 0.001 * math.prod(self.h.data_shape) / steps**2 if method == "ld3" else 0.0  # LD3's soft bound
-        base = dict(iterations=s["probe"] if probe else s["cap"], batch_size=s["batch"], lr=s["lr"][method],
+        base = dict(iterations=s["probe"] if probe else s["cap"], batch_size=s["batch"], lr=s["lr"][method] if lr is None else lr,
                     patience=0 if probe else s["patience"], val_every=s["probe"] if probe else s["val_every"],
                     optimizer="rmsprop" if method == "ld3" else "adam", noise_radius=radius, seed=self.seed,
                     val_indices=list(range(min(s["val_train"], s["val"]))), ckpt_every=max(50, s["val_every"]), loss=self.loss)
@@ -218,7 +218,8 @@ class DigitsRun:
             f"{c[1]['method']}/{c[1]['solver']}{'+afs' if c[1]['afs'] else ''}": round(c[0], 5) for c in scored}}
         return self._row(sp, d, info, choice)
 
-    def learned_run(self, method: str, nfe: int, solver: str, afs: bool, *, probe: bool = False, **kw: Any):
+    def learned_run(self, method: str, nfe: int, solver: str, afs: bool, *, probe: bool = False, lr: float | None = None,
+                    **kw: Any):
         extra = {"probe": True} if probe else {}
         if kw.get("base") is not None:
             extra["base"] = kw["base"]
@@ -231,12 +232,21 @@ class DigitsRun:
         warm = kw.pop("warm", None)
         if warm is not None:  # by folder name (itself a hash of the warm run's settings): stable if the output moves
             extra["warm"] = Path(warm["run"]).name
-        sp = self.spec(method, nfe, solver, afs, **extra)
+        sp = self.spec(method, nfe, solver, afs, lr=lr, **extra)
         if warm is not None:  # runs written when the spec held the warm run's path (through a link or not)
             self.exp.adopt(sp, [{**sp, "warm": p} for p in dict.fromkeys([warm["run"], str(Path(warm["run"]).resolve())])])
-        cfg = self.train_cfg(method, probe, steps=sp["steps"], passes=passes)
+        cfg = self.train_cfg(method, probe, steps=sp["steps"], passes=passes, lr=lr)
         starts = [str(Path(warm["run"]) / "disc")] if warm is not None else self.starts(method)[: 1 if probe else None]
         d, info = self.exp.train(sp, self.build(method, sp, **kw), cfg, starts, probe_iterations=self.s["probe"])
+        return sp, d, info
+
+    def best_rate(self, method: str, nfe: int, solver: str, afs: bool, **kw: Any):
+        """`learned_run` at each of the method's learning rates (`rates`; else its one rate): the run with the lowest
+        validation loss, its info carrying every rate's validation loss under "lr_choice"."""
+        runs = [self.learned_run(method, nfe, solver, afs, lr=lr, **kw) for lr in self.s.get("rates", {}).get(method, [None])]
+        sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
+        if len(runs) > 1:
+            info = {**info, "lr_choice": {f"{r[0]['train']['lr']:g}": r[2]["best_val"] for r in runs}}
         return sp, d, info
 
     def choose_config(self, method: str, nfe: int, table: str) -> tuple[list[tuple[str, bool]], dict[str, float]]:
@@ -255,7 +265,7 @@ class DigitsRun:
         if method in SOLVER_METHODS:
             return self.solver_row(method, nfe, table)
         ranked, probes = self.choose_config(method, nfe, table)
-        sp, d, info = self.learned_run(method, nfe, *ranked[0])
+        sp, d, info = self.best_rate(method, nfe, *ranked[0])
         choice = {"by": f"probe ({self.s['probe']} it) validation loss", "probes": probes}
         return self._row(sp, d, info, choice)
 
@@ -287,8 +297,8 @@ class DigitsRun:
         sw = ABLATIONS[variant]
         net = {**self.s["phi"], **{k: v for k, v in sw.items() if k in PHI_SWITCHES}}
         flags = {k: v for k, v in sw.items() if k.startswith("learn_")}
-        sp, d, info = self.learned_run("indis", nfe, warm["spec"]["solver"], warm["spec"]["afs"], warm=warm,
-                                       variant=None if variant == "full" else variant, net=net, **flags)
+        sp, d, info = self.best_rate("indis", nfe, warm["spec"]["solver"], warm["spec"]["afs"], warm=warm,
+                                     variant=None if variant == "full" else variant, net=net, **flags)
         return self._row(sp, d, info, {"by": "the configuration of its warm start", "warm_start": warm_name})
 
     def table(self, nfe: int, table: str) -> dict[str, Any]:
@@ -310,7 +320,7 @@ class DigitsRun:
         P = min(self.s["oracle_priors"], self.s["test"])
         ind = rows["indis"]
         solver, afs = ind["spec"]["solver"], ind["spec"]["afs"]
-        gsp, god, _ = self.learned_run("god", nfe, solver, afs)
+        gsp, god, _ = self.best_rate("god", nfe, solver, afs)
         sp = self.spec("oracle-of-god", nfe, solver, afs, priors=P, god=self.exp.run_dir(gsp).name,
                        oracle={k: self.s[k] for k in ("oracle_cap", "oracle_patience")} | {"lr": self.s["lr"]["oracle"]})
         cfg = TrainConfig(iterations=self.s["oracle_cap"], batch_size=P, lr=self.s["lr"]["oracle"], patience=self.s["oracle_patience"],
