@@ -161,9 +161,12 @@ def test_report_counts_and_columns():
                 "denoised_input": dv}
     dv = lambda r, ci: {"ratio": r, "ratio_ci": ci, "vs_indis": r, "vs_indis_ci": ci, "mse": 0.0, "train": {}}  # noqa: E731
     res = [cell(2, 0.5, [0.4, 0.6], dv(0.8, [0.7, 0.9])), cell(8, 1.0, [0.98, 1.02], dv(1.1, [1.05, 1.2])),
-           cell(64, 0.9, [0.85, 0.95], dv(1.0, [0.9, 1.1])), cell(256, 1.0, [1.0, 1.0], None, god=1e-9)]
+           cell(64, 0.9, [0.85, 0.95], dv(1.0, [0.9, 1.1])), cell(256, 1.0, [1.0, 1.0], None, god=1e-9),
+           cell(1024, 1.4, [1.1, 2.0], None)]
     s = rep.summarize(res)
-    assert s["cells"] == 3 and s["solved_by_god"] == ["c256"] and s["indis_beyond_interval"] == 2
+    assert s["cells"] == 4 and s["solved_by_god"] == ["c256"] and s["indis_beyond_interval"] == 2
+    assert s["indis_worse_beyond_interval"] == 1  # an INDIS worse than GOD beyond its interval is counted, not hidden
     assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0}
     md = rep.to_markdown({"cells": res, "summary": s})
     assert "| 0.800 [0.700, 0.900] |" in md and "better beyond the interval in 1 of 3 cells, worse in 1" in md
+    assert "beyond the interval in 2 of 4 cells, above it in 1" in md

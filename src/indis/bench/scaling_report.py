@@ -33,7 +33,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     decided = [r for r in results if r["ratio_ci"][1] < 1.0 or r["ratio_ci"][0] > 1.0]
     right = [r for r in decided if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < 1.0)]
     dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
-    return {"cells": len(results), "indis_beyond_interval": len(wins),
+    losses = [r for r in results if r["ratio_ci"][0] > 1.0]
+    return {"cells": len(results), "indis_beyond_interval": len(wins), "indis_worse_beyond_interval": len(losses),
             "denoised_input": {"cells": len(dv), "better_than_indis": sum(v["vs_indis_ci"][1] < 1.0 for v in dv),
                                "worse_than_indis": sum(v["vs_indis_ci"][0] > 1.0 for v in dv),
                                "median_vs_indis": float(np.median([v["vs_indis"] for v in dv])) if dv else None},
@@ -72,8 +73,8 @@ def to_markdown(res: dict[str, Any]) -> str:
                  f"{dg['recommendation']} |")
     s = res.get("summary", {})
     if s.get("cells"):
-        L += ["", f"INDIS below GOD beyond the interval in {s['indis_beyond_interval']} of {s['cells']} cells (median "
-              f"ratio {s['median_ratio']:.3f}). The diagnostic's predicted ratio (group schedules) is within "
+        L += ["", f"INDIS below GOD beyond the interval in {s['indis_beyond_interval']} of {s['cells']} cells, above it in "
+              f"{s.get('indis_worse_beyond_interval', 0)} (median ratio {s['median_ratio']:.3f}). The diagnostic's predicted ratio (group schedules) is within "
               f"+-{s['tolerance']} of the trained one in {100 * s['prediction_within_tolerance']:.0f}% of the cells (mean "
               f"|error| {s['prediction_mean_abs_error']:.3f}, max {s['prediction_max_abs_error']:.3f}); the reach prediction "
               f"in {100 * s['reach_prediction_within_tolerance']:.0f}% (mean |error| {s['reach_prediction_mean_abs_error']:.3f}). "
