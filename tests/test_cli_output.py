@@ -66,6 +66,9 @@ def test_train(runs, capsys):
     out = _run(capsys, *argv)
     _human(out, "best validation mse", f"{d['best_val']:.4g}", "logsnr", "chosen", d["saved"], "Next:", "indis sample",
            "indis eval")
+    # the start is a validation candidate too, so the best is never above it; the summary says how far training moved
+    assert d["start_val"] >= d["best_val"] > 0
+    assert ("at the start" in out) != ("no iteration improved on the start" in out), out
 
 
 def test_schedule_sample_export(runs, capsys):

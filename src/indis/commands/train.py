@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         data = {"method": args.method, "steps": args.steps, "best_val": res.best_val, "best_iter": res.best_iter,
                 "iterations": res.iterations, "stop_reason": res.stop_reason, "seconds": round(res.seconds, 1),
-                "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best"}
+                "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best",
+                "start_val": next((r["val"] for r in res.history if "val" in r), None)}
         emit(args, data, lambda: _summary(args, d, data, cfg.loss))
         if res.reused:
             print(f"indis: '{args.out}' already holds this finished run; reused it (raise --iterations to train on)",
@@ -207,8 +208,14 @@ def _summary(args: argparse.Namespace, d: Any, r: dict[str, Any], loss: str) -> 
         rows = [[s["start"], fmt_float(s["val"]), "chosen" if s["chosen"] else ""] for s in r["starts"]]
         L += ["", table(["start", f"validation {loss} after the probe", ""], rows, [False, True, False]), ""]
     L += [f"  best validation {loss}: {fmt_float(r['best_val'])} at iteration {r['best_iter']} of {r['iterations']} "
-          f"({stop}; {r['seconds']:.0f} s)",
-          f"  saved: {r['saved']}",
+          f"({stop}; {r['seconds']:.0f} s)"]
+    v0 = r.get("start_val")
+    if v0 is not None and r["best_iter"] == 0:
+        L.append(f"  no iteration improved on the start ({fmt_float(v0)}): the saved schedule is the start itself")
+    elif v0:
+        L.append(f"  validation {loss} at the start: {fmt_float(v0)} ({100 * (r['best_val'] / v0 - 1):+.2f}% since); a gain "
+                 "is real only where `indis eval` on held-out priors puts it beyond its interval")
+    L += [f"  saved: {r['saved']}",
           "Next:",
           "  " + command_line("indis", "sample", *model_argv(args), "--discretization", r["saved"], "--out",
                               f"{args.out}-samples"),
