@@ -46,6 +46,15 @@ def split_seed(seed: int, split: str) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) % (MAX_SEED + 1)
 
 
+def best_rate(lrs: Sequence[float], train: Callable[[float], tuple[Any, Any, dict[str, Any]]]
+              ) -> tuple[Any, Any, dict[str, Any], dict[str, float]]:
+    """train(lr) -> (spec, discretization, info) at each learning rate: the run with the lowest validation loss
+    (info["best_val"]) and each rate's validation loss, keyed by the rate."""
+    runs = [train(lr) for lr in lrs]
+    sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
+    return sp, d, info, {f"{lr:g}": r[2]["best_val"] for lr, r in zip(lrs, runs)}
+
+
 def settings_hash(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 

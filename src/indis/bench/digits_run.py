@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..discretizations.amed import amed_steps
-from ..experiment import Experiment, ExperimentConfig
+from ..experiment import Experiment, ExperimentConfig, best_rate
 from ..io import atomic_write_json, load_json, load_tensors, save_tensors
 from ..methods import fixed, global_starts, learned
 from ..models import ModelHandle
@@ -243,11 +243,11 @@ class DigitsRun:
     def best_rate(self, method: str, nfe: int, solver: str, afs: bool, **kw: Any):
         """`learned_run` at each of the method's learning rates (`rates`; else its one rate): the run with the lowest
         validation loss, its info carrying every rate's validation loss under "lr_choice"."""
-        runs = [self.learned_run(method, nfe, solver, afs, lr=lr, **kw) for lr in self.s.get("rates", {}).get(method, [None])]
-        sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
-        if len(runs) > 1:
-            info = {**info, "lr_choice": {f"{r[0]['train']['lr']:g}": r[2]["best_val"] for r in runs}}
-        return sp, d, info
+        rates = self.s.get("rates", {}).get(method) or [None]
+        if len(rates) == 1:
+            return self.learned_run(method, nfe, solver, afs, lr=rates[0], **kw)
+        sp, d, info, choice = best_rate(rates, lambda lr: self.learned_run(method, nfe, solver, afs, lr=lr, **kw))
+        return sp, d, {**info, "lr_choice": choice}
 
     def choose_config(self, method: str, nfe: int, table: str) -> tuple[list[tuple[str, bool]], dict[str, float]]:
         """Configurations (solver, AFS) ranked by the validation loss of a short probe (one candidate: no probe)."""

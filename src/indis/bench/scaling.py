@@ -142,17 +142,10 @@ def _budget(s: dict[str, Any]) -> dict[str, Any]:
     return {k: s[k] for k in ("cap", "patience", "val_every", "batch", "probe")}  # in every spec: a new budget retrains
 
 
-def _best_rate(lrs: tuple[float, ...], train: Any) -> tuple[dict[str, Any], Any, dict[str, Any], dict[str, float]]:
-    """train(lr) -> (spec, discretization, info) at each rate; the run with the lowest validation loss, and each
-    rate's validation loss."""
-    runs = [train(lr) for lr in lrs]
-    sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
-    return sp, d, info, {f"{lr:g}": r[2]["best_val"] for lr, r in zip(lrs, runs)}
-
-
 def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """GOD: at each of GOD_LRS three starts probed and the best trained under the budget rule; the lowest validation
     loss wins (cached)."""
+    from ..experiment import best_rate
     from ..methods import global_starts, learned
     from ..solvers import steps_for_nfe
 
@@ -164,7 +157,7 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[s
                                global_starts(h, 3, first="logsnr"), probe_iterations=s["probe"])
         return gsp, god, ginfo
 
-    gsp, god, ginfo, choice = _best_rate(GOD_LRS, train)
+    gsp, god, ginfo, choice = best_rate(GOD_LRS, train)
     return gsp, god, {**ginfo, "lr_choice": choice}
 
 
@@ -172,6 +165,7 @@ def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str
            net: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """INDIS warm-started from GOD at each of INDIS_LRS; the lowest validation loss wins (cached). `net`: phi options
     (a variant gets its own runs)."""
+    from ..experiment import best_rate
     from ..methods import learned
     from ..solvers import steps_for_nfe
 
@@ -185,7 +179,7 @@ def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str
                             _tcfg(c, s, lr), [str(exp.run_dir(gsp) / "disc")])
         return isp, d, info
 
-    isp, ind, info, _ = _best_rate(INDIS_LRS, train)
+    isp, ind, info, _ = best_rate(INDIS_LRS, train)
     return isp, ind, info
 
 

@@ -74,7 +74,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     s = res.get("summary", {})
     if s.get("cells"):
         L += ["", f"INDIS below GOD beyond the interval in {s['indis_beyond_interval']} of {s['cells']} cells, above it in "
-              f"{s.get('indis_worse_beyond_interval', 0)} (median ratio {s['median_ratio']:.3f}). The diagnostic's predicted ratio (group schedules) is within "
+              f"{s.get('indis_worse_beyond_interval', 0)} (median ratio {s['median_ratio']:.3f}). The diagnostic's "
+              "predicted ratio (group schedules) is within "
               f"+-{s['tolerance']} of the trained one in {100 * s['prediction_within_tolerance']:.0f}% of the cells (mean "
               f"|error| {s['prediction_mean_abs_error']:.3f}, max {s['prediction_max_abs_error']:.3f}); the reach prediction "
               f"in {100 * s['reach_prediction_within_tolerance']:.0f}% (mean |error| {s['reach_prediction_mean_abs_error']:.3f}). "
