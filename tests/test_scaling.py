@@ -64,6 +64,15 @@ def test_reach_and_prediction_arithmetic():
     assert gap == 0.0 and ratio == 1.0  # a negative kept share is clipped: INDIS is never predicted worse than GOD
 
 
+def test_recommendation_needs_one_prediction_wholly_below_the_threshold():
+    from indis.diagnose import RECOMMEND_BELOW, recommend
+
+    assert recommend([0.0, 0.5], [0.9, 1.0]) == "INDIS"  # the reach prediction alone sees a gain
+    assert recommend([0.9, 1.0], [0.8, RECOMMEND_BELOW - 0.01]) == "INDIS"  # the group prediction alone
+    assert recommend([0.5, RECOMMEND_BELOW], [0.5, 1.0]) == "GOD"  # an interval that reaches the threshold is no gain
+    assert recommend([0.9, 1.0], [0.9, 1.0]) == "GOD"
+
+
 def test_group_prediction_is_measured_against_a_shared_schedule_fitted_the_same_way():
     """One Gaussian mode: no schedule can know more than a shared one, so group schedules gain nothing; measured
     against the untrained (time-uniform) global schedule they start from, the fit alone would look like a large gain."""
@@ -115,22 +124,32 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     f.write_text(json.dumps(old))
     new = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert new["train"]["god"]["lr_choice"] == r["train"]["god"]["lr_choice"] and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
-    stale = json.loads(f.read_text())  # a diagnosis from before the cap: only the diagnosis is recomputed
-    del stale["diagnosis"]["extra"]["group_over_shared"]
+    stale = json.loads(f.read_text())  # a diagnosis from before the multi-start fit: only the diagnosis is recomputed
+    del stale["diagnosis"]["extra"]["global_starts"]
     stale["diagnosis"]["predicted_ratio"] = 5.0
     f.write_text(json.dumps(stale))
     again = sc.run_cell(c, s, tmp_path, log=lambda m: None)
-    assert again["diagnosis"]["predicted_ratio"] <= 1.0 and "group_over_shared" in again["diagnosis"]["extra"]
+    assert again["diagnosis"]["predicted_ratio"] <= 1.0 and again["diagnosis"]["extra"]["global_starts"] == 3
     assert again["ratio"] == stale["ratio"] and again["prediction_error"] == again["diagnosis"]["predicted_ratio"] - again["ratio"]
 
 
-def test_eval_diagnose_cli(tmp_path, capsys):
+def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     import json
     import os
     import sys
 
+    import indis.training
+
     sys.path.insert(0, os.path.dirname(__file__))
     from indis.cli import main
+
+    probed, real = [], indis.training.train_with_starts
+
+    def spy(build, starts, *a, **kw):  # the global fit must probe GOD's own starts, not logSNR alone
+        probed.append(list(starts))
+        return real(build, starts, *a, **kw)
+
+    monkeypatch.setattr(indis.training, "train_with_starts", spy)
 
     gmm = "python:fake_models:make_gmm"
     assert main(["teacher", "--model", gmm, "--out", str(tmp_path / "t"), "--num", "40", "--steps", "8", "--no-progress"]) == 0
@@ -143,6 +162,7 @@ def test_eval_diagnose_cli(tmp_path, capsys):
     assert d["priors"] == 12 and d["train_size"] == 40 and d["recommendation"] in ("INDIS", "GOD")
     assert d["predicted_ci"][0] <= d["predicted_ratio"] <= d["predicted_ci"][1] + 1e-12
     assert d["predicted_ratio"] == min(1.0, d["extra"]["group_over_shared"])  # INDIS never predicted worse than its GOD
+    assert probed == [["logsnr", "edm", "dmn"]] * 3  # at each of the three learning rates
     assert main(argv) == 0
     assert "Recommendation:" in capsys.readouterr().out
     assert main([a for a in argv if a not in ("--nfe", "3")]) == 2  # --diagnose without --nfe
@@ -166,7 +186,9 @@ def test_report_counts_and_columns():
     s = rep.summarize(res)
     assert s["cells"] == 4 and s["solved_by_god"] == ["c256"] and s["indis_beyond_interval"] == 2
     assert s["indis_worse_beyond_interval"] == 1  # an INDIS worse than GOD beyond its interval is counted, not hidden
+    assert s["indis_recommended"] == 4 and s["indis_recommended_without_gain"] == 2  # false alarms are counted too
     assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0}
     md = rep.to_markdown({"cells": res, "summary": s})
     assert "| 0.800 [0.700, 0.900] |" in md and "better beyond the interval in 1 of 3 cells, worse in 1" in md
     assert "beyond the interval in 2 of 4 cells, above it in 1" in md
+    assert "it names INDIS in 4 cells, 2 of them without a gain beyond the interval" in md

@@ -3,8 +3,8 @@ how far its gain reaches in x_T, and predicts INDIS's gain over the best global 
 
 Why it can work (issue 16's study): phi(x_T, c) is a smooth function learned from M training priors, so it can only
 learn the part of the per-prior optimum that stays useful at the distance of the nearest training prior. On P priors:
-1. a global schedule is fitted to them (GOD's parameterisation, iPNDM, the best of three learning rates) and the
-   oracle (one set of times, shift and scale per prior) is fitted from it: oracle/GOD is the ceiling of any
+1. a global schedule is fitted to them (GOD's parameterisation and starts, iPNDM, the best of three learning rates)
+   and the oracle (one set of times, shift and scale per prior) is fitted from it: oracle/GOD is the ceiling of any
    instance-aware schedule;
 2. reach: prior i's oracle parameters are applied to neighbours x' = sqrt(1 - eps^2) x_T + eps z (z a fresh prior
    draw, so x' is a prior; the condition is kept) and scored against x''s own teacher solution beside the global
@@ -12,14 +12,16 @@ learn the part of the per-prior optimum that stays useful at the distance of the
 3. eps_nn: the distance (same measure) from a prior to the nearest of M training priors in d dimensions, by sampling;
 4. reach prediction: INDIS closes gap = clip(kept(eps_nn), 0, 1) of the oracle's gap, INDIS/GOD = 1 - gap (1 -
    oracle/GOD), with a bootstrap interval over the P priors (`reach_ratio`);
-5. cluster prediction (what the recommendation uses): the teacher endpoints of `cluster_priors` priors are grouped by
+5. cluster prediction: the teacher endpoints of `cluster_priors` priors are grouped by
    k-means into `CLUSTERS` groups on one half, one schedule per group and one shared schedule are fitted from the
    global one on that half in the same way (learning rate and early stop on the next quarter), and the last quarter
    (each prior assigned to the group of its endpoint) is scored: group schedules / shared schedule is the gain of a
    schedule that knows which mode x_T heads for, the part of the oracle's gain a smooth phi(x_T, c) can learn from
    many priors; `predicted_ratio` and its interval (bootstrap over the scored quarter), capped at 1 (INDIS keeps its
-   GOD warm start unless validation improves on it). INDIS is recommended only when the whole interval lies below
-   0.98.
+   GOD warm start unless validation improves on it);
+6. recommendation: INDIS when the whole interval of either prediction lies below 0.98, else GOD (on the d = 2 and 64
+   cells of `indis bench scaling` the group prediction alone missed most two-dimensional gains and the reach
+   prediction alone the guided d = 64, K = 2 one).
 `indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole inter
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
 FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
+GLOBAL_STARTS, PROBE = 3, 50  # the global fit probes GOD's starts (logSNR, EDM, DMN) for PROBE iterations each
 
 
 @dataclass
@@ -144,6 +147,12 @@ def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarr
     return gap, ratio, [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))], curve
 
 
+def recommend(reach_ci: Sequence[float], group_ci: Sequence[float]) -> str:
+    """INDIS where either prediction's whole interval lies below RECOMMEND_BELOW: the reach prediction sees a gain that
+    is smooth in x_T, the group prediction one tied to the mode x_T heads for, and phi can learn either."""
+    return "INDIS" if min(reach_ci[1], group_ci[1]) < RECOMMEND_BELOW else "GOD"
+
+
 def _fit_groups(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, groups: Tensor, k: int, fit: Tensor,
                 val: Tensor, iterations: int) -> Any:
     """One schedule per group, started at `god`, fitted on rows `fit` at each of FIT_LRS; the iterate and rate with
@@ -207,19 +216,23 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
     """A global schedule (GOD's freedoms, iPNDM) fitted to the first `priors` priors of `teacher`, and the per-prior
     oracle fitted from it on the same priors (the same losses, jointly)."""
     from .discretizations.base import InstanceOracle
-    from .methods import learned
+    from .methods import global_starts, learned
     from .solvers import steps_for_nfe
-    from .training import TrainConfig, train_discretizer
+    from .training import TrainConfig, train_discretizer, train_with_starts
 
     P = min(priors, teacher.num_samples)
     idx = list(range(P))
+    N = steps_for_nfe("ipndm", nfe, False)
     fits = []
     for lr in GLOBAL_LRS:  # a sharp start (tiny errors) leaves its basin at the largest rate: keep the best fit
         torch.manual_seed(seed)
-        g = learned(handle, "god", steps_for_nfe("ipndm", nfe, False), "ipndm", init="logsnr")
         cfg = TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=25, patience=4, train_indices=idx,
                           val_indices=idx, seed=seed)
-        fits.append((train_discretizer(g, handle.denoiser, teacher, cfg, progress=False).best_val, g))
+        # GOD's own starts (logSNR, EDM, DMN probed): from logSNR alone the fit can sit 20x above GOD
+        g, r = train_with_starts(lambda init: learned(handle, "god", N, "ipndm", init=init),
+                                 global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher, cfg,
+                                 probe_iterations=PROBE, progress=False)
+        fits.append((r.best_val, g))
     god = min(fits, key=lambda f: f[0])[1]
     best = None
     for lr in (5e-3, 5e-5):  # from the global optimum: a basin can be sharp (tiny errors); keep the better fit
@@ -265,8 +278,9 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     cratio, cci = min(1.0, raw), [min(1.0, v) for v in raw_ci]
     return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,
                      train_size=M, gap_closed=float(gap), reach_ratio=float(ratio), reach_ci=ci, predicted_ratio=cratio,
-                     predicted_ci=cci, recommendation="INDIS" if cci[1] < RECOMMEND_BELOW else "GOD",
+                     predicted_ci=cci, recommendation=recommend(ci, cci),
                      seconds=round(time.time() - t0, 1),
                      extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe,
-                            "cluster_priors": C, "clusters": CLUSTERS, "group_over_shared": raw,
+                            "cluster_priors": C, "clusters": CLUSTERS, "global_starts": GLOBAL_STARTS,
+                            "group_over_shared": raw,
                             "group_over_shared_ci": raw_ci})

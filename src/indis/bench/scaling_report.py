@@ -32,6 +32,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     wins = [r for r in results if r["ratio_ci"][1] < 1.0]
     decided = [r for r in results if r["ratio_ci"][1] < 1.0 or r["ratio_ci"][0] > 1.0]
     right = [r for r in decided if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < 1.0)]
+    told = [r for r in results if r["diagnosis"]["recommendation"] == "INDIS"]
     dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
     losses = [r for r in results if r["ratio_ci"][0] > 1.0]
     return {"cells": len(results), "indis_beyond_interval": len(wins), "indis_worse_beyond_interval": len(losses),
@@ -42,6 +43,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": f"{len(right)}/{len(decided)}",
+            "indis_recommended": len(told), "indis_recommended_without_gain": sum(r["ratio_ci"][1] >= 1.0 for r in told),
             "reach_prediction_within_tolerance": float(np.mean(reach <= PREDICTION_TOLERANCE)),
             "reach_prediction_mean_abs_error": float(np.nanmean(reach)),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped}
@@ -80,7 +82,8 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"|error| {s['prediction_mean_abs_error']:.3f}, max {s['prediction_max_abs_error']:.3f}); the reach prediction "
               f"in {100 * s['reach_prediction_within_tolerance']:.0f}% (mean |error| {s['reach_prediction_mean_abs_error']:.3f}). "
               f"The recommendation is right in {s['recommendation_right_where_decided']} cells where the trained difference "
-              "is beyond its interval."]
+              f"is beyond its interval; it names INDIS in {s.get('indis_recommended', '-')} cells, "
+              f"{s.get('indis_recommended_without_gain', '-')} of them without a gain beyond the interval."]
         dv = s.get("denoised_input") or {}
         if dv.get("cells"):
             L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "
