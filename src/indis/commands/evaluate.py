@@ -121,7 +121,9 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"  one schedule per group of {d.extra['clusters']} endpoint groups ({d.extra['cluster_priors']} priors, scored on "
             f"the last quarter): predicted INDIS / GOD teacher-MSE {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
-                                                     else " (indis train --method indis --init <a trained GOD folder>)")])
+                                                     else " (indis train --method indis --init <a trained GOD folder>)"),
+            "  (INDIS where either prediction's whole interval lies below 0.98; how often this was right on exact models:"
+            " benchmarks/README.md, `indis bench scaling`)"])
 
     emit(args, data, text, indent=1)
     return 0
