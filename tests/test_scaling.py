@@ -65,12 +65,13 @@ def test_reach_and_prediction_arithmetic():
 
 
 def test_recommendation_needs_one_prediction_wholly_below_the_threshold():
-    from indis.diagnose import RECOMMEND_BELOW, recommend
+    from indis.diagnose import EXACT_BELOW, RECOMMEND_BELOW, recommend
 
     assert recommend([0.0, 0.5], [0.9, 1.0]) == "INDIS"  # the reach prediction alone sees a gain
     assert recommend([0.9, 1.0], [0.8, RECOMMEND_BELOW - 0.01]) == "INDIS"  # the group prediction alone
     assert recommend([0.5, RECOMMEND_BELOW], [0.5, 1.0]) == "GOD"  # an interval that reaches the threshold is no gain
     assert recommend([0.9, 1.0], [0.9, 1.0]) == "GOD"
+    assert recommend([0.0, 0.5], [0.0, 0.5], global_error=EXACT_BELOW / 2) == "GOD"  # an exact global schedule: nothing to gain
 
 
 def test_group_prediction_is_measured_against_a_shared_schedule_fitted_the_same_way():
@@ -124,8 +125,8 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     f.write_text(json.dumps(old))
     new = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert new["train"]["god"]["lr_choice"] == r["train"]["god"]["lr_choice"] and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
-    stale = json.loads(f.read_text())  # a diagnosis from before the multi-start fit: only the diagnosis is recomputed
-    del stale["diagnosis"]["extra"]["global_starts"]
+    stale = json.loads(f.read_text())  # a diagnosis by an older procedure: only the diagnosis is recomputed
+    del stale["diagnosis"]["extra"]["version"]
     stale["diagnosis"]["predicted_ratio"] = 5.0
     f.write_text(json.dumps(stale))
     again = sc.run_cell(c, s, tmp_path, log=lambda m: None)

@@ -21,7 +21,8 @@ learn the part of the per-prior optimum that stays useful at the distance of the
    GOD warm start unless validation improves on it);
 6. recommendation: INDIS when the whole interval of either prediction lies below 0.98, else GOD (on the d = 2 and 64
    cells of `indis bench scaling` the group prediction alone missed most two-dimensional gains and the reach
-   prediction alone the guided d = 64, K = 2 one).
+   prediction alone the guided d = 64, K = 2 one); GOD whenever the global fit is already exact (teacher-MSE below
+   1e-6 of the endpoints' variance: nothing is left to gain).
 `indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
 """
 from __future__ import annotations
@@ -43,6 +44,8 @@ from .solvers import sample
 
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
 RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
+EXACT_BELOW = 1e-6  # a global schedule whose teacher-MSE is below this share of the endpoints' variance is exact
+VERSION = 2  # of the diagnostic's procedure (multi-start global fit, two-prediction rule): cached diagnoses older are redone
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
 FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
@@ -147,9 +150,12 @@ def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarr
     return gap, ratio, [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))], curve
 
 
-def recommend(reach_ci: Sequence[float], group_ci: Sequence[float]) -> str:
-    """INDIS where either prediction's whole interval lies below RECOMMEND_BELOW: the reach prediction sees a gain that
-    is smooth in x_T, the group prediction one tied to the mode x_T heads for, and phi can learn either."""
+def recommend(reach_ci: Sequence[float], group_ci: Sequence[float], global_error: float = 1.0) -> str:
+    """INDIS where either prediction's whole interval lies below RECOMMEND_BELOW (the reach prediction sees a gain that
+    is smooth in x_T, the group prediction one tied to the mode x_T heads for, and phi can learn either), unless the
+    global schedule is already exact (`global_error`: its teacher-MSE over the endpoints' variance, below EXACT_BELOW)."""
+    if global_error < EXACT_BELOW:
+        return "GOD"
     return "INDIS" if min(reach_ci[1], group_ci[1]) < RECOMMEND_BELOW else "GOD"
 
 
@@ -267,6 +273,7 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     with torch.no_grad():
         god_mse = mse(god.sample(den, x_T, cond), x0).numpy()
         orc_mse = mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).numpy()
+    rel = float(god_mse.mean() / x0.var(dim=0).mean().clamp_min(1e-30))  # mse is per element, so is this variance
     gains = kept_share(den, god, oracle, x_T, cond, x0, teacher_fn(den, teacher), prior_std(den.schedule), eps_grid, seed)
     M = int(train_size or teacher.num_samples)
     eps_nn = nearest_eps(int(np.prod(handle.data_shape)), M, seed=seed)
@@ -278,9 +285,10 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     cratio, cci = min(1.0, raw), [min(1.0, v) for v in raw_ci]
     return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,
                      train_size=M, gap_closed=float(gap), reach_ratio=float(ratio), reach_ci=ci, predicted_ratio=cratio,
-                     predicted_ci=cci, recommendation=recommend(ci, cci),
+                     predicted_ci=cci, recommendation=recommend(ci, cci, rel),
                      seconds=round(time.time() - t0, 1),
                      extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe,
                             "cluster_priors": C, "clusters": CLUSTERS, "global_starts": GLOBAL_STARTS,
+                            "version": VERSION, "global_over_variance": rel,
                             "group_over_shared": raw,
                             "group_over_shared_ci": raw_ci})

@@ -216,7 +216,7 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
 
 def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print) -> dict[str, Any]:
     """One cell of the study (cached in root/<cell name>/result.json)."""
-    from ..diagnose import GLOBAL_STARTS, kept_curve, kept_share, teacher_fn
+    from ..diagnose import VERSION as DIAGNOSE_VERSION, kept_curve, kept_share, teacher_fn
     from ..discretizations.base import InstanceOracle
     from ..io import atomic_write_json, load_json
     from ..losses import mse as per_prior_mse
@@ -229,7 +229,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
     if res is not None and "lr_choice" in res["train"]["god"]:  # older results (GOD at one rate) are recomputed, reusing runs
         add_variant = "denoised_input" not in res  # a cell cached before the variant existed: add it, reusing every run
-        rediagnose = res["diagnosis"]["extra"].get("global_starts") != GLOBAL_STARTS  # from before the multi-start fit
+        rediagnose = res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION  # an older diagnostic procedure
         if add_variant or rediagnose:
             h = handle_for(c)
             exp = _experiment(folder, h, c, s, progress)
