@@ -98,7 +98,7 @@ def _model_and_teacher(args: argparse.Namespace) -> tuple[Any, TeacherSet]:
 
 def diagnose_run(args: argparse.Namespace) -> int:
     """`indis eval --diagnose`: the oracle-reach prediction of INDIS's gain over GOD (`indis.diagnose`)."""
-    from ..diagnose import diagnose
+    from ..diagnose import EXACT_BELOW, diagnose
 
     if args.nfe is None:
         raise InputError("--diagnose needs --nfe N (the number of model calls to diagnose)")
@@ -120,6 +120,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"of the gap: INDIS / GOD {d.reach_ratio:.3f} [{d.reach_ci[0]:.3f}, {d.reach_ci[1]:.3f}]",
             f"  one schedule per group of {d.extra['clusters']} endpoint groups ({d.extra['cluster_priors']} priors, scored on "
             f"the last quarter): predicted INDIS / GOD teacher-MSE {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
+            *([f"  the global schedule is already exact (teacher-MSE {d.extra['global_over_variance']:.1e} of the endpoints' "
+               "variance): nothing is left to gain"] if d.extra["global_over_variance"] < EXACT_BELOW else []),
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
                                                      else " (indis train --method indis --init <a trained GOD folder>)"),
             "  (INDIS where either prediction's whole interval lies below 0.98; how often this was right on exact models:"
