@@ -49,7 +49,8 @@ VERSION = 2  # of the diagnostic's procedure (multi-start global fit, two-predic
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
 FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
-GLOBAL_STARTS, PROBE = 3, 50  # the global fit probes GOD's starts (logSNR, EDM, DMN) for PROBE iterations each
+GLOBAL_STARTS, PROBE = 3, 50  # the global fit probes GOD's starts (logSNR, EDM, DMN), each for PROBE iterations
+#: (at most a sixth of the fit's cap)
 
 
 @dataclass
@@ -237,7 +238,7 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
         # GOD's own starts (logSNR, EDM, DMN probed): from logSNR alone the fit can sit 20x above GOD
         g, r = train_with_starts(lambda init: learned(handle, "god", N, "ipndm", init=init),
                                  global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher, cfg,
-                                 probe_iterations=PROBE, progress=False)
+                                 probe_iterations=min(PROBE, max(1, iterations // 6)), progress=False)
         fits.append((r.best_val, g))
     god = min(fits, key=lambda f: f[0])[1]
     best = None
