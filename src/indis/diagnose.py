@@ -49,8 +49,8 @@ VERSION = 2  # of the diagnostic's procedure (multi-start global fit, two-predic
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
 FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
-GLOBAL_STARTS, PROBE = 3, 50  # the global fit probes GOD's starts (logSNR, EDM, DMN), each for PROBE iterations
-#: (at most a sixth of the fit's cap)
+#: the global fit probes GOD's starts (logSNR, EDM, DMN), each for PROBE iterations (at most a sixth of the fit's cap)
+GLOBAL_STARTS, PROBE = 3, 50
 
 
 @dataclass

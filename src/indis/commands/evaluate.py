@@ -98,7 +98,7 @@ def _model_and_teacher(args: argparse.Namespace) -> tuple[Any, TeacherSet]:
 
 def diagnose_run(args: argparse.Namespace) -> int:
     """`indis eval --diagnose`: the oracle-reach prediction of INDIS's gain over GOD (`indis.diagnose`)."""
-    from ..diagnose import EXACT_BELOW, diagnose
+    from ..diagnose import EXACT_BELOW, RECOMMEND_BELOW, diagnose
 
     if args.nfe is None:
         raise InputError("--diagnose needs --nfe N (the number of model calls to diagnose)")
@@ -124,8 +124,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
                "variance): nothing is left to gain"] if d.extra["global_over_variance"] < EXACT_BELOW else []),
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
                                                      else " (indis train --method indis --init <a trained GOD folder>)"),
-            "  (INDIS where either prediction's whole interval lies below 0.98; how often this was right on exact models:"
-            " benchmarks/README.md, `indis bench scaling`)"])
+            f"  (INDIS where either prediction's whole interval lies below {RECOMMEND_BELOW:g}; how often this was right on "
+            "exact models: benchmarks/README.md, `indis bench scaling`)"])
 
     emit(args, data, text, indent=1)
     return 0
