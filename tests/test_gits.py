@@ -1,6 +1,7 @@
 """GITS: DP against brute force, cost matrix against a direct transcription, anchor values, end-to-end on a GMM."""
 import itertools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -176,3 +177,38 @@ def test_errors():
         gits(den, torch.zeros(2, 4, dtype=DT), 3, num_grid=11, teacher_solver="rk45")
     with pytest.raises(indis.InputError, match="steps must be <= 10"):
         gits(den, torch.zeros(2, 4, dtype=DT), 11, num_grid=11)
+
+
+def test_cache_runs_the_teacher_once_and_changes_nothing(monkeypatch):
+    """The cost matrix does not depend on the step count: with a cache, schedules for several step counts equal the
+    uncached ones (the same deterministic computation, so exactly) and the teacher runs once."""
+    G = sys.modules["indis.discretizations.gits"]  # the package re-exports a function of the same name
+    den = gmm_denoiser(indis.EDM())
+    warm = 80.0 * torch.randn(64, 4, generator=torch.Generator().manual_seed(5), dtype=DT)
+    plain = {n: gits(den, warm, steps=n, num_grid=21) for n in (2, 3, 5)}
+    calls = []
+    real = G.gits_teacher
+    monkeypatch.setattr(G, "gits_teacher", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache: dict = {}
+    cached = {n: gits(den, warm, steps=n, num_grid=21, cache=cache) for n in (5, 2, 3)}
+    assert len(calls) == 1 and len(cache) == 1
+    assert all(torch.equal(plain[n], cached[n]) for n in plain)
+    gits(den, warm, steps=3, num_grid=21, metric="l2", cache=cache)  # another metric: its own entry
+    assert len(calls) == 2 and len(cache) == 2
+
+
+def test_methods_fixed_cache_keys_on_guidance():
+    """`methods.fixed` keeps one cost matrix per warm-up set and guidance scale of the handle."""
+    from indis.methods import fixed
+    from indis.models import ModelHandle
+
+    h = ModelHandle(gmm_denoiser(indis.EDM()), (4,))
+    cache: dict = {}
+    a = fixed(h, "gits", 3, warmup=32, seed=1, cache=cache)
+    b = fixed(h, "gits", 3, warmup=32, seed=1)
+    assert torch.equal(a.times, b.times) and len(cache) == 1
+    fixed(h, "gits", 4, warmup=32, seed=1, cache=cache)
+    assert len(cache) == 1 and len(next(iter(cache.values()))) == 1
+    h.denoiser.guidance_scale = 2.0  # an unconditional denoiser ignores it, but the key must not
+    fixed(h, "gits", 3, warmup=32, seed=1, cache=cache)
+    assert len(cache) == 2

@@ -73,11 +73,14 @@ def fixed(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", a
         from .discretizations.gits import gits
         from .priors import class_labels, prior_noise, prior_std
 
-        # GITS' warm-up trajectories start from priors 0..warmup-1 of base seed `seed` (pass the training priors' seed)
-        n, seed = int(kw.pop("warmup", 256)), int(kw.pop("seed", 0))
+        # GITS' warm-up trajectories start from priors 0..warmup-1 of base seed `seed` (pass the training priors' seed);
+        # `cache`: a dict kept by the caller for this handle, holding GITS' cost matrices per warm-up set
+        n, seed, cache = int(kw.pop("warmup", 256)), int(kw.pop("seed", 0)), kw.pop("cache", None)
         xT = prior_noise(range(n), seed, handle.data_shape, prior_std(handle.schedule))
         cond = class_labels(range(n), seed, handle.num_classes) if handle.cond_kind == "class" else None
-        times = gits(handle.denoiser, xT, steps, cond=cond, **kw)
+        g = handle.denoiser.guidance_scale  # mutable on a handle (`with_guidance`): part of the key
+        sub = None if cache is None else cache.setdefault(("gits", n, seed, g if isinstance(g, (int, float)) else None), {})
+        times = gits(handle.denoiser, xT, steps, cond=cond, cache=sub, **kw)
     elif method == "dmn":
         from .discretizations.dmn import dmn
 

@@ -88,6 +88,7 @@ class DigitsRun:
         self.extractor = extractor(self.feature_set)
         self.real_all, self.real_heldout = real_features(self.feature_set, "all"), real_features(self.feature_set, "heldout")
         self._teacher_feats: np.ndarray | None = None
+        self._gits_cache: dict = {}
 
     # -- metrics --------------------------------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> np.ndarray:
@@ -167,7 +168,8 @@ class DigitsRun:
 
     def fixed(self, method: str, nfe: int, solver: str, afs: bool):
         sp = self.spec(method, nfe, solver, afs)
-        kw = {"warmup": self.s["gits_warmup"], "seed": self.exp.teacher("train").config.seed} if method == "gits" else {}
+        kw = {"warmup": self.s["gits_warmup"], "seed": self.exp.teacher("train").config.seed,
+              "cache": self._gits_cache} if method == "gits" else {}  # one GITS teacher for every solver and NFE
         d, info = self.exp.fixed(sp, lambda: fixed(self.h, method, sp["steps"], solver, afs=afs, **kw))
         d.afs = afs
         return sp, d, info

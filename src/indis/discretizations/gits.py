@@ -128,12 +128,15 @@ def gits_teacher(denoiser: Denoiser, x_T: Tensor, grid: Tensor, solver: str = "i
 
 
 def gits(denoiser: Denoiser, x_T: Tensor, steps: int, grid: Tensor | str | None = None, num_grid: int = 61,
-         coeff: float = 1.15, teacher_solver: str = "ipndm", cond: Cond = None, metric: str = "dev") -> Tensor:
+         coeff: float = 1.15, teacher_solver: str = "ipndm", cond: Cond = None, metric: str = "dev",
+         cache: dict | None = None) -> Tensor:
     """GITS schedule of `steps` steps: N+1 decreasing times, a sub-grid of the teacher grid.
 
     x_T: warm-up initial noise [B, ...] at the grid's first time (GITS uses 256 samples). grid: decreasing
     teacher times, or a heuristic name; default: EDM rho=7 with `num_grid` points in the denoiser's schedule.
-    The teacher costs num_grid-1 model calls per warm-up sample.
+    The teacher costs num_grid-1 model calls per warm-up sample. The cost matrix does not depend on `steps`:
+    `cache` (a dict the caller keeps for one denoiser, x_T and cond) holds it per grid, teacher solver and metric,
+    so schedules for other step counts or solvers cost only the dynamic program.
     """
     if not isinstance(denoiser, Denoiser):
         raise InputError(f"denoiser must be an indis.Denoiser, got {type(denoiser).__name__}")
@@ -146,6 +149,11 @@ def gits(denoiser: Denoiser, x_T: Tensor, steps: int, grid: Tensor | str | None 
     grid = torch.as_tensor(grid, dtype=torch.float64).reshape(-1)
     if steps > grid.numel() - 1:
         raise InputError(f"steps must be <= {grid.numel() - 1} (the teacher grid has {grid.numel()} points), got {steps}")
-    X, d, u = gits_teacher(denoiser, x_T, grid, teacher_solver, cond)
-    C = gits_cost_matrix(X, d, u, metric)
+    key = (tuple(grid.tolist()), teacher_solver, metric, str(x_T.dtype))
+    C = None if cache is None else cache.get(key)
+    if C is None:
+        X, d, u = gits_teacher(denoiser, x_T, grid, teacher_solver, cond)
+        C = gits_cost_matrix(X, d, u, metric)
+        if cache is not None:
+            cache[key] = C
     return grid[gits_dp(C, steps, coeff)].clone()
