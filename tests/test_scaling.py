@@ -193,3 +193,9 @@ def test_report_counts_and_columns():
     assert "| 0.800 [0.700, 0.900] |" in md and "better beyond the interval in 1 of 3 cells, worse in 1" in md
     assert "beyond the interval in 2 of 4 cells, above it in 1" in md
     assert "it names INDIS in 4 cells, 2 of them without a gain beyond the interval" in md
+    assert s["seed_agreement"]["pairs"] == 0 and "Seed to seed" not in md  # one seed per cell: nothing to compare
+    more = [dict(cell(2, 0.53, [0.4, 0.6], None), cell={**res[0]["cell"], "seed": 1}),
+            dict(cell(2, 0.70, [0.6, 0.8], None), cell={**res[0]["cell"], "seed": 2})]
+    sa = rep.summarize(res + more)["seed_agreement"]  # ratios 0.5, 0.53, 0.7: gaps 0.03, 0.2, 0.17
+    assert sa["cells"] == 1 and sa["pairs"] == 3 and abs(sa["within_tolerance"] - 1 / 3) < 1e-12
+    assert abs(sa["median_gap"] - 0.17) < 1e-12

@@ -21,6 +21,19 @@ def cond_label(c: dict[str, Any]) -> str:
     return c["condition"] + ("" if c["guidance"] in (None, 1.0) else f" CFG {c['guidance']:g}")
 
 
+def seed_agreement(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often two seeds of the same cell give trained INDIS/GOD ratios within PREDICTION_TOLERANCE of each other:
+    the share of seed pairs a perfect predictor of one seed's ratio could hit for another (the target's noise floor)."""
+    groups: dict[tuple, list[float]] = {}
+    for r in results:
+        key = tuple(sorted((k, str(v)) for k, v in r["cell"].items() if k != "seed"))
+        groups.setdefault(key, []).append(r["ratio"])
+    gaps = [abs(a - b) for v in groups.values() for i, a in enumerate(v) for b in v[i + 1:]]
+    return {"cells": sum(len(v) > 1 for v in groups.values()), "pairs": len(gaps),
+            "within_tolerance": float(np.mean(np.array(gaps) <= PREDICTION_TOLERANCE)) if gaps else None,
+            "median_gap": float(np.median(gaps)) if gaps else None}
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Share of cells where INDIS beats GOD beyond the interval, the prediction error and recommendation accuracy."""
     skipped = [r["name"] for r in results if solved(r)]
@@ -46,7 +59,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "indis_recommended": len(told), "indis_recommended_without_gain": sum(r["ratio_ci"][1] >= 1.0 for r in told),
             "reach_prediction_within_tolerance": float(np.mean(reach <= PREDICTION_TOLERANCE)),
             "reach_prediction_mean_abs_error": float(np.nanmean(reach)),
-            "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped}
+            "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
@@ -84,6 +97,11 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"The recommendation is right in {s['recommendation_right_where_decided']} cells where the trained difference "
               f"is beyond its interval; it names INDIS in {s.get('indis_recommended', '-')} cells, "
               f"{s.get('indis_recommended_without_gain', '-')} of them without a gain beyond the interval."]
+        sa = s.get("seed_agreement") or {}
+        if sa.get("pairs"):
+            L += ["", f"Seed to seed: in {sa['cells']} cells run with several seeds, two seeds' trained ratios lie within "
+                  f"+-{s['tolerance']} of each other in {100 * sa['within_tolerance']:.0f}% of {sa['pairs']} pairs (median gap "
+                  f"{sa['median_gap']:.3f}): no prediction can be checked more closely than that."]
         dv = s.get("denoised_input") or {}
         if dv.get("cells"):
             L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "
