@@ -125,7 +125,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
                                                      else " (indis train --method indis --init <a trained GOD folder>)"),
             f"  (INDIS where either prediction's whole interval lies below {RECOMMEND_BELOW:g}; how often this was right on "
-            "exact models: benchmarks/README.md, `indis bench scaling`)"])
+            "exact models: benchmarks/README.md, `indis bench scaling`. Gains that show only once phi is trained on "
+            "thousands of priors escape it: where it matters, train GOD and INDIS and compare them with `indis eval`)"])
 
     emit(args, data, text, indent=1)
     return 0
