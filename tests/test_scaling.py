@@ -29,6 +29,25 @@ def test_diagonal_mixture_equals_the_full_covariance_implementation():
                                rtol=1e-9, atol=1e-9)
 
 
+def test_blocked_posterior_mean_matches_the_reference_with_gradients(monkeypatch):
+    """Rows in blocks of 2 (forced): values and gradients in x and sigma equal the full-covariance implementation's."""
+    import indis.bench.scaling_models as sm
+
+    mix = random_mixture(5, 4, seed=3)
+    monkeypatch.setattr(sm, "CHUNK_ELEMENTS", 2 * mix.mu.numel())
+    full = GaussianMixture(torch.full((4,), 0.25), mix.mu, torch.diag_embed(mix.lam), labels=mix.labels)
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor([0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 40.0], dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, -1, 1, 0])
+    ga = torch.autograd.grad((mix.posterior_mean(x, sigma, labels) * w).sum(), (x, sigma))
+    gb = torch.autograd.grad((full.posterior_mean(x, 1.0, sigma, cond=labels) * w).sum(), (x, sigma))
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)  # float64, different algebra (diagonal vs Cholesky)
+    torch.testing.assert_close(mix.posterior_mean(x, sigma, labels), full.posterior_mean(x, 1.0, sigma, cond=labels),
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_conditions_and_guidance_by_hand():
     mix = random_mixture(3, 6, seed=1)  # classes k mod 6: one component each
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
