@@ -96,6 +96,10 @@ def _model_and_teacher(args: argparse.Namespace) -> tuple[Any, TeacherSet]:
     return h, ts
 
 
+def _ci(v: float, ci: list[float]) -> str:
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def diagnose_run(args: argparse.Namespace) -> int:
     """`indis eval --diagnose`: the oracle-reach prediction of INDIS's gain over GOD (`indis.diagnose`)."""
     from ..diagnose import EXACT_BELOW, RECOMMEND_BELOW, diagnose
@@ -119,7 +123,11 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> by reach INDIS would close {d.gap_closed:.2f} "
             f"of the gap: INDIS / GOD {d.reach_ratio:.3f} [{d.reach_ci[0]:.3f}, {d.reach_ci[1]:.3f}]",
             f"  one schedule per group of {d.extra['clusters']} endpoint groups ({d.extra['cluster_priors']} priors, scored on "
-            f"the last quarter): predicted INDIS / GOD teacher-MSE {d.predicted_ratio:.3f} [{lo:.3f}, {hi:.3f}]",
+            f"the last quarter) / one shared schedule: {_ci(d.extra['group_over_shared'], d.extra['group_over_shared_ci'])}",
+            *([f"  one schedule per condition value ({d.extra['condition_groups']} values) / one shared schedule: "
+               f"{_ci(d.extra['condition_over_shared'], d.extra['condition_over_shared_ci'])}"] if d.extra.get("condition_groups") else []),
+            f"  predicted INDIS / GOD teacher-MSE (the better group prediction, capped at 1): {d.predicted_ratio:.3f} "
+            f"[{lo:.3f}, {hi:.3f}]",
             *([f"  the global schedule is already exact (teacher-MSE {d.extra['global_over_variance']:.1e} of the endpoints' "
                "variance): nothing is left to gain"] if d.extra["global_over_variance"] < EXACT_BELOW else []),
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
