@@ -21,7 +21,8 @@ learn the part of the per-prior optimum that stays useful at the distance of the
    one schedule per condition value is fitted and scored the same way (the condition prediction: on a mixture fitted
    to the digits INDIS's whole gain, 0.59x GOD, is a per-class schedule that four endpoint groups cannot express);
    `predicted_ratio` and its interval (bootstrap over the scored quarter) are those of the two group predictions with
-   the lower upper bound, capped at 1 (INDIS keeps its GOD warm start unless validation improves on it);
+   the lower upper bound (picking the more favourable of two is slightly optimistic), capped at 1 (INDIS keeps its
+   GOD warm start unless validation improves on it);
 6. recommendation: INDIS when the whole interval of either prediction lies below 0.98, else GOD (on the d = 2 and 64
    cells of `indis bench scaling` the group prediction alone missed most two-dimensional gains and the reach
    prediction alone the guided d = 64, K = 2 one); GOD whenever the global fit is already exact (teacher-MSE below
