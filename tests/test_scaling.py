@@ -238,7 +238,7 @@ def test_condition_prediction_sees_a_per_class_schedule_gain():
     the other) want different times, and one schedule per class beats a shared one; with both classes at the same scale
     there is nothing to gain (the ratio is 1 up to the fits' noise)."""
     from indis.bench.scaling_models import DiagonalMixture
-    from indis.diagnose import condition_groups, group_ratio
+    from indis.diagnose import condition_groups, group_ratio, scored_mse
     from indis.discretizations import heuristic
     from indis.methods import learned
     from indis.solvers import sample
@@ -254,5 +254,8 @@ def test_condition_prediction_sees_a_per_class_schedule_gain():
         x0 = sample(h.denoiser, x_T, heuristic("edm", 200, h.schedule).double(), "ipndm", cond=c)  # a 200-step teacher
         god = learned(h, "god", 3, "ipndm", init="edm").double()
         ratios[lam1] = group_ratio(h.denoiser, god, x_T, c, x0, *condition_groups(c), iterations=60, replicates=200)
+    shared = scored_mse(h.denoiser, god, x_T, c, x0, torch.zeros(64, dtype=torch.long), 1, 60)
+    again = group_ratio(h.denoiser, god, x_T, c, x0, *condition_groups(c), iterations=60, replicates=200, shared=shared)
+    assert again == ratios[1e-2]  # a precomputed shared fit is the same full-batch fit: identical, not merely close
     assert ratios[4.0][1][1] < 0.5  # the whole interval far below 1 (measured 0.12 with 96 priors)
     assert ratios[1e-2][0] > 0.99  # identical classes: no gain

@@ -199,7 +199,7 @@ def _fit_groups(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, gr
 
 
 def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, *, k: int = CLUSTERS, seed: int = 0,
-                  iterations: int = 300, replicates: int = 1000) -> tuple[float, list[float]]:
+                  iterations: int = 300, replicates: int = 1000, shared: np.ndarray | None = None) -> tuple[float, list[float]]:
     """Group schedules (one per k-means group of the teacher endpoints, fitted on the first half) against one schedule
     for all (`group_ratio`)."""
     from sklearn.cluster import KMeans
@@ -210,7 +210,8 @@ def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, 
     feats = x0.reshape(n, -1).double().cpu().numpy()
     km = KMeans(k, n_init=4, random_state=seed).fit(feats[: n // 2])
     groups = torch.as_tensor(km.predict(feats), dtype=torch.long)
-    return group_ratio(den, god, x_T, cond, x0, groups, k, seed=seed, iterations=iterations, replicates=replicates)
+    return group_ratio(den, god, x_T, cond, x0, groups, k, seed=seed, iterations=iterations, replicates=replicates,
+                       shared=shared)
 
 
 def condition_groups(cond: Cond, max_groups: int = MAX_CONDITION_GROUPS) -> tuple[Tensor, int] | None:
@@ -224,21 +225,25 @@ def condition_groups(cond: Cond, max_groups: int = MAX_CONDITION_GROUPS) -> tupl
     return (inverse.long(), k) if 2 <= k <= max_groups else None
 
 
-def group_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, groups: Tensor, k: int, *, seed: int = 0,
-                iterations: int = 300, replicates: int = 1000) -> tuple[float, list[float]]:
-    """One schedule per group against one schedule for all, both fitted from `god` the same way (first half of the
-    priors, early stopping and learning rate on the next quarter), scored on the last quarter: teacher-MSE ratio and
-    its 95% bootstrap interval. The shared schedule gets the same fit so that a `god` short of its optimum does not
-    pass for an instance gain."""
+def scored_mse(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, groups: Tensor, k: int,
+               iterations: int = 300) -> np.ndarray:
+    """Per-prior teacher-MSE on the last quarter of the priors of one schedule per group, fitted from `god` on the
+    first half (early stopping and learning rate on the next quarter)."""
     n = x_T.shape[0]
     a, b = n // 2, (3 * n) // 4
-    one = torch.zeros_like(groups)
     fit, val, score = torch.arange(a), torch.arange(a, b), torch.arange(b, n)
     per = _fit_groups(den, god, x_T, cond, x0, groups, k, fit, val, iterations)
-    shared = _fit_groups(den, god, x_T, cond, x0, one, 1, fit, val, iterations)
     with torch.no_grad():
-        mine = mse(per.sample(den, x_T[score], index_cond(cond, score), groups[score]), x0[score]).cpu().numpy()
-        ref = mse(shared.sample(den, x_T[score], index_cond(cond, score), one[score]), x0[score]).cpu().numpy()
+        return mse(per.sample(den, x_T[score], index_cond(cond, score), groups[score]), x0[score]).cpu().numpy()
+
+
+def group_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, groups: Tensor, k: int, *, seed: int = 0,
+                iterations: int = 300, replicates: int = 1000, shared: np.ndarray | None = None) -> tuple[float, list[float]]:
+    """One schedule per group against one schedule for all, both fitted from `god` the same way (`scored_mse`):
+    teacher-MSE ratio and its 95% bootstrap interval. The shared schedule gets the same fit so that a `god` short of
+    its optimum does not pass for an instance gain (`shared`: its scored MSE, when already computed)."""
+    mine = scored_mse(den, god, x_T, cond, x0, groups, k, iterations)
+    ref = shared if shared is not None else scored_mse(den, god, x_T, cond, x0, torch.zeros_like(groups), 1, iterations)
     return float(mine.mean() / ref.mean()), ratio_ci(mine, ref, replicates=replicates, seed=seed)
 
 
@@ -305,10 +310,12 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
     C = min(cluster_priors, teacher.num_samples)
     _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64)
-    raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations)
+    shared = scored_mse(den, god, xc, cc, x0c, torch.zeros(C, dtype=torch.long), 1, iterations)  # both groupings' reference
+    raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations,
+                                shared=shared)
     by_cond = condition_groups(cc)
     craw, craw_ci = (group_ratio(den, god, xc, cc, x0c, *by_cond, seed=seed, replicates=replicates,
-                                 iterations=iterations) if by_cond else (None, None))
+                                 iterations=iterations, shared=shared) if by_cond else (None, None))
     # the lower of the two group predictions; INDIS keeps its GOD warm start unless validation improves on it, so a
     # group fit worse than the shared one predicts 1
     best, best_ci = (craw, craw_ci) if craw is not None and craw_ci[1] < raw_ci[1] else (raw, raw_ci)
