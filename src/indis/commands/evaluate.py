@@ -114,20 +114,19 @@ def diagnose_run(args: argparse.Namespace) -> int:
     data = d.as_dict()
 
     def text() -> str:
-        lo, hi = d.predicted_ci
         curve = ", ".join(f"{k}: {v:+.2f}" for k, v in d.kept.items())
         return "\n".join([
             f"Diagnosis of {h.spec} at NFE {args.nfe} ({d.priors} priors of {ts.path}, {d.seconds:.0f} s):",
             f"  oracle / global schedule teacher-MSE: {d.oracle_over_global:.3f} (the ceiling of any instance-aware schedule)",
             f"  share of the oracle's gain kept at neighbour distance eps: {curve}",
             f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> by reach INDIS would close {d.gap_closed:.2f} "
-            f"of the gap: INDIS / GOD {d.reach_ratio:.3f} [{d.reach_ci[0]:.3f}, {d.reach_ci[1]:.3f}]",
+            f"of the gap: INDIS / GOD {_ci(d.reach_ratio, d.reach_ci)}",
             f"  one schedule per group of {d.extra['clusters']} endpoint groups ({d.extra['cluster_priors']} priors, scored on "
             f"the last quarter) / one shared schedule: {_ci(d.extra['group_over_shared'], d.extra['group_over_shared_ci'])}",
             *([f"  one schedule per condition value ({d.extra['condition_groups']} values) / one shared schedule: "
                f"{_ci(d.extra['condition_over_shared'], d.extra['condition_over_shared_ci'])}"] if d.extra.get("condition_groups") else []),
-            f"  predicted INDIS / GOD teacher-MSE (the better group prediction, capped at 1): {d.predicted_ratio:.3f} "
-            f"[{lo:.3f}, {hi:.3f}]",
+            f"  predicted INDIS / GOD teacher-MSE (the better group prediction, capped at 1): "
+            f"{_ci(d.predicted_ratio, d.predicted_ci)}",
             *([f"  the global schedule is already exact (teacher-MSE {d.extra['global_over_variance']:.1e} of the endpoints' "
                "variance): nothing is left to gain"] if d.extra["global_over_variance"] < EXACT_BELOW else []),
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
