@@ -212,3 +212,6 @@ def test_methods_fixed_cache_keys_on_guidance():
     h.denoiser.guidance_scale = 2.0  # an unconditional denoiser ignores it, but the key must not
     fixed(h, "gits", 3, warmup=32, seed=1, cache=cache)
     assert len(cache) == 2
+    h.denoiser.guidance_scale = torch.tensor([3.0])  # a tensor scale is keyed by its value, not lumped with None
+    fixed(h, "gits", 3, warmup=32, seed=1, cache=cache)
+    assert len(cache) == 3

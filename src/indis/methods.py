@@ -78,8 +78,9 @@ def fixed(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", a
         n, seed, cache = int(kw.pop("warmup", 256)), int(kw.pop("seed", 0)), kw.pop("cache", None)
         xT = prior_noise(range(n), seed, handle.data_shape, prior_std(handle.schedule))
         cond = class_labels(range(n), seed, handle.num_classes) if handle.cond_kind == "class" else None
-        g = handle.denoiser.guidance_scale  # mutable on a handle (`with_guidance`): part of the key
-        sub = None if cache is None else cache.setdefault(("gits", n, seed, g if isinstance(g, (int, float)) else None), {})
+        g = handle.denoiser.guidance_scale  # mutable on a handle (`with_guidance`): part of the key, a tensor by value
+        gkey = tuple(g.reshape(-1).tolist()) if isinstance(g, torch.Tensor) else g
+        sub = None if cache is None else cache.setdefault(("gits", n, seed, gkey), {})
         times = gits(handle.denoiser, xT, steps, cond=cond, cache=sub, **kw)
     elif method == "dmn":
         from .discretizations.dmn import dmn
