@@ -183,8 +183,13 @@ def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     assert d["predicted_ci"][0] <= d["predicted_ratio"] <= d["predicted_ci"][1] + 1e-12
     assert d["predicted_ratio"] == min(1.0, d["extra"]["group_over_shared"])  # INDIS never predicted worse than its GOD
     assert probed == [["logsnr", "edm", "dmn"]] * 3  # at each of the three learning rates
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the stage bar shows only on a terminal
     assert main(argv) == 0
-    assert "Recommendation:" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "Recommendation:" in out.out and "oracle's reach" in out.err and "endpoint groups" in out.err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*argv, "--no-progress"]) == 0
+    assert "oracle's reach" not in capsys.readouterr().err
     assert main([a for a in argv if a not in ("--nfe", "3")]) == 2  # --diagnose without --nfe
     assert "--nfe" in capsys.readouterr().err
 

@@ -51,6 +51,7 @@ RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole inter
 EXACT_BELOW = 1e-6  # a global schedule whose teacher-MSE is below this share of the endpoints' variance is exact
 VERSION = 3  # of the diagnostic's procedure (multi-start global fit, condition groups): cached diagnoses older are redone
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
+STAGES = ("global schedule and oracle", "oracle's reach", "shared schedule", "endpoint groups", "condition groups")
 MAX_CONDITION_GROUPS = 32  # the condition prediction: one schedule per distinct condition value, up to this many
 GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
 FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
@@ -283,11 +284,13 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
              eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200,
-             iterations: int = 300) -> Diagnosis:
+             iterations: int = 300, progress: bool = False) -> Diagnosis:
     """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set and
     group schedules on `cluster_priors` of them (`train_size`: the number of training priors INDIS would get, default
-    the teacher set's size; `iterations`: the cap of each fit)."""
+    the teacher set's size; `iterations`: the cap of each fit; `progress`: a bar over the stages on stderr)."""
     import time
+
+    from tqdm.auto import tqdm
 
     from .priors import prior_std
 
@@ -296,6 +299,12 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
         raise InputError(f"the diagnostic needs at least 8 priors, got {priors}")
     if iterations < 10:
         raise InputError(f"the diagnostic's fits need at least 10 iterations, got {iterations}")
+    bar = tqdm(total=len(STAGES), desc=STAGES[0], disable=not progress, leave=False)
+
+    def done(k: int) -> None:  # stage k finished: the bar names the next one
+        bar.update(1)
+        bar.set_description(STAGES[min(k + 1, len(STAGES) - 1)])
+
     god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed, iterations=iterations)
     P = oracle.num_samples
     _, x_T, cond, x0 = teacher.batch(torch.arange(P), torch.float64)
@@ -304,18 +313,24 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
         god_mse = mse(god.sample(den, x_T, cond), x0).numpy()
         orc_mse = mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).numpy()
     rel = float(god_mse.mean() / x0.var(dim=0).mean().clamp_min(1e-30))  # mse is per element, so is this variance
+    done(0)
     gains = kept_share(den, god, oracle, x_T, cond, x0, teacher_fn(den, teacher), prior_std(den.schedule), eps_grid, seed)
     M = int(train_size or teacher.num_samples)
     eps_nn = nearest_eps(int(np.prod(handle.data_shape)), M, seed=seed)
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
+    done(1)
     C = min(cluster_priors, teacher.num_samples)
     _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64)
     shared = scored_mse(den, god, xc, cc, x0c, torch.zeros(C, dtype=torch.long), 1, iterations)  # both groupings' reference
+    done(2)
     raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations,
                                 shared=shared)
+    done(3)
     by_cond = condition_groups(cc)
     craw, craw_ci = (group_ratio(den, god, xc, cc, x0c, *by_cond, seed=seed, replicates=replicates,
                                  iterations=iterations, shared=shared) if by_cond else (None, None))
+    done(4)
+    bar.close()
     # the lower of the two group predictions; INDIS keeps its GOD warm start unless validation improves on it, so a
     # group fit worse than the shared one predicts 1
     best, best_ci = (craw, craw_ci) if craw is not None and craw_ci[1] < raw_ci[1] else (raw, raw_ci)

@@ -16,7 +16,7 @@ from ..methods import fixed
 from ..solvers import SOLVERS
 from ..teacher import TeacherSet
 from .common import add_model_args, check_steps, dtype_of, load
-from .output import add_json_arg, display_scale, emit, fmt_ci, table
+from .output import add_json_arg, display_scale, emit, fmt_ci, show_progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diagnose-iterations", type=int, default=300, help="--diagnose: iteration cap of each fit (default 300)")
     p.add_argument("--train-size", type=int, default=None, help="--diagnose: training priors INDIS would get (default: "
                    "the teacher set's size)")
+    p.add_argument("--no-progress", action="store_true", help="--diagnose: no progress bar over its stages (it shows "
+                   "only on a terminal anyway)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -110,7 +112,7 @@ def diagnose_run(args: argparse.Namespace) -> int:
         raise InputError("--diagnose trains nothing and compares no schedules: drop --discretization / --method")
     h, ts = _model_and_teacher(args)
     d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates,
-                 iterations=args.diagnose_iterations)
+                 iterations=args.diagnose_iterations, progress=show_progress(args))
     data = d.as_dict()
 
     def text() -> str:
