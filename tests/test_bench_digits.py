@@ -186,25 +186,56 @@ class _FakeRun:
         return self.real_all
 
 
-def _seed_result(seed, nfes, ipndm_nfes):
+def _seed_result(seed, nfes, ipndm_nfes, replicates=10):
     def row(m, n):
         return {"test": {"fd": 1.0 + seed, "mse": 0.1}, "train": {"seconds": 1.0},
                 "spec": {"method": m, "nfe": n, "solver": "ipndm", "afs": False, "steps": n}}
     table = lambda n: {m: row(m, n) for m in rep.ROWS}  # noqa: E731
-    return {"main": {str(n): table(n) for n in nfes}, "ipndm": {str(n): table(n) if n in ipndm_nfes else None for n in nfes},
-            "oracle": {}, "ablations": {}}
+    res = {"seed": seed, "main": {str(n): table(n) for n in nfes},
+           "ipndm": {str(n): table(n) if n in ipndm_nfes else None for n in nfes}, "oracle": {}, "ablations": {}}
+    res["evidence"] = rep.seed_evidence(_FakeRun(seed), res, replicates)
+    return res
 
 
 def test_partial_tables_are_reported_for_the_seeds_and_nfes_that_have_them():
-    runs = [_FakeRun(0), _FakeRun(1)]
     seeds = [_seed_result(0, [3, 5], ipndm_nfes=[3]), _seed_result(1, [3, 5], ipndm_nfes=[])]
-    res = rep.aggregate(runs, seeds, [3, 5], replicates=10)
+    res = rep.aggregate(seeds, [3, 5])
     assert set(res["table"]["god"]) == {"3", "5"} and res["table"]["god"]["5"]["seeds"] == 2
     assert res["table"]["god"]["3"]["fd"] == pytest.approx(1.5)  # mean of the two seeds' stored FDs (1.0, 2.0)
     assert set(res["table_ipndm"]["god"]) == {"3"} and res["table_ipndm"]["god"]["3"]["seeds"] == 1
     lines = rep.table_md(res["table_ipndm"], [3, 5], "iPNDM only", cond=False)
     assert sum(line.startswith("| GOD |") for line in lines) == 1  # NFE 3 only: no row for the NFE nobody ran
     assert "held-out 297" in lines[2] and "held-out 6000" in rep.table_md(res["table"], [3], "t", False, 6000)[2]
+    # a seed that ran NFE 3 only counts at NFE 3 only, and the report says which seeds each NFE pools
+    seeds.append(_seed_result(2, [3], ipndm_nfes=[]))
+    res = rep.aggregate(seeds, [3, 5])
+    assert res["seeds_per_nfe"] == {"3": [0, 1, 2], "5": [0, 1]} and res["table"]["god"]["5"]["seeds"] == 2
+    assert len(res["comparisons"]["3"]["vs"]["god"]["fd"]["per_seed"]) == 3
+
+
+def test_evidence_pools_the_intervals_of_a_joint_bootstrap():
+    """Per-seed evidence reproduces the joint paired bootstrap: with one seed and the same stream, exactly (same draws
+    in the same order); the per-seed point differences are the FDs of the fake rows computed directly."""
+    from indis.metrics.stats import fd_reference, paired_bootstrap_many, pooled_interval, seed_replicates, weighted_fd
+
+    r = _seed_result(4, [3], ipndm_nfes=[])
+    run = _FakeRun(4)
+    feats = {m: run.rows({"method": m, "nfe": 3})["features"] for m in rep.ROWS}
+    joint = paired_bootstrap_many(weighted_fd, [feats["indis"]], {"god": [feats["god"]]}, [run.real_all], replicates=10,
+                                  prepare=fd_reference, seed=0)["god"]
+    # the joint routine seeds its generator with an integer; give the evidence the same generator to compare draws
+    ev = seed_replicates(weighted_fd, {"indis": feats["indis"], "god": feats["god"]}, run.real_all,
+                             np.random.default_rng(0), replicates=10, prepare=fd_reference)
+    pooled = pooled_interval([ev], "indis", "god")
+    # same draws, same formulas: float64 rounding only
+    np.testing.assert_allclose(pooled["ci"], joint["ci"], rtol=1e-12)
+    assert pooled["diff"] == pytest.approx(joint["diff"], rel=1e-12)
+    c = rep.compare([r], "main", "3", "indis", ["god"], "fd")["god"]
+    assert c["diff"] == pytest.approx(weighted_fd(feats["indis"], np.ones(30), run.real_all)
+                                      - weighted_fd(feats["god"], np.ones(30), run.real_all), rel=1e-9)
+    # each (seed, table, NFE, metric) has its own stream: other seeds and other NFEs draw other replicates
+    draws = {(sd, n): rep._stream(sd, "main", n, "fd").integers(0, 2**31, 4).tolist() for sd in (0, 1) for n in (3, 5)}
+    assert len({tuple(v) for v in draws.values()}) == 4
 
 
 def test_loss_option_reaches_every_training_run_and_keeps_default_specs(tmp_path):
@@ -246,7 +277,7 @@ def test_verdict_bold_line_and_win_follow_one_rule(monkeypatch):
     fd["god"] = cmp(0.09, [0.02, 0.14], [-0.02, 0.07, 0.22])  # pooled CI above 0, seed 0 the other way
     monkeypatch.setattr(rep, "compare", lambda *a, **k: {b: fd[b] for b in rep.BASELINES})
     table = {r: {"7": {"fd": 5.0}} for r in rep.ROWS} | {"dmn": {"7": {"fd": 2.5}}}
-    c = rep._comparisons(None, None, table, "7", replicates=10)
+    c = rep._comparisons(None, table, "7")
     assert c["best_baseline"] == "dmn" and not c["win"]
     assert c["beaten_by"] == ["dmn"] and c["ahead_pooled_only"] == ["god"]
     lines = rep.comparisons_md({"comparisons": {"7": c}}, [7])
@@ -307,3 +338,46 @@ def test_each_model_family_gets_its_own_sizes(tmp_path):
     mine = bd.settings_from_args(p.parse_args(["--out", str(tmp_path), "--model", "zoo:glyphs", "--nfe", "7",
                                                "--num-train", "500"]))
     assert (mine["train"], mine["nfes"], mine["oracle_nfes"]) == (500, [7], [])
+
+
+def _settings(**kw):
+    return {"model": "zoo:digits", "guidance": None, "train": 96, "replicates": 10, "seeds": [0], "nfes": [3]} | kw
+
+
+def test_pool_merges_seeds_and_nfes_run_apart_like_one_run(tmp_path):
+    """Seed 0 with NFE 3 and 5 in one file, or NFE 3 and NFE 5 in two files, pools to the same tables and intervals;
+    the same seed and NFE twice, other settings, or a file without evidence are refused with the file named."""
+    from indis.bench import pool
+    from indis.errors import InputError
+
+    def doc(seed, ran, **kw):
+        d = _seed_result(seed, ran, ipndm_nfes=[]) | {"settings": _settings(**kw), "real_heldout": 40}
+        d["_path"] = f"seed-{seed}-{ran}"
+        return d
+
+    joint = rep.aggregate(pool.merge([doc(0, [3, 5]), doc(1, [3, 5])]), [3, 5])
+    split = pool.merge([doc(0, [3]), doc(1, [3, 5]), doc(0, [5])])
+    assert [d["seed"] for d in split] == [0, 1] and pool.settings_of(split)["nfes"] == [3, 5]
+    apart = rep.aggregate(split, [3, 5])
+    for n in ("3", "5"):
+        for b in rep.BASELINES:
+            assert apart["comparisons"][n]["vs"][b]["fd"] == joint["comparisons"][n]["vs"][b]["fd"]
+        assert apart["table"]["indis"][n]["fd_ci"] == joint["table"]["indis"][n]["fd_ci"]
+    with pytest.raises(InputError, match="seed 0 NFE 3"):
+        pool.merge([doc(0, [3]), doc(0, [3, 5])])
+    with pytest.raises(InputError, match="other settings.*train"):
+        pool.check_compatible([doc(0, [3]), doc(1, [3], train=200)])
+    pool.check_compatible([doc(0, [3]), doc(1, [5], seeds=[1], nfes=[5])])  # what ran may differ, how may not
+    (tmp_path / "pooled.json").write_text(json.dumps({"table": {}}))
+    with pytest.raises(InputError, match="not a per-seed result with bootstrap evidence"):
+        pool.load([str(tmp_path / "pooled.json")])
+
+
+def test_bench_pool_of_a_runs_own_seed_files_reproduces_its_report(tiny, tmp_path, capsys):
+    out, res = tiny
+    assert main(["bench", "pool", str(out / "seed-0"), "--out", str(tmp_path / "pooled"), "--json"]) == 0
+    pooled = json.loads(capsys.readouterr().out)
+    assert pooled["table"] == res["table"] and pooled["comparisons"] == res["comparisons"]
+    assert pooled["ablations"] == res["ablations"] and pooled["oracle"] == res["oracle"]
+    assert (tmp_path / "pooled" / "results.md").read_text() == (out / "results.md").read_text()
+    assert main(["bench", "pool", str(out / "results.json"), "--out", str(tmp_path / "x")]) == 2  # the pooled file

@@ -93,3 +93,28 @@ def test_ratio_ci_is_paired_and_exact_for_proportional_rows():
     a = 2.5 * rng.permutation(b)
     lo, hi = ratio_ci(a, b, replicates=200)
     assert lo < a.mean() / b.mean() < hi and hi - lo > 0.1
+
+
+def test_pooled_interval_of_three_seeds_has_normal_theory_width():
+    """Pooling per-seed replicates gives the interval of the mean over seeds of paired differences: normal theory says
+    its standard error is sqrt(sum_s var_s / n_s) / S."""
+    from indis.metrics.stats import pooled_interval, seed_replicates
+
+    g = np.random.default_rng(8)
+    ev, se2 = [], 0.0
+    for s, n in enumerate((300, 400, 500)):
+        z = g.normal(size=n)
+        a, b = z, z + 0.2 + (0.1 + 0.05 * s) * g.normal(size=n)
+        ev.append(seed_replicates(weighted_mean, {"a": a, "b": b}, None, np.random.default_rng([s, 1]), replicates=800))
+        se2 += np.var(a - b, ddof=1) / n
+    c = pooled_interval(ev, "a", "b")
+    half = 1.96 * np.sqrt(se2) / 3
+    # 800 replicates estimate a 95% percentile interval's half-width to about +-7%; 20% leaves room for that
+    assert (c["ci"][1] - c["ci"][0]) / (2 * half) == pytest.approx(1.0, abs=0.2)
+    assert c["diff"] == pytest.approx(np.mean([e["a"]["point"] - e["b"]["point"] for e in ev]), rel=1e-12)
+    assert c["excludes_zero"] and c["all_seeds_agree"] and len(c["per_seed"]) == 3
+    alone = pooled_interval(ev, "a")  # one method's own statistic: unpaired, z's sd 1 dominates
+    assert alone["ci"][0] < alone["diff"] < alone["ci"][1] and alone["ci"][1] - alone["ci"][0] > 3 * (c["ci"][1] - c["ci"][0])
+    from indis.errors import InputError
+    with pytest.raises(InputError, match="replicates"):
+        pooled_interval([ev[0], seed_replicates(weighted_mean, {"a": a, "b": b}, None, g, replicates=5)], "a", "b")

@@ -223,34 +223,45 @@ def choose_guidance(s: dict[str, Any], scales: list[float], out: Path | None, *,
 
 
 def run(s: dict[str, Any], out: Path, *, device: str = "cpu", progress: bool = True, log=None) -> dict[str, Any]:
-    """Run every seed (cached), pool them, write results.json / results.md / figures under `out`."""
-    from ..io import atomic_write_json, atomic_write_text, ensure_dir
-    from ..metrics.stats import mean_std
+    """Run every seed (cached), pool them, write results.json / results.md / figures under `out`. Each seed's own
+    results.json (seed-S/) carries its settings and bootstrap evidence, so `indis bench pool` can pool it later with
+    seeds run elsewhere."""
+    from ..io import atomic_write_json, ensure_dir
     from . import digits_report as rep
     from .digits_run import DigitsRun
 
     out = ensure_dir(out)
     t0 = time.time()
     h = load_handle(s["model"], s["guidance"])
-    runs, seeds = [], []
+    seeds = []
     for seed in s["seeds"]:
         r = DigitsRun(s, seed, out, h, device=device, progress=progress, log=log)
         res = r.run(s["nfes"])
+        res.update(settings=s, real_heldout=len(r.real_heldout), evidence=rep.seed_evidence(r, res, s["replicates"]))
         atomic_write_json(out / f"seed-{seed}" / "results.json", res)
-        runs.append(r)
         seeds.append(res)
-    agg = rep.aggregate(runs, seeds, s["nfes"], replicates=s["replicates"])
+    return report(seeds, s, out, wall_s=time.time() - t0)
+
+
+def report(seeds: list[dict[str, Any]], s: dict[str, Any], out: Path, wall_s: float | None = None) -> dict[str, Any]:
+    """Pool per-seed results (with their evidence) into results.json, results.md and the figures under `out`."""
+    from ..io import atomic_write_json, atomic_write_text, ensure_dir
+    from ..metrics.stats import mean_std
+    from . import digits_report as rep
+
+    out = ensure_dir(out)
+    agg = rep.aggregate(seeds, s["nfes"])
     agg["teacher"] = {k: mean_std([x["teacher"][k] for x in seeds]) for k in seeds[0]["teacher"] if k != "steps"}
-    if "overhead" in seeds[0]:
-        agg["overhead"] = seeds[0]["overhead"]
+    first = seeds[0]
+    if "overhead" in first:
+        agg["overhead"] = first["overhead"]
     figures = {"ablations": rep.figure_ablations(agg, out / "ablations.png"),
-               "timesteps": rep.figure_timesteps(seeds[0]["timesteps"], out / "timesteps.png"),
-               "grid": rep.figure_grid(seeds[0]["grid"], out / "grid.png")}
+               "timesteps": rep.figure_timesteps(first["timesteps"], out / "timesteps.png") if first.get("timesteps") else None,
+               "grid": rep.figure_grid(first["grid"], out / "grid.png") if first.get("grid") else None}
     files = {k: v.name for k, v in figures.items() if v is not None}
     res = {"benchmark": BENCHMARK, "model": s["model"], "guidance": s["guidance"], "settings": s, **agg,
-           "real_heldout": len(runs[0].real_heldout), "timesteps": seeds[0]["timesteps"], "figures": files,
-           "wall_s": round(time.time() - t0, 1),
-           "torch": torch.__version__, "threads": torch.get_num_threads()}
+           "real_heldout": first["real_heldout"], "timesteps": first.get("timesteps"), "figures": files,
+           "wall_s": None if wall_s is None else round(wall_s, 1), "torch": torch.__version__, "threads": torch.get_num_threads()}
     atomic_write_json(out / "results.json", res)
     atomic_write_text(out / "results.md", rep.to_markdown(res, s, files))
     return res

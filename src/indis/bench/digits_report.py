@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..metrics.stats import bootstrap_ci, fd_reference, mean_std, paired_bootstrap_many, weighted_fd, weighted_mean
+from ..metrics.stats import fd_reference, mean_std, pooled_interval, seed_replicates, weighted_fd, weighted_mean
 from ..zoo import classifier_for
 
 ROWS = ("best-heuristic", "dmn", "gits", "ld3", "god", "amed", "epd", "indis")
@@ -42,64 +43,77 @@ def _stat(metric: str) -> Callable:
     return weighted_mean if metric == "mse" else weighted_fd
 
 
-def compare(runs: list[Any], seeds: list[dict[str, Any]], table: str, nfe: str, a: str, bs: list[str], metric: str,
-            replicates: int = 200) -> dict[str, dict[str, Any]]:
-    """Paired bootstrap CI of mean_seed [metric(a) - metric(b)] on the test priors (rows resampled jointly), for each
-    b in bs (one pass: the same replicate draws for every b)."""
-    key = "mse" if metric == "mse" else "features"
-    A, B, R = [], {b: [] for b in bs}, []
-    for run, res in zip(runs, seeds):
-        A.append(run.rows(res[table][nfe][a]["spec"])[key])
-        for b in bs:
-            B[b].append(run.rows(res[table][nfe][b]["spec"])[key])
-        R.append(None if metric == "mse" else {"fd": run.real_all, "fd_heldout": run.real_heldout,
-                                                "fd_teacher": run.teacher_features()}[metric])
-    out = paired_bootstrap_many(_stat(metric), A, B, R, replicates=replicates,
-                                prepare=None if metric == "mse" else fd_reference)
-    for v in out.values():
-        v["all_seeds_agree"] = bool(all(np.sign(v["per_seed"]) == np.sign(v["diff"])))
-    return out
+#: the bootstrap evidence each seed keeps, per table: the metrics its intervals are computed on
+EVIDENCE = {"main": ("fd", "fd_teacher", "mse"), "ipndm": ("fd",), "ablations": ("fd", "mse")}
 
 
-def aggregate(runs: list[Any], seeds: list[dict[str, Any]], nfes: list[int], replicates: int = 200) -> dict[str, Any]:
-    """Tables (mean +- std over seeds) and INDIS-vs-baseline comparisons with paired bootstrap CIs."""
+def _stream(seed: int, *tag: object) -> np.random.Generator:
+    """Each (experiment seed, table, NFE, metric) draws its own bootstrap stream (hashed: no two collide)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32("/".join(map(str, tag)).encode())]))
+
+
+def seed_evidence(run: Any, res: dict[str, Any], replicates: int) -> dict[str, Any]:
+    """One seed's bootstrap replicates of every row of every table (`stats.seed_replicates`): all a report needs to pool
+    this seed with others, run in this process or apart (`indis bench pool`)."""
+    ev: dict[str, Any] = {}
+    for table, metrics in EVIDENCE.items():
+        for n, rows in res[table].items():
+            rows = {k: r for k, r in (rows or {}).items() if r is not None}  # variants that did not apply
+            for m in metrics if rows else ():
+                data = {k: run.rows(r["spec"])["mse" if m == "mse" else "features"] for k, r in rows.items()}
+                ref = None if m == "mse" else {"fd": run.real_all, "fd_teacher": run.teacher_features()}[m]
+                ev.setdefault(table, {}).setdefault(n, {})[m] = seed_replicates(
+                    _stat(m), data, ref, _stream(run.seed, table, n, m), replicates=replicates,
+                    prepare=None if m == "mse" else fd_reference)
+    return ev
+
+
+def compare(seeds: list[dict[str, Any]], table: str, nfe: str, a: str, bs: list[str], metric: str) -> dict[str, dict[str, Any]]:
+    """Paired bootstrap CI of mean_seed [metric(a) - metric(b)] on the test priors, for each b in bs, pooled from the
+    seeds' evidence (every seed resampled its priors once for all methods)."""
+    ev = [s["evidence"][table][nfe][metric] for s in seeds]
+    return {b: pooled_interval(ev, a, b) for b in bs}
+
+
+def aggregate(seeds: list[dict[str, Any]], nfes: list[int]) -> dict[str, Any]:
+    """Tables (mean +- std over the seeds that ran each NFE) and INDIS-vs-baseline comparisons with paired bootstrap
+    CIs, from per-seed results that carry their `seed_evidence`."""
     res: dict[str, Any] = {"table": {}, "table_ipndm": {}, "comparisons": {}, "oracle": {}, "ablations": {}}
     for key, table in (("table", "main"), ("table_ipndm", "ipndm")):
-        for n in map(str, nfes):  # the iPNDM-only table may run on the first seed(s) and some NFEs only
-            have = [(run, s) for run, s in zip(runs, seeds) if s.get(table, {}).get(n) is not None]
+        for n in map(str, nfes):  # a table may run on some seeds and NFEs only
+            have = [s for s in seeds if s.get(table, {}).get(n) is not None]
             for row in ROWS if have else ():
-                c = res[key].setdefault(row, {})[n] = _cell([s[table][n][row] for _, s in have])
-                feats = [run.rows(s[table][n][row]["spec"])["features"] for run, s in have]
-                c["fd_ci"] = bootstrap_ci(weighted_fd, feats, [run.real_all for run, _ in have], replicates=replicates,
-                                         prepare=fd_reference)
+                c = res[key].setdefault(row, {})[n] = _cell([s[table][n][row] for s in have])
+                c["fd_ci"] = pooled_interval([s["evidence"][table][n]["fd"] for s in have], row)["ci"]
     for n in map(str, nfes):
-        res["comparisons"][n] = _comparisons(runs, seeds, res["table"], n, replicates)
-        if n in seeds[0]["oracle"]:
-            res["oracle"][n] = _oracle(seeds, n)
-        if n in seeds[0]["ablations"]:  # ablations may run on the first seed(s) only
-            res["ablations"][n] = _ablations(runs, seeds, n, replicates)
+        have = [s for s in seeds if s["main"].get(n) is not None]
+        if have:
+            res["comparisons"][n] = _comparisons(have, res["table"], n)
+            res.setdefault("seeds_per_nfe", {})[n] = [s["seed"] for s in have]
+        if any(n in s["oracle"] for s in seeds):
+            res["oracle"][n] = _oracle([s for s in seeds if n in s["oracle"]], n)
+        if any(n in s["ablations"] for s in seeds):
+            res["ablations"][n] = _ablations([s for s in seeds if n in s["ablations"]], n)
     return res
 
 
-def _ablations(runs, seeds, n: str, replicates: int) -> dict[str, Any]:
+def _ablations(seeds: list[dict[str, Any]], n: str) -> dict[str, Any]:
     """Each variant that ran on every ablation seed (mean +- std), with its paired difference to the full INDIS."""
-    have = [(run, s) for run, s in zip(runs, seeds) if n in s["ablations"]]
-    hr, hs = [r for r, _ in have], [s for _, s in have]
     out = {}
-    for v in hs[0]["ablations"][n]:
-        if any(s["ablations"][n].get(v) is None for s in hs):
+    for v in seeds[0]["ablations"][n]:
+        if any(s["ablations"][n].get(v) is None for s in seeds):
             continue  # a variant that did not apply (results written when plus-denoised skipped AFS)
-        out[v] = _cell([s["ablations"][n][v] for s in hs])
+        out[v] = _cell([s["ablations"][n][v] for s in seeds])
         if v != "full":
-            out[v]["vs_full"] = {m: compare(hr, hs, "ablations", n, v, ["full"], m, replicates)["full"] for m in ("mse", "fd")}
+            out[v]["vs_full"] = {m: compare(seeds, "ablations", n, v, ["full"], m)["full"] for m in ("mse", "fd")}
     return out
 
 
-def _comparisons(runs, seeds, table, n: str, replicates: int) -> dict[str, Any]:
+def _comparisons(seeds: list[dict[str, Any]], table: dict[str, Any], n: str) -> dict[str, Any]:
     best = min(BASELINES, key=lambda r: table[r][n]["fd"])
     out: dict[str, Any] = {"best_baseline": best, "vs": {base: {} for base in BASELINES}}
     for m in ("fd", "fd_teacher", "mse"):
-        for base, v in compare(runs, seeds, "main", n, "indis", list(BASELINES), m, replicates).items():
+        for base, v in compare(seeds, "main", n, "indis", list(BASELINES), m).items():
             out["vs"][base][m] = v
     c = out["vs"][best]["fd"]
     out["win"] = bool(c["diff"] < 0 and significant(c))
@@ -292,6 +306,9 @@ def to_markdown(res: dict[str, Any], settings: dict[str, Any], figures: dict[str
          "loss (built from the same classifier as FD; AMED/EPD keep their references' losses)." if settings.get("loss", "mse") != "mse" else ""), "",
          f"Teacher ({settings['teacher']}): FD {_f(res['teacher']['fd'][0])} ± {_f(res['teacher']['fd'][1])} against all real "
          f"{what}" + (f", accuracy {_f(res['teacher']['accuracy'][0], 3)}" if "accuracy" in res["teacher"] else "") + ".", ""]
+    per = res.get("seeds_per_nfe", {})
+    if any(v != list(settings["seeds"]) for v in per.values()):  # pooled runs where not every seed ran every NFE
+        L += ["Seeds per NFE: " + "; ".join(f"NFE {n}: {', '.join(map(str, v))}" for n, v in per.items()) + ".", ""]
     if settings.get("guidance_choice"):
         ch = ", ".join(f"G = {k}: {v:.3f}" for k, v in settings["guidance_choice"].items())
         L += [f"Guidance scale chosen on validation priors by the 30-step teacher's FD to the held-out real {what}: {ch}.", ""]

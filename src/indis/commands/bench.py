@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "protocol, FD in that model's own classifier features")
         mod.add_arguments(im, default_model="zoo:glyphs")
         im.set_defaults(func=mod.main)
+    po = bs.add_parser("pool", help="one report from per-seed results of `bench digits` / `images` run apart (other "
+                       "sessions, machines or NFEs): the same tables and paired intervals as one joint run")
+    from ..bench import pool
+
+    pool.add_arguments(po)
+    po.set_defaults(func=pool.main)
     sc = bs.add_parser("scaling", help="where instance-awareness pays: INDIS vs GOD on exact Gaussian mixtures over "
                        "dimension, modes, condition and guidance, with the oracle, its reach and the diagnostic's prediction")
     from ..bench import scaling

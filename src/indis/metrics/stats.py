@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["mean_std", "ratio_ci", "paired_bootstrap", "paired_bootstrap_many", "bootstrap_ci", "fd_from_moments", "fd_reference", "weighted_fd", "weighted_mean", "t_interval"]
+__all__ = ["mean_std", "ratio_ci", "paired_bootstrap", "paired_bootstrap_many", "bootstrap_ci", "fd_from_moments", "fd_reference", "weighted_fd", "weighted_mean", "t_interval",
+           "seed_replicates", "pooled_interval"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -100,6 +101,50 @@ def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequen
         reps[k] = float(np.mean(vals))
     lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
+
+
+def seed_replicates(stat: Callable[[np.ndarray, np.ndarray, Any], float], rows: dict[str, np.ndarray],
+                    ref: np.ndarray | None, rng: np.random.Generator, *, replicates: int = 200,
+                    prepare: Callable[[np.ndarray], Any] | None = None) -> dict[str, dict[str, Any]]:
+    """One seed's bootstrap evidence: `stat` of every method on all its test priors ("point") and on `replicates`
+    resamplings of them ("reps"), the same resampling for every method, so any two methods are paired.
+
+    `rows[name]` holds per-prior rows of method `name`, all on the same priors; `ref` is the shared reference (resampled
+    too, None for statistics without one). Pooled over seeds by `pooled_interval`: kept per seed, the evidence of seeds
+    run apart (other sessions, other machines) pools exactly as `paired_bootstrap_many` pools seeds run together."""
+    if not rows or len({len(x) for x in rows.values()}) != 1:
+        raise InputError(f"seed_replicates needs >= 1 method, all on the same priors; got sizes "
+                         f"{ {k: len(x) for k, x in rows.items()} }")
+    prep = prepare or (lambda r: r)
+    full = None if ref is None else prep(ref)
+    n = len(next(iter(rows.values())))
+    out = {k: {"point": stat(x, np.ones(n), full), "reps": np.empty(replicates)} for k, x in rows.items()}
+    first = next(iter(rows.values()))
+    for i in range(replicates):
+        w, rr = _draw(rng, first, ref, prep)
+        for k, x in rows.items():
+            out[k]["reps"][i] = stat(x, w, rr)
+    return {k: {"point": float(v["point"]), "reps": [float(r) for r in v["reps"]]} for k, v in out.items()}
+
+
+def pooled_interval(seeds: Sequence[dict[str, dict[str, Any]]], a: str, b: str | None = None,
+                    level: float = 0.95) -> dict[str, Any]:
+    """Mean over seeds of stat(a) - stat(b) (or of stat(a) alone when b is None) with its percentile interval, from
+    `seed_replicates` evidence: replicate r of the pooled value is the mean of the seeds' replicates r (seeds are
+    resampled independently, as in `paired_bootstrap_many`)."""
+    if not seeds:
+        raise InputError("pooled_interval needs the evidence of >= 1 seed")
+    lens = {len(e[k]["reps"]) for e in seeds for k in (a, b) if k is not None}
+    if len(lens) != 1:
+        raise InputError(f"pooled_interval: the seeds hold different numbers of bootstrap replicates {sorted(lens)}; "
+                         "rerun them with the same --replicates")
+    point = [e[a]["point"] - (0.0 if b is None else e[b]["point"]) for e in seeds]
+    reps = np.mean([np.asarray(e[a]["reps"]) - (0.0 if b is None else np.asarray(e[b]["reps"])) for e in seeds], axis=0)
+    lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
+    d = float(np.mean(point))
+    return {"diff": d, "ci": [float(lo), float(hi)], "per_seed": [float(p) for p in point], "replicates": len(reps),
+            "level": level, "excludes_zero": bool(lo > 0 or hi < 0),
+            "all_seeds_agree": bool(all(np.sign(p) == np.sign(d) for p in point))}
 
 
 def _weighted_moments(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
