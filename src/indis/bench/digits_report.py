@@ -62,9 +62,11 @@ def seed_evidence(run: Any, res: dict[str, Any], replicates: int) -> dict[str, A
             for m in metrics if rows else ():
                 data = {k: run.rows(r["spec"])["mse" if m == "mse" else "features"] for k, r in rows.items()}
                 ref = None if m == "mse" else {"fd": run.real_all, "fd_teacher": run.teacher_features()}[m]
-                ev.setdefault(table, {}).setdefault(n, {})[m] = seed_replicates(
-                    _stat(m), data, ref, _stream(run.seed, table, n, m), replicates=replicates,
-                    prepare=None if m == "mse" else fd_reference)
+                reps = seed_replicates(_stat(m), data, ref, _stream(run.seed, table, n, m), replicates=replicates,
+                                       prepare=None if m == "mse" else fd_reference)
+                for v in reps.values():  # 9 significant digits: a few hundred kB per seed file; intervals are read to 3
+                    v["reps"] = [float(f"{r:.9g}") for r in v["reps"]]
+                ev.setdefault(table, {}).setdefault(n, {})[m] = reps
     return ev
 
 

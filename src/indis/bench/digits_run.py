@@ -373,7 +373,7 @@ class DigitsRun:
         if oracle is not None:
             sp = oracle["specs"]["oracle"]
             out["oracle"] = self.exp.samples(sp, self.exp.load(sp), "test", limit=oracle["priors"])[:n]
-        return {"nfe": nfe, **{k: v.float().cpu().tolist() for k, v in out.items()}}
+        return {"nfe": nfe, **{k: v.float().cpu().round(decimals=4).tolist() for k, v in out.items()}}  # for display
 
     def overhead(self, rows: dict[str, Any], batch: int = 256, repeats: int = 10) -> dict[str, Any]:
         """phi forward time / total sampling time (phi + solver) on one batch of priors, best of `repeats`."""
