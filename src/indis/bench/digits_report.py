@@ -59,8 +59,9 @@ def seed_evidence(run: Any, res: dict[str, Any], replicates: int) -> dict[str, A
     for table, metrics in EVIDENCE.items():
         for n, rows in res[table].items():
             rows = {k: r for k, r in (rows or {}).items() if r is not None}  # variants that did not apply
+            stored = {k: run.rows(r["spec"]) for k, r in rows.items()}  # each row's file read once for every metric
             for m in metrics if rows else ():
-                data = {k: run.rows(r["spec"])["mse" if m == "mse" else "features"] for k, r in rows.items()}
+                data = {k: v["mse" if m == "mse" else "features"] for k, v in stored.items()}
                 ref = None if m == "mse" else {"fd": run.real_all, "fd_teacher": run.teacher_features()}[m]
                 reps = seed_replicates(_stat(m), data, ref, _stream(run.seed, table, n, m), replicates=replicates,
                                        prepare=None if m == "mse" else fd_reference)

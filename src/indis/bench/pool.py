@@ -91,6 +91,7 @@ def settings_of(seeds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..commands.output import emit
     from .digits import report
 
     docs = load(args.files)
@@ -100,5 +101,5 @@ def main(args: argparse.Namespace) -> int:
     if not s["nfes"]:
         raise InputError("files: none of them holds a finished main table")
     res = report(seeds, s, Path(args.out))
-    print(json.dumps(res, indent=2) if args.json else (Path(args.out) / "results.md").read_text())
+    emit(args, res, lambda: (Path(args.out) / "results.md").read_text(), indent=2)
     return 0

@@ -117,9 +117,8 @@ def seed_replicates(stat: Callable[[np.ndarray, np.ndarray, Any], float], rows: 
                          f"{ {k: len(x) for k, x in rows.items()} }")
     prep = prepare or (lambda r: r)
     full = None if ref is None else prep(ref)
-    n = len(next(iter(rows.values())))
-    out = {k: {"point": stat(x, np.ones(n), full), "reps": np.empty(replicates)} for k, x in rows.items()}
     first = next(iter(rows.values()))
+    out = {k: {"point": stat(x, np.ones(len(first)), full), "reps": np.empty(replicates)} for k, x in rows.items()}
     for i in range(replicates):
         w, rr = _draw(rng, first, ref, prep)
         for k, x in rows.items():
