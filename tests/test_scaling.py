@@ -123,8 +123,14 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
     r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert r["teacher"]["rel_error_vs_rtol_1e-9"] < 1e-6  # the exact teacher
-    gods = [json.loads(f.read_text()) for f in (tmp_path / sc.cell_name(c) / "runs").glob("god-*/info.json")]
-    assert len(gods) == len(sc.GOD_LRS) and r["train"]["god"]["lr"] in sc.GOD_LRS  # GOD's rate, chosen on validation
+    pol = r["train"]["god"]["polish"]  # GOD polished as INDIS is trained; kept only where validation prefers it
+    assert set(pol["lr_choice"]) == {f"{lr:g}" for lr in sc.INDIS_LRS} and pol["best_val"] == min(pol["lr_choice"].values())
+    assert pol["kept"] == (pol["best_val"] < r["train"]["god"]["best_val"])
+    runs = [(json.loads((f / "spec.json").read_text()), json.loads((f / "info.json").read_text()))
+            for f in (tmp_path / sc.cell_name(c) / "runs").glob("god-*")]
+    gods = [i for sp, i in runs if "warm" not in sp["spec"]]  # the polishes are the GOD runs warm-started from GOD
+    assert len(gods) == len(sc.GOD_LRS) and len(runs) == len(sc.GOD_LRS) + len(sc.INDIS_LRS)
+    assert r["train"]["god"]["lr"] in sc.GOD_LRS  # GOD's rate, chosen on validation
     assert r["train"]["god"]["best_val"] == min(g["best_val"] for g in gods) == min(r["train"]["god"]["lr_choice"].values())
     assert r["ratio_ci"][0] <= r["ratio"] <= r["ratio_ci"][1] and 0 <= r["oracle_over_god"] <= 1.0 + 1e-9
     assert r["diagnosis"]["recommendation"] in ("INDIS", "GOD") and set(r["kept"]) == {f"{e:g}" for e in
@@ -139,11 +145,11 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     del old["denoised_input"]
     f.write_text(json.dumps(old))
     assert sc.run_cell(c, s, tmp_path, log=lambda m: None)["denoised_input"] == dv
-    del old["train"]["god"]["lr_choice"]  # a cell from before GOD's rate was chosen: recomputed from its cached runs
+    del old["train"]["god"]["polish"]  # a cell from before GOD's polish: recomputed from its cached runs
     old["ratio"] = -1.0
     f.write_text(json.dumps(old))
     new = sc.run_cell(c, s, tmp_path, log=lambda m: None)
-    assert new["train"]["god"]["lr_choice"] == r["train"]["god"]["lr_choice"] and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
+    assert new["train"]["god"]["polish"] == pol and new["ratio"] == pytest.approx(r["ratio"], rel=1e-12)
     stale = json.loads(f.read_text())  # a diagnosis by an older procedure: only the diagnosis is recomputed
     del stale["diagnosis"]["extra"]["version"]
     stale["diagnosis"]["predicted_ratio"] = 5.0
@@ -191,6 +197,19 @@ def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     assert "oracle's reach" not in capsys.readouterr().err
     assert main([a for a in argv if a not in ("--nfe", "3")]) == 2  # --diagnose without --nfe
     assert "--nfe" in capsys.readouterr().err
+    # a set of 120 priors is large enough for phi's learning curve (subsets of 36 and 72): it becomes the prediction
+    assert main(["teacher", "--model", gmm, "--out", str(tmp_path / "t2"), "--num", "120", "--steps", "8", "--no-progress"]) == 0
+    argv2 = [*argv, "--diagnose-curve-iterations", "20", "--no-progress"]
+    argv2[argv2.index(str(tmp_path / "t"))] = str(tmp_path / "t2")
+    capsys.readouterr()
+    assert main([*argv2, "--json", "--train-size", "5000"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    lc = d["extra"]["curve"]
+    assert lc["sizes"] == [36, 72] and lc["train_size"] == d["train_size"] == 5000 and d["predicted_ratio"] == lc["ratio"]
+    from indis.diagnose import EXACT_BELOW, RECOMMEND_BELOW
+    wins = d["predicted_ci"][1] < RECOMMEND_BELOW and d["extra"]["global_over_variance"] >= EXACT_BELOW
+    assert d["recommendation"] == ("INDIS" if wins else "GOD")
+    assert main(argv2) == 0 and "phi trained on 36 and 72 priors" in capsys.readouterr().out
 
 
 def test_report_counts_and_columns():
@@ -263,3 +282,50 @@ def test_condition_prediction_sees_a_per_class_schedule_gain():
     assert again == ratios[1e-2]  # a precomputed shared fit is the same full-batch fit: identical, not merely close
     assert ratios[4.0][1][1] < 0.5  # the whole interval far below 1 (measured 0.12 with 96 priors)
     assert ratios[1e-2][0] > 0.99  # identical classes: no gain
+
+
+def test_learning_curve_extrapolation_by_hand():
+    """r(n) = r_inf + a / n through two sizes recovers r_inf + a / M exactly; capped at 1; one size is its own value."""
+    from indis.diagnose import extrapolate
+
+    r_inf, a = 0.7, 30.0
+    assert extrapolate([r_inf + a / 250, r_inf + a / 500], [250, 500], 2000) == pytest.approx(r_inf + a / 2000, abs=1e-12)
+    # 2 r(2n) - r(n) at infinity; at M = 1e9 the a / M term adds 0.1 * 200 / 1e9 = 2e-8
+    assert extrapolate([1.0, 0.9], [100, 200], 10**9) == pytest.approx(0.8, abs=1e-7)
+    assert extrapolate([0.9, 1.2], [250, 500], 2000) == 1.0  # worse with more priors: INDIS keeps its warm start
+    assert extrapolate([0.85], [500], 2000) == 0.85
+    assert extrapolate([0.9, 0.3], [250, 500], 10**6) == 0.0  # a steep curve would extrapolate to -0.3
+    from indis.errors import InputError
+    with pytest.raises(InputError, match="one ratio per positive size"):
+        extrapolate([0.9, 0.8], [250], 2000)
+
+
+def test_learning_curve_rows_are_nested_and_disjoint_from_validation_and_scoring():
+    from indis.diagnose import CURVE_MIN, curve_rows
+
+    fits, val, score = curve_rows(2000)
+    assert [len(f) for f in fits] == [500, 1000] and len(val) == len(score) == 300
+    assert fits[0] == fits[1][:500] and not set(fits[1]) & set(val) and not set(val) & set(score)
+    assert max(score) == 1599 and max(fits[1]) < min(val) < max(val) < min(score)
+    fits, val, score = curve_rows(300)  # a small set: 60 validation, 60 scored, the subsets shrink in proportion
+    assert [len(f) for f in fits] == [90, 180] and len(val) == len(score) == 60 and max(score) == 299
+    assert curve_rows(CURVE_MIN - 1) is None
+
+
+def test_learning_curve_prediction_end_to_end(tmp_path):
+    """On a tiny 2-D cell (a set of 120 priors): subsets of 36 and 72 priors, 24 validation and 24 scored; the
+    prediction is the extrapolation of the measured ratios, inside its bootstrap interval, never above 1."""
+    from indis.diagnose import curve_ratio, extrapolate, fit_global_and_oracle
+    from indis.experiment import Experiment, ExperimentConfig
+
+    c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
+    h = sc.handle_for(c)
+    cfg = ExperimentConfig(model=h.spec, sizes={"train": 120, "val": 8, "test": 8}, teacher_steps=1, teacher_solver="exact",
+                           dtype="float64")
+    t = Experiment(tmp_path, h, cfg, dtype=torch.float64, progress=False, log=lambda m: None).teacher("train")
+    god, _ = fit_global_and_oracle(h, t, 3, 12, iterations=20)
+    r = curve_ratio(h, t, god, 1000, iterations=30, replicates=50)
+    assert r["sizes"] == [36, 72] and r["scored"] == 24 and r["train_size"] == 1000
+    assert r["ratio"] == pytest.approx(extrapolate(r["at_sizes"], r["sizes"], 1000), rel=1e-12) and r["ratio"] <= 1.0
+    # the bootstrap replicates are extrapolations too (capped at 1); the point estimate lies inside their range
+    assert r["ci"][0] <= r["ratio"] + 1e-12 and r["ci"][1] <= 1.0

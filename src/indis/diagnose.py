@@ -1,5 +1,7 @@
-"""Will instance-awareness pay on this model? A diagnostic that fits the per-instance oracle on a few priors, measures
-how far its gain reaches in x_T, and predicts INDIS's gain over the best global schedule (GOD) before anyone trains.
+"""Will instance-awareness pay on this model? A diagnostic that predicts INDIS's gain over the best global schedule
+(GOD) from a few hundred teacher pairs, before the full teacher set is made and INDIS trained: it fits the
+per-instance oracle on a few priors and measures how far its gain reaches in x_T, fits group schedules, and trains
+phi on subsets to extrapolate its learning curve.
 
 Why it can work (issue 16's study): phi(x_T, c) is a smooth function learned from M training priors, so it can only
 learn the part of the per-prior optimum that stays useful at the distance of the nearest training prior. On P priors:
@@ -20,13 +22,22 @@ learn the part of the per-prior optimum that stays useful at the distance of the
    many priors; where the condition takes 2 to MAX_CONDITION_GROUPS values (class labels, one embedding per class),
    one schedule per condition value is fitted and scored the same way (the condition prediction: on a mixture fitted
    to the digits INDIS's whole gain, 0.59x GOD, is a per-class schedule that four endpoint groups cannot express);
-   `predicted_ratio` and its interval (bootstrap over the scored quarter) are those of the two group predictions with
-   the lower upper bound (picking the more favourable of two is slightly optimistic), capped at 1 (INDIS keeps its
-   GOD warm start unless validation improves on it);
-6. recommendation: INDIS when the whole interval of either prediction lies below 0.98, else GOD (on the d = 2 and 64
-   cells of `indis bench scaling` the group prediction alone missed most two-dimensional gains and the reach
-   prediction alone the guided d = 64, K = 2 one); GOD whenever the global fit is already exact (teacher-MSE below
-   1e-6 of the endpoints' variance: nothing is left to gain).
+   the group prediction (`group_prediction` in `extra`) is the one of the two with the lower upper bound (picking the
+   more favourable of two is slightly optimistic), capped at 1 (INDIS keeps its GOD warm start unless validation
+   improves on it);
+6. learning-curve prediction (`curve_ratio`, the reported `predicted_ratio` wherever the teacher set holds at least
+   CURVE_MIN priors): phi itself, warm-started from the global fit with INDIS's learning rates and budget rule, is
+   trained on the first 500 and 1,000 priors (fewer in a set smaller than 1,600), a shared schedule is refitted on
+   the 1,000, and on a scored block of 300 r(n) = phi_n / shared is extrapolated as r_inf + a / n to the M training
+   priors (from 250 and 500 priors the curve's first point often sits where phi has not started to learn, and the
+   extrapolation overshoots: 0.74 predicted for a trained 0.81 on the K = 10 class CFG 4 cell). The oracle's reach
+   (2-4) and the groups (5) missed the guided gains of the d = 64 mixtures (trained 0.70-0.81x GOD, predicted
+   0.88-0.97x) because there the learnable part is a smooth function of x_T per condition (the first step's shift
+   follows D(x_T, t_max)) that no neighbour of one prior and no group constant expresses, and that phi learns only
+   from a few hundred priors on (none from 100, 0.81x from 250, 0.76x from 500, 0.72x from 2,000);
+7. recommendation: with the learning curve, INDIS when its whole interval lies below 0.98; without it (a small
+   teacher set), INDIS when the whole interval of the reach or the group prediction does; GOD whenever the global
+   fit is already exact (teacher-MSE below 1e-6 of the endpoints' variance: nothing is left to gain).
 `indis eval --diagnose` runs it; `indis bench scaling` checks its predictions against trained INDIS / GOD ratios.
 """
 from __future__ import annotations
@@ -49,14 +60,18 @@ from .solvers import sample
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
 RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
 EXACT_BELOW = 1e-6  # a global schedule whose teacher-MSE is below this share of the endpoints' variance is exact
-VERSION = 3  # of the diagnostic's procedure (multi-start global fit, condition groups): cached diagnoses older are redone
+VERSION = 4  # of the diagnostic's procedure (multi-start global fit, condition groups, phi's learning curve): cached diagnoses older are redone
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
-STAGES = ("global schedule and oracle", "oracle's reach", "shared schedule", "endpoint groups", "condition groups")
+STAGES = ("global schedule and oracle", "oracle's reach", "shared schedule", "endpoint groups", "condition groups",
+          "phi on subsets")
 MAX_CONDITION_GROUPS = 32  # the condition prediction: one schedule per distinct condition value, up to this many
 GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
 FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
 #: the global fit probes GOD's starts (logSNR, EDM, DMN), each for PROBE iterations (at most a sixth of the fit's cap)
 GLOBAL_STARTS, PROBE = 3, 50
+CURVE_SIZES = (500, 1000)  # the learning-curve prediction trains phi on this many priors of the teacher set
+CURVE_LRS = (1e-3, 1e-4)  # INDIS's learning rates in `indis bench scaling`, chosen on the validation block
+CURVE_SCORE, CURVE_MIN, CURVE_CAP = 300, 100, 3000  # scored (and validation) block size, smallest set, iteration cap
 
 
 @dataclass
@@ -248,6 +263,88 @@ def group_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, gr
     return float(mine.mean() / ref.mean()), ratio_ci(mine, ref, replicates=replicates, seed=seed)
 
 
+def curve_rows(total: int, sizes: Sequence[int] = CURVE_SIZES) -> tuple[list[list[int]], list[int], list[int]] | None:
+    """Rows of a teacher set of `total` priors for the learning-curve prediction: nested fit sets (the first n of the
+    set for each n of `sizes`, shrunk in proportion when the set is small), a validation and a scored block after
+    them; None below CURVE_MIN priors."""
+    if total < CURVE_MIN:
+        return None
+    score = val = min(CURVE_SCORE, total // 5)
+    room = total - score - val
+    big = min(max(sizes), room)
+    ns = sorted({max(8, round(n * big / max(sizes))) for n in sizes})
+    fits = [list(range(n)) for n in ns]
+    return fits, list(range(big, big + val)), list(range(big + val, big + val + score))
+
+
+def extrapolate(ratios: Sequence[float], sizes: Sequence[int], train_size: int) -> float:
+    """r(train_size) from r(n) = r_inf + a / n through the ratios at the smallest and largest of `sizes` (one size:
+    its ratio), kept in [0, 1] (INDIS keeps its warm start unless validation improves on it; a steep curve can
+    extrapolate below 0)."""
+    r, n = [float(v) for v in ratios], [float(v) for v in sizes]
+    if len(r) != len(n) or not r or any(v <= 0 for v in n) or train_size < 1:
+        raise InputError(f"extrapolate needs one ratio per positive size and train_size >= 1, got {ratios}, {sizes}, "
+                         f"{train_size}")
+    if len(r) == 1 or n[0] == n[-1]:
+        return min(1.0, max(0.0, r[-1]))
+    a = (r[0] - r[-1]) / (1 / n[0] - 1 / n[-1])
+    return min(1.0, max(0.0, r[-1] + a * (1 / train_size - 1 / n[-1])))
+
+
+def _fit_from(disc: Any, handle: Any, teacher: Any, rows: list[int], val: list[int], lr: float, seed: int,
+              iterations: int) -> tuple[float, Any]:
+    from .training import TrainConfig, train_discretizer
+
+    torch.manual_seed(seed)
+    cfg = TrainConfig(iterations=iterations, batch_size=min(64, len(rows)), lr=lr, val_every=25, patience=6,
+                      train_indices=rows, val_indices=val, seed=seed)
+    r = train_discretizer(disc, handle.denoiser, teacher, cfg, progress=False, dtype=torch.float64)
+    return r.best_val, disc
+
+
+def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: int = 0, iterations: int = CURVE_CAP,
+                replicates: int = 1000, sizes: Sequence[int] = CURVE_SIZES) -> dict[str, Any] | None:
+    """The learning-curve prediction: phi (INDIS's own network, warm-started from `god`, INDIS's learning rates and
+    budget rule) trained on nested subsets of n priors, and one shared schedule refitted from `god` on the largest the
+    same way; on the scored block, r(n) = phi_n / shared. r(n) = r_inf + a / n through the two subsets gives INDIS / GOD
+    at `train_size` priors (capped at 1: INDIS keeps its warm start unless validation improves on it), with a paired
+    bootstrap interval over the scored priors. None when the teacher set is too small (`curve_rows`)."""
+    import copy
+
+    from .methods import learned
+
+    split = curve_rows(teacher.num_samples, sizes)
+    if split is None:
+        return None
+    fits, val, score = split
+    _, xs, cs, x0s = teacher.batch(torch.tensor(score), torch.float64)
+
+    def scored(d: Any) -> np.ndarray:
+        with torch.no_grad():
+            return mse(d.eval().sample(handle.denoiser, xs, cs), x0s).cpu().numpy()
+
+    shared = min((_fit_from(copy.deepcopy(god).train(), handle, teacher, fits[-1], val, lr, seed, iterations)
+                  for lr in CURVE_LRS), key=lambda r: r[0])[1]
+    ref = scored(shared)
+    per = []
+    for rows in fits:
+        def phi() -> Any:
+            return learned(handle, "indis", god.steps, god.solver, space=god.space, free_last=god.free_last,
+                           seed=seed).warm_start(god)
+        per.append(scored(min((_fit_from(phi(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS),
+                              key=lambda r: r[0])[1]))
+    n = [len(f) for f in fits]
+
+    def at(i: np.ndarray) -> float:
+        return extrapolate([p[i].mean() / ref[i].mean() for p in per], n, train_size)
+
+    rng = np.random.default_rng(seed)
+    reps = [at(rng.integers(0, len(ref), len(ref))) for _ in range(replicates)]
+    return {"ratio": at(np.arange(len(ref))), "ci": [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))],
+            "sizes": [int(v) for v in n], "at_sizes": [float(p.mean() / ref.mean()) for p in per],
+            "scored": len(score), "train_size": int(train_size)}
+
+
 def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, seed: int = 0,
                           iterations: int = 300) -> tuple[Any, Any]:
     """A global schedule (GOD's freedoms, iPNDM) fitted to the first `priors` priors of `teacher`, and the per-prior
@@ -284,10 +381,11 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
              eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200,
-             iterations: int = 300, progress: bool = False) -> Diagnosis:
-    """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set and
-    group schedules on `cluster_priors` of them (`train_size`: the number of training priors INDIS would get, default
-    the teacher set's size; `iterations`: the cap of each fit; `progress`: a bar over the stages on stderr)."""
+             iterations: int = 300, curve_iterations: int = CURVE_CAP, progress: bool = False) -> Diagnosis:
+    """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set,
+    group schedules on `cluster_priors` of them and phi trained on subsets of up to 1,000 (`train_size`: the number of
+    training priors INDIS would get, default the teacher set's size; `iterations`: the cap of the oracle's and the
+    groups' fits, `curve_iterations` that of phi's; `progress`: a bar over the stages on stderr)."""
     import time
 
     from tqdm.auto import tqdm
@@ -330,18 +428,25 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     craw, craw_ci = (group_ratio(den, god, xc, cc, x0c, *by_cond, seed=seed, replicates=replicates,
                                  iterations=iterations, shared=shared) if by_cond else (None, None))
     done(4)
+    lc = curve_ratio(handle, teacher, god, M, seed=seed, replicates=replicates, iterations=curve_iterations)
+    done(5)
     bar.close()
     # the lower of the two group predictions; INDIS keeps its GOD warm start unless validation improves on it, so a
     # group fit worse than the shared one predicts 1
     best, best_ci = (craw, craw_ci) if craw is not None and craw_ci[1] < raw_ci[1] else (raw, raw_ci)
     cratio, cci = min(1.0, best), [min(1.0, v) for v in best_ci]
+    rec = recommend(ci, cci, rel)
+    if lc is not None:  # phi itself, trained on subsets: the prediction, where the teacher set is large enough
+        cratio, cci = lc["ratio"], [min(1.0, v) for v in lc["ci"]]
+        rec = "GOD" if rel < EXACT_BELOW or cci[1] >= RECOMMEND_BELOW else "INDIS"
     return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,
                      train_size=M, gap_closed=float(gap), reach_ratio=float(ratio), reach_ci=ci, predicted_ratio=cratio,
-                     predicted_ci=cci, recommendation=recommend(ci, cci, rel),
+                     predicted_ci=cci, recommendation=rec,
                      seconds=round(time.time() - t0, 1),
                      extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe,
                             "cluster_priors": C, "clusters": CLUSTERS, "global_starts": GLOBAL_STARTS,
                             "version": VERSION, "global_over_variance": rel,
                             "group_over_shared": raw, "group_over_shared_ci": raw_ci,
                             "condition_groups": by_cond[1] if by_cond else 0, "condition_over_shared": craw,
-                            "condition_over_shared_ci": craw_ci})
+                            "condition_over_shared_ci": craw_ci, "group_prediction": min(1.0, best),
+                            "group_prediction_ci": [min(1.0, v) for v in best_ci], "curve": lc})

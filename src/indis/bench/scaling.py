@@ -7,14 +7,16 @@ Per cell (d, K, condition, guidance, NFE, seed), on the experiment layer (disjoi
 - teacher: the exact probability-flow ODE of the mixture's ideal denoiser, solved by adaptive DOP853 (rtol 1e-7; its
   error against a 100x tighter solve is recorded per cell, about 1e-7 relative);
 - GOD: three starts (logSNR, EDM, DMN) probed, the best trained under the budget rule (validation every 25
-  iterations, plateau learning rate, patience 6, cap 3,000) at each of three learning rates, the best on validation;
-  INDIS: warm-started from GOD, the same rule, the better of two learning rates; iPNDM without AFS for both (one
+  iterations, plateau learning rate, patience 6, cap 3,000) at each of three learning rates, the best on validation,
+  then polished as INDIS is trained (below) and the polish kept where validation prefers it; INDIS: warm-started
+  from GOD before its polish, the same rule, the better of two learning rates; iPNDM without AFS for both (one
   solver for the whole study);
 - test priors: teacher-MSE of both, INDIS/GOD with a paired bootstrap interval; the oracle (from GOD) on the first
   `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half (the neighbour
   distance at which half of the oracle's gain survives);
 - the diagnostic on the training priors, as a user would run it (`indis.diagnose`: the reach prediction from an
-  oracle on `diagnose_priors` priors, the group-schedule prediction from 200), and both prediction errors.
+  oracle on `diagnose_priors` priors, the group-schedule prediction from 200, the learning-curve prediction from phi
+  trained on 500 and 1,000 of them), and the prediction errors.
 Every cell is cached in its own folder; a rerun computes only what is missing.
 """
 from __future__ import annotations
@@ -142,9 +144,11 @@ def _budget(s: dict[str, Any]) -> dict[str, Any]:
     return {k: s[k] for k in ("cap", "patience", "val_every", "batch", "probe")}  # in every spec: a new budget retrains
 
 
-def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any, dict[str, Any]]:
     """GOD: at each of GOD_LRS three starts probed and the best trained under the budget rule; the lowest validation
-    loss wins (cached)."""
+    loss wins; then polished as INDIS is trained (warm-started from it at INDIS_LRS, the same rule), so that INDIS's
+    second stage of training is no advantage of its own: the polish is kept where its validation loss is lower.
+    Returns (the spec INDIS and the oracle warm-start from, the reported GOD's spec, GOD, info) (cached)."""
     from ..experiment import best_rate
     from ..methods import global_starts, learned
     from ..solvers import steps_for_nfe
@@ -158,28 +162,39 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[s
         return gsp, god, ginfo
 
     gsp, god, ginfo, choice = best_rate(GOD_LRS, train)
-    return gsp, god, {**ginfo, "lr_choice": choice}
+    psp, pol, pinfo, pchoice = _from_god(exp, h, c, s, gsp, "god")
+    kept = pinfo["best_val"] < ginfo["best_val"]
+    polish = {"lr_choice": pchoice, "kept": kept, **{k: pinfo[k] for k in ("best_val", "best_iter", "iterations")}}
+    return gsp, psp if kept else gsp, pol if kept else god, {**ginfo, "lr_choice": choice, "polish": polish}
+
+
+def _from_god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any], method: str = "indis",
+              net: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict[str, Any], dict[str, float]]:
+    """`method` ("indis", or "god": GOD's polish) warm-started from the GOD run `gsp` at each of INDIS_LRS under the
+    budget rule; the lowest validation loss wins (cached). `net`: phi options (a variant gets its own runs)."""
+    from ..experiment import best_rate
+    from ..methods import learned
+    from ..solvers import steps_for_nfe
+
+    N = steps_for_nfe("ipndm", c["nfe"], False)
+    kw = {"seed": c["seed"], "net": net} if method == "indis" else {}
+
+    def train(lr: float):
+        sp = {"method": method, "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(gsp).name, "lr": lr, "train": _budget(s),
+              **({"net": net} if net else {})}
+        torch.manual_seed(c["seed"])
+        d, info = exp.train(sp, lambda init: learned(h, method, N, "ipndm", init=init, **kw), _tcfg(c, s, lr),
+                            [str(exp.run_dir(gsp) / "disc")])
+        return sp, d, info
+
+    return best_rate(INDIS_LRS, train)
 
 
 def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
            net: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """INDIS warm-started from GOD at each of INDIS_LRS; the lowest validation loss wins (cached). `net`: phi options
     (a variant gets its own runs)."""
-    from ..experiment import best_rate
-    from ..methods import learned
-    from ..solvers import steps_for_nfe
-
-    N = steps_for_nfe("ipndm", c["nfe"], False)
-
-    def train(lr: float):
-        isp = {"method": "indis", "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(gsp).name, "lr": lr, "train": _budget(s),
-               **({"net": net} if net else {})}
-        torch.manual_seed(c["seed"])
-        d, info = exp.train(isp, lambda init: learned(h, "indis", N, "ipndm", init=init, seed=c["seed"], net=net),
-                            _tcfg(c, s, lr), [str(exp.run_dir(gsp) / "disc")])
-        return isp, d, info
-
-    isp, ind, info, _ = best_rate(INDIS_LRS, train)
+    isp, ind, info, _ = _from_god(exp, h, c, s, gsp, "indis", net)
     return isp, ind, info
 
 
@@ -209,7 +224,7 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
     from ..diagnose import diagnose
 
     d = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"],
-                 iterations=s.get("diagnose_iterations", 300))
+                 iterations=s.get("diagnose_iterations", 300), curve_iterations=s["cap"])
     return {"diagnosis": d.as_dict(), "prediction_error": float(d.predicted_ratio - ratio),
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 
@@ -227,16 +242,16 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
 
     folder = root / cell_name(c)
     res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
-    if res is not None and "lr_choice" in res["train"]["god"]:  # older results (GOD at one rate) are recomputed, reusing runs
+    if res is not None and "polish" in res["train"]["god"]:  # older results (GOD unpolished) are recomputed, reusing runs
         add_variant = "denoised_input" not in res  # a cell cached before the variant existed: add it, reusing every run
         rediagnose = res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION  # an older diagnostic procedure
         if add_variant or rediagnose:
             h = handle_for(c)
             exp = _experiment(folder, h, c, s, progress)
             if add_variant:
-                gsp, god, _ = _god(exp, h, c, s)
+                gsp, rsp, god, _ = _god(exp, h, c, s)
                 isp, ind, _ = _indis(exp, h, c, s, gsp)
-                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)}))
+                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (rsp, god), "indis": (isp, ind)}))
             if rediagnose:
                 res.update(_diagnosis(h, exp, c, s, res["ratio"]))
             atomic_write_json(folder / "result.json", res)
@@ -248,15 +263,15 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     atomic_write_json(acc_file, ts_info)
     exp = _experiment(folder, h, c, s, progress)
     N = steps_for_nfe("ipndm", c["nfe"], False)
-    gsp, god, ginfo = _god(exp, h, c, s)
+    gsp, rsp, god, ginfo = _god(exp, h, c, s)
     isp, ind, iinfo = _indis(exp, h, c, s, gsp)
     _, xT, cond, x0 = exp.data("test")
-    mse = _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)})
+    mse = _test_mse(exp, {"god": (rsp, god), "indis": (isp, ind)})
     P = min(s["oracle_priors"], s["test"])
     oracles = []
     for lr in ORACLE_LRS:
         osp = {"method": "oracle", "steps": N, "nfe": c["nfe"], "priors": P, "lr": lr, "train": _budget(s),
-               "warm": exp.run_dir(gsp).name}
+               "warm": exp.run_dir(rsp).name}  # from the reported GOD (its polish where that was kept)
         ocfg = TrainConfig(iterations=max(200, s["cap"] // 3), batch_size=P, lr=lr, patience=10, val_every=10,
                            train_indices=list(range(P)), val_indices=list(range(P)), grad_clip=0.0, seed=c["seed"])
         oracles.append(exp.train(osp, lambda _: InstanceOracle.from_global(god, P), ocfg, [None], teacher="test", val="test"))

@@ -37,11 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="use a discretization trained for another model anyway")
     p.add_argument("--diagnose", action="store_true", help="predict whether INDIS will beat the best global schedule on "
                    "this model before training it: fits the per-instance oracle on --diagnose-priors priors of --teacher, "
-                   "measures how far its gain reaches in x_T, prints the predicted INDIS/GOD ratio with an interval and a "
-                   "recommendation (needs --nfe)")
+                   "measures how far its gain reaches in x_T, trains phi on subsets of up to 1,000 of its priors (a set "
+                   "of 1,600 is enough; --train-size says how many INDIS would get), prints the predicted INDIS/GOD "
+                   "ratio with an interval and a recommendation (needs --nfe)")
     p.add_argument("--nfe", type=int, default=None, help="--diagnose: the NFE (iPNDM, no AFS) to diagnose")
     p.add_argument("--diagnose-priors", type=int, default=50, help="--diagnose: priors the oracle is fitted to (default 50)")
-    p.add_argument("--diagnose-iterations", type=int, default=300, help="--diagnose: iteration cap of each fit (default 300)")
+    p.add_argument("--diagnose-iterations", type=int, default=300, help="--diagnose: iteration cap of the oracle's and "
+                   "the group schedules' fits (default 300)")
+    p.add_argument("--diagnose-curve-iterations", type=int, default=3000, help="--diagnose: iteration cap of each of "
+                   "phi's fits on a subset (default 3000, as INDIS's own; they stop earlier on a validation plateau)")
     p.add_argument("--train-size", type=int, default=None, help="--diagnose: training priors INDIS would get (default: "
                    "the teacher set's size)")
     p.add_argument("--no-progress", action="store_true", help="--diagnose: no progress bar over its stages (it shows "
@@ -112,8 +116,11 @@ def diagnose_run(args: argparse.Namespace) -> int:
         raise InputError("--diagnose trains nothing and compares no schedules: drop --discretization / --method")
     h, ts = _model_and_teacher(args)
     d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates,
-                 iterations=args.diagnose_iterations, progress=show_progress(args))
+                 iterations=args.diagnose_iterations, curve_iterations=args.diagnose_curve_iterations,
+                 progress=show_progress(args))
     data = d.as_dict()
+
+    lc = d.extra.get("curve")
 
     def text() -> str:
         curve = ", ".join(f"{k}: {v:+.2f}" for k, v in d.kept.items())
@@ -127,15 +134,17 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"the last quarter) / one shared schedule: {_ci(d.extra['group_over_shared'], d.extra['group_over_shared_ci'])}",
             *([f"  one schedule per condition value ({d.extra['condition_groups']} values) / one shared schedule: "
                f"{_ci(d.extra['condition_over_shared'], d.extra['condition_over_shared_ci'])}"] if d.extra.get("condition_groups") else []),
-            f"  predicted INDIS / GOD teacher-MSE (the better group prediction, capped at 1): "
-            f"{_ci(d.predicted_ratio, d.predicted_ci)}",
+            *([f"  phi trained on {' and '.join(map(str, lc['sizes']))} priors / one shared schedule (scored on "
+               f"{lc['scored']}): {', '.join(f'{v:.3f}' for v in lc['at_sizes'])}"] if lc else []),
+            f"  predicted INDIS / GOD teacher-MSE at {d.train_size} training priors ("
+            + ("phi's learning curve r_inf + a/n extrapolated" if lc else "the better group prediction; the teacher set "
+               "is too small for phi's learning curve") + f", capped at 1): {_ci(d.predicted_ratio, d.predicted_ci)}",
             *([f"  the global schedule is already exact (teacher-MSE {d.extra['global_over_variance']:.1e} of the endpoints' "
                "variance): nothing is left to gain"] if d.extra["global_over_variance"] < EXACT_BELOW else []),
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
                                                      else " (indis train --method indis --init <a trained GOD folder>)"),
-            f"  (INDIS where either prediction's whole interval lies below {RECOMMEND_BELOW:g}; how often this was right on "
-            "exact models: benchmarks/README.md, `indis bench scaling`. Gains that show only once phi is trained on "
-            "thousands of priors escape it: where it matters, train GOD and INDIS and compare them with `indis eval`)"])
+            f"  (INDIS where the prediction's whole interval lies below {RECOMMEND_BELOW:g}; how often this was right on "
+            "exact models: benchmarks/README.md, `indis bench scaling`)"])
 
     emit(args, data, text, indent=1)
     return 0
