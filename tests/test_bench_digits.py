@@ -216,16 +216,17 @@ def test_partial_tables_are_reported_for_the_seeds_and_nfes_that_have_them():
 def test_evidence_pools_the_intervals_of_a_joint_bootstrap():
     """Per-seed evidence reproduces the joint paired bootstrap: with one seed and the same stream, exactly (same draws
     in the same order); the per-seed point differences are the FDs of the fake rows computed directly."""
-    from indis.metrics.stats import fd_reference, paired_bootstrap_many, pooled_interval, seed_replicates, weighted_fd
+    from indis.metrics.stats import (fd_reference, paired_bootstrap_many, pooled_interval, seed_replicates, seed_stream,
+                                     weighted_fd)
 
     r = _seed_result(4, [3], ipndm_nfes=[])
     run = _FakeRun(4)
     feats = {m: run.rows({"method": m, "nfe": 3})["features"] for m in rep.ROWS}
     joint = paired_bootstrap_many(weighted_fd, [feats["indis"]], {"god": [feats["god"]]}, [run.real_all], replicates=10,
                                   prepare=fd_reference, seed=0)["god"]
-    # the joint routine seeds its generator with an integer; give the evidence the same generator to compare draws
+    # the joint routine draws seed index 0 from seed_stream(0, 0); give the evidence the same stream to compare draws
     ev = seed_replicates(weighted_fd, {"indis": feats["indis"], "god": feats["god"]}, run.real_all,
-                             np.random.default_rng(0), replicates=10, prepare=fd_reference)
+                         seed_stream(0, 0), replicates=10, prepare=fd_reference)
     pooled = pooled_interval([ev], "indis", "god")
     # same draws, same formulas: float64 rounding only
     np.testing.assert_allclose(pooled["ci"], joint["ci"], rtol=1e-12)

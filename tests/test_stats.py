@@ -31,12 +31,13 @@ def test_weighted_fd_equals_fd_of_repeated_rows():
 
 
 def _naive_paired(a, b, ref, replicates, seed=0):
-    """The bootstrap written with explicit row copies, one pair of methods at a time."""
-    rng = np.random.default_rng(seed)
+    """The bootstrap written with explicit row copies, one pair of methods at a time; seed s draws from its own
+    stream (numpy's SeedSequence of [seed, s]), replicate after replicate."""
+    rngs = [np.random.default_rng(np.random.SeedSequence([seed, s])) for s in range(len(a))]
     reps = []
     for _ in range(replicates):
         diffs = []
-        for x, y, r in zip(a, b, ref):
+        for rng, x, y, r in zip(rngs, a, b, ref):
             w = rng.multinomial(len(x), np.full(len(x), 1.0 / len(x))).astype(int)
             rr = r[rng.integers(0, len(r), len(r))]
             diffs.append(_fd_scipy(np.repeat(x, w, axis=0), rr) - _fd_scipy(np.repeat(y, w, axis=0), rr))
@@ -118,3 +119,11 @@ def test_pooled_interval_of_three_seeds_has_normal_theory_width():
     from indis.errors import InputError
     with pytest.raises(InputError, match="replicates"):
         pooled_interval([ev[0], seed_replicates(weighted_mean, {"a": a, "b": b}, None, g, replicates=5)], "a", "b")
+
+
+def test_seed_streams_differ_for_every_seed_and_index():
+    from indis.metrics.stats import seed_stream
+
+    draws = {(sd, s): tuple(seed_stream(sd, s).integers(0, 2**31, 4)) for sd in (0, 1, 2**40) for s in (0, 1, 2)}
+    assert len(set(draws.values())) == len(draws)
+    assert tuple(seed_stream(1, 2).integers(0, 2**31, 4)) == draws[(1, 2)]  # reproducible

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["mean_std", "ratio_ci", "paired_bootstrap", "paired_bootstrap_many", "bootstrap_ci", "fd_from_moments", "fd_reference", "weighted_fd", "weighted_mean", "t_interval",
+__all__ = ["mean_std", "ratio_ci", "paired_bootstrap", "paired_bootstrap_many", "bootstrap_ci", "seed_stream", "fd_from_moments", "fd_reference", "weighted_fd", "weighted_mean", "t_interval",
            "seed_replicates", "pooled_interval"]
 
 
@@ -51,12 +51,18 @@ def paired_bootstrap(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Se
     return paired_bootstrap_many(stat, a, {"b": b}, ref, replicates=replicates, level=level, seed=seed, prepare=prepare)["b"]
 
 
+def seed_stream(seed: int, s: int) -> np.random.Generator:
+    """The bootstrap stream of seed index `s` of a pooled interval drawn with `seed` (hashed: every pair differs)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, s]))
+
+
 def paired_bootstrap_many(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequence[np.ndarray],
                           bs: dict[str, Sequence[np.ndarray]], ref: Sequence[np.ndarray | None], *, replicates: int = 200,
                           level: float = 0.95, seed: int = 0, prepare: Callable[[np.ndarray], Any] | None = None
                           ) -> dict[str, dict[str, object]]:
     """`paired_bootstrap(stat, a, b, ref)` for every b in `bs` at once, with the same replicate draws as separate calls
-    (same seed): a's statistic and the prepared reference are computed once per replicate instead of once per b."""
+    (same seed): each seed's evidence (`seed_replicates`, its own stream `seed_stream(seed, s)`) pooled by
+    `pooled_interval`, so a's statistic and the prepared reference are computed once per replicate for all b."""
     if not bs or any(not (len(a) == len(b) == len(ref)) for b in bs.values()) or not a:
         raise InputError("paired_bootstrap needs the same number (>= 1) of seeds for a, b and ref")
     for name, b in bs.items():
@@ -64,43 +70,20 @@ def paired_bootstrap_many(stat: Callable[[np.ndarray, np.ndarray, Any], float], 
             if len(x) != len(y):
                 raise InputError(f"seed {s}: the two methods ({name}) were evaluated on different numbers of priors "
                                  f"({len(x)} vs {len(y)})")
-    prep = prepare or (lambda r: r)
-    rng = np.random.default_rng(seed)
-    full = [None if r is None else prep(r) for r in ref]
-    sa = [stat(x, np.ones(len(x)), r) for x, r in zip(a, full)]
-    point = {k: [p - stat(y, np.ones(len(y)), r) for p, y, r in zip(sa, b, full)] for k, b in bs.items()}
-    reps = {k: np.empty(replicates) for k in bs}
-    for i in range(replicates):
-        diffs: dict[str, list[float]] = {k: [] for k in bs}
-        for s, (x, r) in enumerate(zip(a, ref)):
-            w, rr = _draw(rng, x, r, prep)
-            sx = stat(x, w, rr)
-            for k, b in bs.items():
-                diffs[k].append(sx - stat(b[s], w, rr))
-        for k in bs:
-            reps[k][i] = float(np.mean(diffs[k]))
-    out = {}
-    for k in bs:
-        lo, hi = np.percentile(reps[k], [50 * (1 - level), 50 * (1 + level)])
-        out[k] = {"diff": float(np.mean(point[k])), "ci": [float(lo), float(hi)], "per_seed": [float(p) for p in point[k]],
-                  "replicates": replicates, "level": level, "excludes_zero": bool(lo > 0 or hi < 0)}
-    return out
+    if "a" in bs:
+        raise InputError("paired_bootstrap_many: name the compared methods anything but 'a'")
+    ev = [seed_replicates(stat, {"a": x, **{k: b[s] for k, b in bs.items()}}, r, seed_stream(seed, s),
+                          replicates=replicates, prepare=prepare) for s, (x, r) in enumerate(zip(a, ref))]
+    return {k: pooled_interval(ev, "a", k, level) for k in bs}
 
 
 def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray, Any], float], a: Sequence[np.ndarray],
                  ref: Sequence[np.ndarray | None], *, replicates: int = 200, level: float = 0.95, seed: int = 0,
                  prepare: Callable[[np.ndarray], Any] | None = None) -> list[float]:
     """Percentile interval of mean_s stat(a_s, ref_s) over seeds, resampling the rows of a_s and ref_s."""
-    prep = prepare or (lambda r: r)
-    rng = np.random.default_rng(seed)
-    reps = np.empty(replicates)
-    for k in range(replicates):
-        vals = []
-        for x, r in zip(a, ref):
-            vals.append(stat(x, *_draw(rng, x, r, prep)))
-        reps[k] = float(np.mean(vals))
-    lo, hi = np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
-    return [float(lo), float(hi)]
+    ev = [seed_replicates(stat, {"a": x}, r, seed_stream(seed, s), replicates=replicates, prepare=prepare)
+          for s, (x, r) in enumerate(zip(a, ref))]
+    return pooled_interval(ev, "a", None, level)["ci"]
 
 
 def seed_replicates(stat: Callable[[np.ndarray, np.ndarray, Any], float], rows: dict[str, np.ndarray],
