@@ -304,9 +304,10 @@ def test_learning_curve_rows_are_nested_and_disjoint_from_validation_and_scoring
     from indis.diagnose import CURVE_MIN, curve_rows
 
     fits, val, score = curve_rows(2000)
-    assert [len(f) for f in fits] == [500, 1000] and len(val) == len(score) == 300
+    assert [len(f) for f in fits] == [500, 1000] and len(val) == 300 and len(score) == 700  # scored: every prior left
     assert fits[0] == fits[1][:500] and not set(fits[1]) & set(val) and not set(val) & set(score)
-    assert max(score) == 1599 and max(fits[1]) < min(val) < max(val) < min(score)
+    assert max(score) == 1999 and max(fits[1]) < min(val) < max(val) < min(score)
+    assert len(curve_rows(10_000)[2]) == 2000  # at most CURVE_SCORE_MAX scored
     fits, val, score = curve_rows(300)  # a small set: 60 validation, 60 scored, the subsets shrink in proportion
     assert [len(f) for f in fits] == [90, 180] and len(val) == len(score) == 60 and max(score) == 299
     assert curve_rows(CURVE_MIN - 1) is None

@@ -28,9 +28,10 @@ learn the part of the per-prior optimum that stays useful at the distance of the
 6. learning-curve prediction (`curve_ratio`, the reported `predicted_ratio` wherever the teacher set holds at least
    CURVE_MIN priors): phi itself, warm-started from the global fit with INDIS's learning rates and budget rule, is
    trained on the first 500 and 1,000 priors (fewer in a set smaller than 1,600), a shared schedule is refitted on
-   the 1,000, and on a scored block of 300 r(n) = phi_n / shared is extrapolated as r_inf + a / n to the M training
-   priors (from 250 and 500 priors the curve's first point often sits where phi has not started to learn, and the
-   extrapolation overshoots: 0.74 predicted for a trained 0.81 on the K = 10 class CFG 4 cell). The oracle's reach
+   the 1,000, and on a scored block (the priors left, 300 to 2,000) r(n) = phi_n / shared is extrapolated as
+   r_inf + a / n to the M training priors (from 250 and 500 priors the curve's first point often sits where phi has
+   not started to learn, and the extrapolation overshoots: 0.74 predicted for a trained 0.81 on the K = 10 class
+   CFG 4 cell). The oracle's reach
    (2-4) and the groups (5) missed the guided gains of the d = 64 mixtures (trained 0.70-0.81x GOD, predicted
    0.88-0.97x) because there the learnable part is a smooth function of x_T per condition (the first step's shift
    follows D(x_T, t_max)) that no neighbour of one prior and no group constant expresses, and that phi learns only
@@ -60,7 +61,7 @@ from .solvers import sample
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
 RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
 EXACT_BELOW = 1e-6  # a global schedule whose teacher-MSE is below this share of the endpoints' variance is exact
-VERSION = 4  # of the diagnostic's procedure (multi-start global fit, condition groups, phi's learning curve): cached diagnoses older are redone
+VERSION = 5  # of the diagnostic's procedure (multi-start global fit, condition groups, phi's learning curve): cached diagnoses older are redone
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 STAGES = ("global schedule and oracle", "oracle's reach", "shared schedule", "endpoint groups", "condition groups",
           "phi on subsets")
@@ -71,7 +72,8 @@ FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted 
 GLOBAL_STARTS, PROBE = 3, 50
 CURVE_SIZES = (500, 1000)  # the learning-curve prediction trains phi on this many priors of the teacher set
 CURVE_LRS = (1e-3, 1e-4)  # INDIS's learning rates in `indis bench scaling`, chosen on the validation block
-CURVE_SCORE, CURVE_MIN, CURVE_CAP = 300, 100, 3000  # scored (and validation) block size, smallest set, iteration cap
+CURVE_SCORE, CURVE_MIN, CURVE_CAP = 300, 100, 3000  # validation block (and least scored), smallest set, iteration cap
+CURVE_SCORE_MAX = 2000  # the scored block takes the priors left after the fits and validation, up to this many
 
 
 @dataclass
@@ -265,8 +267,9 @@ def group_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, gr
 
 def curve_rows(total: int, sizes: Sequence[int] = CURVE_SIZES) -> tuple[list[list[int]], list[int], list[int]] | None:
     """Rows of a teacher set of `total` priors for the learning-curve prediction: nested fit sets (the first n of the
-    set for each n of `sizes`, shrunk in proportion when the set is small), a validation and a scored block after
-    them; None below CURVE_MIN priors."""
+    set for each n of `sizes`, shrunk in proportion when the set is small), a validation block after them and a
+    scored block of every prior left (up to CURVE_SCORE_MAX: per-prior errors can be heavy-tailed); None below
+    CURVE_MIN priors."""
     if total < CURVE_MIN:
         return None
     score = val = min(CURVE_SCORE, total // 5)
@@ -274,7 +277,8 @@ def curve_rows(total: int, sizes: Sequence[int] = CURVE_SIZES) -> tuple[list[lis
     big = min(max(sizes), room)
     ns = sorted({max(8, round(n * big / max(sizes))) for n in sizes})
     fits = [list(range(n)) for n in ns]
-    return fits, list(range(big, big + val)), list(range(big + val, big + val + score))
+    end = min(total, big + val + max(score, CURVE_SCORE_MAX))
+    return fits, list(range(big, big + val)), list(range(big + val, end))
 
 
 def extrapolate(ratios: Sequence[float], sizes: Sequence[int], train_size: int) -> float:
