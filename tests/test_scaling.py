@@ -145,7 +145,7 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     del old["denoised_input"]
     f.write_text(json.dumps(old))
     assert sc.run_cell(c, s, tmp_path, log=lambda m: None)["denoised_input"] == dv
-    del old["train"]["god"]["polish"]  # a cell from before GOD's polish: recomputed from its cached runs
+    del old["protocol"]  # a cell from before GOD's polish: recomputed from its cached runs
     old["ratio"] = -1.0
     f.write_text(json.dumps(old))
     new = sc.run_cell(c, s, tmp_path, log=lambda m: None)

@@ -9,7 +9,7 @@ Per cell (d, K, condition, guidance, NFE, seed), on the experiment layer (disjoi
 - GOD: three starts (logSNR, EDM, DMN) probed, the best trained under the budget rule (validation every 25
   iterations, plateau learning rate, patience 6, cap 3,000) at each of three learning rates, the best on validation,
   then polished as INDIS is trained (below) and the polish kept where validation prefers it; INDIS: warm-started
-  from GOD before its polish, the same rule, the better of two learning rates; iPNDM without AFS for both (one
+  from that GOD, the same rule, the better of two learning rates; iPNDM without AFS for both (one
   solver for the whole study);
 - test priors: teacher-MSE of both, INDIS/GOD with a paired bootstrap interval; the oracle (from GOD) on the first
   `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half (the neighbour
@@ -46,6 +46,7 @@ QUICK = dict(dims=(2, 64), components=(2, 10), conditions=(("none", None), ("cla
 # start), while INDIS, warm-started at a small rate, would fine-tune the shared schedule and look instance-aware.
 GOD_LRS = (5e-2, 5e-3, 5e-4)
 INDIS_LRS = (1e-3, 1e-4)  # INDIS's learning rate is chosen per cell on validation (its warm start can be sharp)
+PROTOCOL = 2  # GOD polished, INDIS from the GOD kept (2026-12-04); results of another protocol are recomputed
 ORACLE_LRS = (5e-3, 5e-5)  # the oracle (fitted and judged on the same priors, a hindsight bound) keeps the better
 
 
@@ -144,11 +145,11 @@ def _budget(s: dict[str, Any]) -> dict[str, Any]:
     return {k: s[k] for k in ("cap", "patience", "val_every", "batch", "probe")}  # in every spec: a new budget retrains
 
 
-def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any, dict[str, Any]]:
+def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """GOD: at each of GOD_LRS three starts probed and the best trained under the budget rule; the lowest validation
     loss wins; then polished as INDIS is trained (warm-started from it at INDIS_LRS, the same rule), so that INDIS's
-    second stage of training is no advantage of its own: the polish is kept where its validation loss is lower.
-    Returns (the spec INDIS and the oracle warm-start from, the reported GOD's spec, GOD, info) (cached)."""
+    second stage of training is no advantage of its own: the polish is kept where its validation loss is lower, and
+    INDIS and the oracle start from the GOD kept. Returns (its spec, GOD, info) (cached)."""
     from ..experiment import best_rate
     from ..methods import global_starts, learned
     from ..solvers import steps_for_nfe
@@ -165,7 +166,7 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[s
     psp, pol, pinfo, pchoice = _from_god(exp, h, c, s, gsp, "god")
     kept = pinfo["best_val"] < ginfo["best_val"]
     polish = {"lr_choice": pchoice, "kept": kept, **{k: pinfo[k] for k in ("best_val", "best_iter", "iterations")}}
-    return gsp, psp if kept else gsp, pol if kept else god, {**ginfo, "lr_choice": choice, "polish": polish}
+    return (psp, pol) if kept else (gsp, god), {**ginfo, "lr_choice": choice, "polish": polish}
 
 
 def _from_god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any], method: str = "indis",
@@ -242,16 +243,16 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
 
     folder = root / cell_name(c)
     res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
-    if res is not None and "polish" in res["train"]["god"]:  # older results (GOD unpolished) are recomputed, reusing runs
+    if res is not None and res.get("protocol") == PROTOCOL:  # older protocols' results are recomputed, reusing runs
         add_variant = "denoised_input" not in res  # a cell cached before the variant existed: add it, reusing every run
         rediagnose = res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION  # an older diagnostic procedure
         if add_variant or rediagnose:
             h = handle_for(c)
             exp = _experiment(folder, h, c, s, progress)
             if add_variant:
-                gsp, rsp, god, _ = _god(exp, h, c, s)
+                (gsp, god), _ = _god(exp, h, c, s)
                 isp, ind, _ = _indis(exp, h, c, s, gsp)
-                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (rsp, god), "indis": (isp, ind)}))
+                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)}))
             if rediagnose:
                 res.update(_diagnosis(h, exp, c, s, res["ratio"]))
             atomic_write_json(folder / "result.json", res)
@@ -263,15 +264,15 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     atomic_write_json(acc_file, ts_info)
     exp = _experiment(folder, h, c, s, progress)
     N = steps_for_nfe("ipndm", c["nfe"], False)
-    gsp, rsp, god, ginfo = _god(exp, h, c, s)
+    (gsp, god), ginfo = _god(exp, h, c, s)
     isp, ind, iinfo = _indis(exp, h, c, s, gsp)
     _, xT, cond, x0 = exp.data("test")
-    mse = _test_mse(exp, {"god": (rsp, god), "indis": (isp, ind)})
+    mse = _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)})
     P = min(s["oracle_priors"], s["test"])
     oracles = []
     for lr in ORACLE_LRS:
         osp = {"method": "oracle", "steps": N, "nfe": c["nfe"], "priors": P, "lr": lr, "train": _budget(s),
-               "warm": exp.run_dir(rsp).name}  # from the reported GOD (its polish where that was kept)
+               "warm": exp.run_dir(gsp).name}
         ocfg = TrainConfig(iterations=max(200, s["cap"] // 3), batch_size=P, lr=lr, patience=10, val_every=10,
                            train_indices=list(range(P)), val_indices=list(range(P)), grad_clip=0.0, seed=c["seed"])
         oracles.append(exp.train(osp, lambda _: InstanceOracle.from_global(god, P), ocfg, [None], teacher="test", val="test"))
@@ -286,7 +287,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     g, i, o = mse["god"][:P].mean(), mse["indis"][:P].mean(), orc_mse.mean()
     ratio = float(mse["indis"].mean() / mse["god"].mean())
     diag = _diagnosis(h, exp, c, s, ratio)
-    res = {"cell": c, "name": cell_name(c), "teacher": ts_info, "god_mse": float(mse["god"].mean()),
+    res = {"cell": c, "name": cell_name(c), "protocol": PROTOCOL, "teacher": ts_info, "god_mse": float(mse["god"].mean()),
            "indis_mse": float(mse["indis"].mean()), "ratio": ratio, "ratio_ci": ratio_ci(mse["indis"], mse["god"]),
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
            "kept": curve, "eps_half": eps_half(curve), **diag, "train": {"god": ginfo, "indis": iinfo}, "denoised_input": denoised_variant(exp, h, c, s, gsp, mse),
