@@ -39,7 +39,7 @@ FULL = dict(dims=DIMS, components=COMPONENTS, conditions=CONDITIONS, nfes=(3, 5)
             test=1000, oracle_priors=100, diagnose_priors=50, diagnose_iterations=300, cap=3000, patience=6, val_every=25,
             probe=50, batch=64, digits=True, multi_seed_dims=(64, 1024), multi_seeds=(0, 1, 2))
 QUICK = dict(dims=(2, 64), components=(2, 10), conditions=(("none", None), ("class", 4.0)), nfes=(3,), seeds=(0,),
-             train=300, val=100, test=200, oracle_priors=32, diagnose_priors=24, diagnose_iterations=300, cap=150,
+             train=300, val=100, test=200, oracle_priors=32, diagnose_priors=24, diagnose_iterations=150, cap=150,
              patience=3, val_every=15, probe=15, batch=64, digits=False, multi_seed_dims=(), multi_seeds=(0,))
 # Learning rates are chosen per cell on validation for every trained method: where GOD's best start already has tiny
 # errors, the largest rate leaves its basin at the first step and never returns (patience then keeps the untrained
