@@ -3,7 +3,10 @@ reused, nothing is trained): 5-fold cross-validated R^2 of ridge regressions of 
 priors (the inner times t_1..t_{N-1}, the shifts, the scales) on candidate features: |x_T|, x_T, the first denoised
 estimate D(x_T, t_max), the teacher endpoint, and the condition.
 
-    python benchmarks/studies/probe_phi.py OUT/cells/random-d64-K2-class-g4-nfe3-s0
+    python benchmarks/studies/probe_phi.py OUT/cells/random-d64-K2-class-g4-nfe3-s0 [--quick]
+
+(--quick: a cell of `indis bench scaling --quick`, whose settings differ; with other settings than the cell's, the
+bench's cache would not match and the runs would be trained anew.)
 """
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ from sklearn.model_selection import cross_val_score
 from indis.bench import scaling as S
 
 
-def main(folder: Path) -> None:
+def main(folder: Path, quick: bool = False) -> None:
     c = json.loads((folder / "result.json").read_text())["cell"]
-    s = dict(S.FULL)
+    s = dict(S.QUICK if quick else S.FULL)
     h = S.handle_for(c)
     exp = S._experiment(folder, h, c, s, False)
     (gsp, _), _ = S._god(exp, h, c, s)
@@ -49,4 +52,4 @@ def main(folder: Path) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), "--quick" in sys.argv[2:])
