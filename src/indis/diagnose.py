@@ -61,7 +61,9 @@ from .solvers import sample
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
 RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
 EXACT_BELOW = 1e-6  # a global schedule whose teacher-MSE is below this share of the endpoints' variance is exact
-VERSION = 6  # of the diagnostic's procedure (multi-start global fit, condition groups, phi's learning curve): cached diagnoses older are redone
+#: of the diagnostic's procedure (multi-start global fit, condition groups, phi's learning curve): cached diagnoses
+#: of an older version are redone
+VERSION = 6
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 STAGES = ("global schedule and oracle", "oracle's reach", "shared schedule", "endpoint groups", "condition groups",
           "phi on subsets")
@@ -295,13 +297,20 @@ def extrapolate(ratios: Sequence[float], sizes: Sequence[int], train_size: int) 
     return min(1.0, max(0.0, r[-1] + a * (1 / train_size - 1 / n[-1])))
 
 
-def _fit_from(disc: Any, handle: Any, teacher: Any, rows: list[int], val: list[int], lr: float, seed: int,
-              iterations: int) -> tuple[float, Any]:
-    from .training import TrainConfig, train_discretizer
+def _curve_config(rows: list[int], val: list[int], lr: float, seed: int, iterations: int) -> Any:
+    """The bench's budget rule (batch 64, validation every 25 iterations, patience 6) on `rows`, validated on `val`."""
+    from .training import TrainConfig
 
     torch.manual_seed(seed)
-    cfg = TrainConfig(iterations=iterations, batch_size=min(64, len(rows)), lr=lr, val_every=25, patience=6,
-                      train_indices=rows, val_indices=val, seed=seed)
+    return TrainConfig(iterations=iterations, batch_size=min(64, len(rows)), lr=lr, val_every=25, patience=6,
+                       train_indices=rows, val_indices=val, seed=seed)
+
+
+def _fit_from(disc: Any, handle: Any, teacher: Any, rows: list[int], val: list[int], lr: float, seed: int,
+              iterations: int) -> tuple[float, Any]:
+    from .training import train_discretizer
+
+    cfg = _curve_config(rows, val, lr, seed, iterations)
     r = train_discretizer(disc, handle.denoiser, teacher, cfg, progress=False, dtype=torch.float64)
     return r.best_val, disc
 
@@ -313,16 +322,14 @@ def _curve_global(handle: Any, teacher: Any, steps: int, rows: list[int], val: l
     import copy
 
     from .methods import global_starts, learned
-    from .training import TrainConfig, train_with_starts
+    from .training import train_with_starts
 
     fits = []
     for lr in GLOBAL_LRS:
-        torch.manual_seed(seed)
-        cfg = TrainConfig(iterations=iterations, batch_size=min(64, len(rows)), lr=lr, val_every=25, patience=6,
-                          train_indices=rows, val_indices=val, seed=seed)
         g, r = train_with_starts(lambda init: learned(handle, "god", steps, "ipndm", init=init),
-                                 global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher, cfg,
-                                 probe_iterations=PROBE, progress=False, dtype=torch.float64)
+                                 global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher,
+                                 _curve_config(rows, val, lr, seed, iterations), probe_iterations=PROBE, progress=False,
+                                 dtype=torch.float64)
         fits.append((r.best_val, g))
     v0, god = min(fits, key=lambda f: f[0])
     polished = [_fit_from(copy.deepcopy(god).train(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS]
