@@ -179,7 +179,8 @@ def predict(gains: dict[str, np.ndarray], god_mse: np.ndarray, orc_mse: np.ndarr
 def recommend(reach_ci: Sequence[float], group_ci: Sequence[float], global_error: float = 1.0) -> str:
     """INDIS where either prediction's whole interval lies below RECOMMEND_BELOW (the reach prediction sees a gain that
     is smooth in x_T, the group prediction one tied to the mode x_T heads for, and phi can learn either), unless the
-    global schedule is already exact (`global_error`: its teacher-MSE over the endpoints' variance, below EXACT_BELOW)."""
+    global schedule is already exact (`global_error`: its teacher-MSE over the endpoints' variance, below EXACT_BELOW).
+    The same interval passed twice decides on that one prediction alone (the learning curve's)."""
     if global_error < EXACT_BELOW:
         return "GOD"
     return "INDIS" if min(reach_ci[1], group_ci[1]) < RECOMMEND_BELOW else "GOD"
@@ -315,23 +316,32 @@ def _fit_from(disc: Any, handle: Any, teacher: Any, rows: list[int], val: list[i
     return r.best_val, disc
 
 
-def _curve_global(handle: Any, teacher: Any, steps: int, rows: list[int], val: list[int], seed: int,
-                  iterations: int) -> Any:
-    """GOD as `indis bench scaling` trains it, on `rows`: GOD's starts probed at each of GLOBAL_LRS and the best on `val`
-    kept, then polished at CURVE_LRS; the better of the two on `val` (phi's warm start and the reference)."""
-    import copy
-
+def _best_global(handle: Any, teacher: Any, steps: int, config: Any, seed: int, probe: int,
+                 dtype: torch.dtype = torch.float32) -> tuple[float, Any]:
+    """GOD's fit: its starts (logSNR, EDM, DMN) probed for `probe` iterations and the best trained under `config(lr)` at
+    each of GLOBAL_LRS; (the lowest validation loss, that schedule)."""
     from .methods import global_starts, learned
     from .training import train_with_starts
 
     fits = []
-    for lr in GLOBAL_LRS:
+    for lr in GLOBAL_LRS:  # a sharp start (tiny errors) leaves its basin at the largest rate: keep the best fit
+        torch.manual_seed(seed)
+        # GOD's own starts (logSNR, EDM, DMN probed): from logSNR alone the fit can sit 20x above GOD
         g, r = train_with_starts(lambda init: learned(handle, "god", steps, "ipndm", init=init),
                                  global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher,
-                                 _curve_config(rows, val, lr, seed, iterations), probe_iterations=PROBE, progress=False,
-                                 dtype=torch.float64)
+                                 config(lr), probe_iterations=probe, progress=False, dtype=dtype)
         fits.append((r.best_val, g))
-    v0, god = min(fits, key=lambda f: f[0])
+    return min(fits, key=lambda f: f[0])
+
+
+def _curve_global(handle: Any, teacher: Any, steps: int, rows: list[int], val: list[int], seed: int,
+                  iterations: int) -> Any:
+    """GOD as `indis bench scaling` trains it, on `rows`: `_best_global` under the bench's budget rule, validated on
+    `val`, then polished at CURVE_LRS; the better of the two on `val` (phi's warm start and the reference)."""
+    import copy
+
+    v0, god = _best_global(handle, teacher, steps, lambda lr: _curve_config(rows, val, lr, seed, iterations), seed,
+                           PROBE, torch.float64)
     polished = [_fit_from(copy.deepcopy(god).train(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS]
     v1, pol = min(polished, key=lambda r: r[0])
     return (pol if v1 < v0 else god).eval()
@@ -383,24 +393,18 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
     """A global schedule (GOD's freedoms, iPNDM) fitted to the first `priors` priors of `teacher`, and the per-prior
     oracle fitted from it on the same priors (the same losses, jointly)."""
     from .discretizations.base import InstanceOracle
-    from .methods import global_starts, learned
     from .solvers import steps_for_nfe
-    from .training import TrainConfig, train_discretizer, train_with_starts
+    from .training import TrainConfig, train_discretizer
 
     P = min(priors, teacher.num_samples)
     idx = list(range(P))
     N = steps_for_nfe("ipndm", nfe, False)
-    fits = []
-    for lr in GLOBAL_LRS:  # a sharp start (tiny errors) leaves its basin at the largest rate: keep the best fit
-        torch.manual_seed(seed)
-        cfg = TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=25, patience=4, train_indices=idx,
-                          val_indices=idx, seed=seed)
-        # GOD's own starts (logSNR, EDM, DMN probed): from logSNR alone the fit can sit 20x above GOD
-        g, r = train_with_starts(lambda init: learned(handle, "god", N, "ipndm", init=init),
-                                 global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher, cfg,
-                                 probe_iterations=min(PROBE, max(1, iterations // 6)), progress=False)
-        fits.append((r.best_val, g))
-    god = min(fits, key=lambda f: f[0])[1]
+
+    def config(lr: float) -> Any:
+        return TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=25, patience=4, train_indices=idx,
+                           val_indices=idx, seed=seed)
+
+    _, god = _best_global(handle, teacher, N, config, seed, min(PROBE, max(1, iterations // 6)))
     best = None
     for lr in (5e-3, 5e-5):  # from the global optimum: a basin can be sharp (tiny errors); keep the better fit
         oracle = InstanceOracle.from_global(god, P)
@@ -467,11 +471,12 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     # the lower of the two group predictions; INDIS keeps its GOD warm start unless validation improves on it, so a
     # group fit worse than the shared one predicts 1
     best, best_ci = (craw, craw_ci) if craw is not None and craw_ci[1] < raw_ci[1] else (raw, raw_ci)
-    cratio, cci = min(1.0, best), [min(1.0, v) for v in best_ci]
-    rec = recommend(ci, cci, rel)
-    if lc is not None:  # phi itself, trained on subsets: the prediction, where the teacher set is large enough
+    group, group_ci = min(1.0, best), [min(1.0, v) for v in best_ci]
+    if lc is None:
+        cratio, cci, rec = group, group_ci, recommend(ci, group_ci, rel)
+    else:  # phi itself, trained on subsets, is the prediction where the teacher set is large enough: it alone decides
         cratio, cci = lc["ratio"], [min(1.0, v) for v in lc["ci"]]
-        rec = "GOD" if rel < EXACT_BELOW or cci[1] >= RECOMMEND_BELOW else "INDIS"
+        rec = recommend(cci, cci, rel)
     return Diagnosis(priors=P, oracle_over_global=float(orc_mse.mean() / god_mse.mean()), kept=curve, eps_nn=eps_nn,
                      train_size=M, gap_closed=float(gap), reach_ratio=float(ratio), reach_ci=ci, predicted_ratio=cratio,
                      predicted_ci=cci, recommendation=rec,
@@ -481,5 +486,5 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
                             "version": VERSION, "global_over_variance": rel,
                             "group_over_shared": raw, "group_over_shared_ci": raw_ci,
                             "condition_groups": by_cond[1] if by_cond else 0, "condition_over_shared": craw,
-                            "condition_over_shared_ci": craw_ci, "group_prediction": min(1.0, best),
-                            "group_prediction_ci": [min(1.0, v) for v in best_ci], "curve": lc})
+                            "condition_over_shared_ci": craw_ci, "group_prediction": group,
+                            "group_prediction_ci": group_ci, "curve": lc})
