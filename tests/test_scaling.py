@@ -142,9 +142,13 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     assert again == r  # cached
     f = tmp_path / sc.cell_name(c) / "result.json"  # a cell cached before the variant existed gets it, reusing the runs
     old = json.loads(f.read_text())
-    del old["denoised_input"]
+    del old["denoised_input"], old["per_prior"]
     f.write_text(json.dumps(old))
-    assert sc.run_cell(c, s, tmp_path, log=lambda m: None)["denoised_input"] == dv
+    added = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    assert added["denoised_input"] == dv and added["per_prior"] == r["per_prior"]
+    pp = r["per_prior"]  # per-prior view of the same test priors: a median ratio inside its interval, shares in (0, 1]
+    assert pp["median_ratio_ci"][0] <= pp["median_ratio"] <= pp["median_ratio_ci"][1]
+    assert 0 < pp["tail_share"] <= 1 and 0 < pp["reference_tail_share"] <= 1 and "per_prior" in dv
     del old["protocol"]  # a cell from before GOD's polish: recomputed from its cached runs
     old["ratio"] = -1.0
     f.write_text(json.dumps(old))
@@ -238,6 +242,15 @@ def test_report_counts_and_columns():
     assert s["seed_agreement"]["pairs"] == 0 and "Seed to seed" not in md  # one seed per cell: nothing to compare
     more = [dict(cell(2, 0.53, [0.4, 0.6], None), cell={**res[0]["cell"], "seed": 1}),
             dict(cell(2, 0.70, [0.6, 0.8], None), cell={**res[0]["cell"], "seed": 2})]
+    view = {"median_ratio": 0.25, "median_ratio_ci": [0.2, 0.3], "winsorized_ratio": 0.4, "tail": 0.01, "tail_share": 0.1,
+            "reference_tail_share": 0.5}
+    res[0]["per_prior"] = view
+    res[0]["denoised_input"]["per_prior"] = dict(view, median_ratio_ci=[0.9, 1.1])
+    s = rep.summarize(res)
+    assert s["per_prior"] == {"cells": 1, "heavy_tail": 1, "indis_median_below": 1, "denoised_median_below": 0}
+    md = rep.to_markdown({"cells": res, "summary": s})
+    assert "| 0.50 | 0.500 | 0.400 | 0.250 [0.200, 0.300] | 0.800 | 0.400 | 0.250 [0.900, 1.100] |" in md
+    assert "in 1 of 1 cells GOD's worst 1% of test priors carry over 20%" in md
     sa = rep.summarize(res + more)["seed_agreement"]  # ratios 0.5, 0.53, 0.7: gaps 0.03, 0.2, 0.17
     assert sa["cells"] == 1 and sa["pairs"] == 3 and abs(sa["within_tolerance"] - 1 / 3) < 1e-12
     assert abs(sa["median_gap"] - 0.17) < 1e-12

@@ -127,3 +127,23 @@ def test_seed_streams_differ_for_every_seed_and_index():
     draws = {(sd, s): tuple(seed_stream(sd, s).integers(0, 2**31, 4)) for sd in (0, 1, 2**40) for s in (0, 1, 2)}
     assert len(set(draws.values())) == len(draws)
     assert tuple(seed_stream(1, 2).integers(0, 2**31, 4)) == draws[(1, 2)]  # reproducible
+
+
+def test_per_prior_view_by_hand():
+    from indis.errors import InputError
+    from indis.metrics.stats import per_prior_view
+
+    # 99 priors where both methods err by 1 and one where the first errs by 1000: the mean ratio is 10.99, but the
+    # pooled 99th percentile of the 200 errors is 1, so the winsorised ratio is 1; the median per-prior ratio is 1 in
+    # every resample (at most 1 of 100 rows differs); the worst 1% (one prior) carries 1000/1099 of the first total
+    a = np.ones(100)
+    a[7] = 1000.0
+    v = per_prior_view(a, np.ones(100), replicates=50)
+    assert v["median_ratio"] == 1.0 and v["median_ratio_ci"] == [1.0, 1.0] and v["winsorized_ratio"] == 1.0
+    assert v["tail_share"] == pytest.approx(1000 / 1099, rel=1e-12) and v["reference_tail_share"] == pytest.approx(0.01)
+    half = per_prior_view(0.5 * np.arange(1.0, 11.0), np.arange(1.0, 11.0), replicates=20)
+    assert half["median_ratio"] == pytest.approx(0.5) and half["median_ratio_ci"] == pytest.approx([0.5, 0.5])
+    with pytest.raises(InputError, match="same length"):
+        per_prior_view(np.ones(3), np.ones(4))
+    with pytest.raises(InputError, match="non-negative"):
+        per_prior_view(-np.ones(3), np.ones(3))

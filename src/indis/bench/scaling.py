@@ -211,13 +211,13 @@ def denoised_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp
                      mse: dict[str, np.ndarray]) -> dict[str, Any]:
     """INDIS whose phi also reads D(x_T, t_max) (`denoised_input`, the solver's own first call), warm-started from the
     GOD run `gsp`: its test ratio to GOD and to INDIS (per-prior test MSE of both in `mse`), with paired intervals."""
-    from ..metrics.stats import ratio_ci
+    from ..metrics.stats import per_prior_view, ratio_ci
 
     dsp, dd, dinfo = _indis(exp, h, c, s, gsp, net={"denoised_input": True})
     m = _test_mse(exp, {"d": (dsp, dd)})["d"]
     return {"ratio": float(m.mean() / mse["god"].mean()), "ratio_ci": ratio_ci(m, mse["god"]),
             "vs_indis": float(m.mean() / mse["indis"].mean()), "vs_indis_ci": ratio_ci(m, mse["indis"]),
-            "mse": float(m.mean()), "train": dinfo}
+            "mse": float(m.mean()), "per_prior": per_prior_view(m, mse["god"]), "train": dinfo}
 
 
 def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: float) -> dict[str, Any]:
@@ -236,7 +236,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     from ..discretizations.base import InstanceOracle
     from ..io import atomic_write_json, load_json
     from ..losses import mse as per_prior_mse
-    from ..metrics.stats import ratio_ci
+    from ..metrics.stats import per_prior_view, ratio_ci
     from ..priors import index_cond, prior_std
     from ..solvers import steps_for_nfe
     from ..training import TrainConfig
@@ -244,7 +244,8 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     folder = root / cell_name(c)
     res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
     if res is not None and res.get("protocol") == PROTOCOL:  # older protocols' results are recomputed, reusing runs
-        add_variant = "denoised_input" not in res  # a cell cached before the variant existed: add it, reusing every run
+        # a cell cached before the variant or the per-prior view existed: add them, reusing every run
+        add_variant = "per_prior" not in res or "per_prior" not in (res.get("denoised_input") or {})
         rediagnose = res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION  # an older diagnostic procedure
         if add_variant or rediagnose:
             h = handle_for(c)
@@ -252,7 +253,9 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
             if add_variant:
                 (gsp, god), _ = _god(exp, h, c, s)
                 isp, ind, _ = _indis(exp, h, c, s, gsp)
-                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)}))
+                mse = _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)})
+                res["per_prior"] = per_prior_view(mse["indis"], mse["god"])
+                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, mse)
             if rediagnose:
                 res.update(_diagnosis(h, exp, c, s, res["ratio"]))
             atomic_write_json(folder / "result.json", res)
@@ -289,6 +292,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     diag = _diagnosis(h, exp, c, s, ratio)
     res = {"cell": c, "name": cell_name(c), "protocol": PROTOCOL, "teacher": ts_info, "god_mse": float(mse["god"].mean()),
            "indis_mse": float(mse["indis"].mean()), "ratio": ratio, "ratio_ci": ratio_ci(mse["indis"], mse["god"]),
+           "per_prior": per_prior_view(mse["indis"], mse["god"]),
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
            "kept": curve, "eps_half": eps_half(curve), **diag, "train": {"god": ginfo, "indis": iinfo}, "denoised_input": denoised_variant(exp, h, c, s, gsp, mse),
            "seconds": round(time.time() - t0, 1)}

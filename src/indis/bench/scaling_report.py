@@ -49,11 +49,16 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     told = [r for r in results if r["diagnosis"]["recommendation"] == "INDIS"]
     dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
     losses = [r for r in results if r["ratio_ci"][0] > 1.0]
+    pp = [r for r in results if r.get("per_prior")]
+    dpp = [r["denoised_input"]["per_prior"] for r in pp if (r.get("denoised_input") or {}).get("per_prior")]
     return {"cells": len(results), "indis_beyond_interval": len(wins), "indis_worse_beyond_interval": len(losses),
             "denoised_input": {"cells": len(dv), "better_than_indis": sum(v["vs_indis_ci"][1] < 1.0 for v in dv),
                                "worse_than_indis": sum(v["vs_indis_ci"][0] > 1.0 for v in dv),
                                "median_vs_indis": float(np.median([v["vs_indis"] for v in dv])) if dv else None},
             "median_ratio": float(np.median([r["ratio"] for r in results])),
+            "per_prior": {"cells": len(pp), "heavy_tail": sum(r["per_prior"]["reference_tail_share"] > 0.2 for r in pp),
+                          "indis_median_below": sum(r["per_prior"]["median_ratio_ci"][1] < 1.0 for r in pp),
+                          "denoised_median_below": sum(v["median_ratio_ci"][1] < 1.0 for v in dpp)},
             "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": f"{len(right)}/{len(decided)}",
@@ -117,9 +122,41 @@ def to_markdown(res: dict[str, Any]) -> str:
             L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "
                   f"INDIS: better beyond the interval in {dv['better_than_indis']} of {dv['cells']} cells, worse in "
                   f"{dv['worse_than_indis']} (median ratio {dv['median_vs_indis']:.3f})."]
+    pp = s.get("per_prior") or {}
+    if pp.get("cells"):
+        L += ["", f"Per prior: in {pp['heavy_tail']} of {pp['cells']} cells GOD's worst 1% of test priors carry over 20% of "
+              f"its error (the mean ratio is then decided by a few priors); the median per-prior ratio to GOD is below 1 "
+              f"beyond its interval for INDIS in {pp['indis_median_below']} cells, for INDIS-D in {pp['denoised_median_below']}."]
+    L += per_prior_table(rows)
     if res.get("figure"):
         L += ["", f"![scaling]({res['figure']})"]
     return "\n".join(L) + "\n"
+
+
+def _view(v: dict[str, Any] | None, mean: float | None) -> str:
+    if not v:
+        return "- | - | -"
+    lo, hi = v["median_ratio_ci"]
+    return f"{_fmt(mean)} | {_fmt(v['winsorized_ratio'])} | {_fmt(v['median_ratio'])} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def per_prior_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Mean, winsorised and median per-prior ratios to GOD of INDIS and INDIS-D, and how much of GOD's error its worst
+    1% of test priors carry: where a few catastrophic priors (a sample sent to the wrong mode) decide the mean."""
+    rows = [r for r in rows if r.get("per_prior") and not solved(r)]
+    if not rows:
+        return []
+    L = ["", "Per prior (test priors; ratios to GOD): the mean ratio above, the ratio after winsorising both errors at "
+         "their pooled 99th percentile, and the median of the per-prior ratios [95% bootstrap CI]; 'GOD worst 1%': the "
+         "share of GOD's total error carried by its worst 1% of priors.", "",
+         "| model | d | K | condition | NFE | seed | GOD worst 1% | INDIS mean | winsorised | median [CI] | "
+         "INDIS-D mean | winsorised | median [CI] |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c, dv = r["cell"], r.get("denoised_input") or {}
+        L.append(f"| {c['model']} | {c['d']} | {c['K'] or 'BIC'} | {cond_label(c)} | {c['nfe']} | {c['seed']} | "
+                 f"{_fmt(r['per_prior']['reference_tail_share'], 2)} | {_view(r['per_prior'], r['ratio'])} | "
+                 f"{_view(dv.get('per_prior'), dv.get('ratio'))} |")
+    return L
 
 
 def figure(results: list[dict[str, Any]], path: Path) -> str | None:
