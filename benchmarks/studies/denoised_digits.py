@@ -1,0 +1,74 @@
+"""INDIS-D (phi also reads the solver's first model output) against INDIS and GOD on finished seeds of
+`indis bench digits` / `bench images`: the bench's own `plus-denoised` ablation row (warm-started from the same
+global run as INDIS, same configuration and budget rule), trained into the same cache, then teacher-MSE and FD on
+each seed's test priors, paired bootstrap 95% intervals pooled over the seeds given.
+
+    python benchmarks/studies/denoised_digits.py NFE DIR:SEED [DIR:SEED ...] [--out FILE]
+
+Each DIR is a bench output folder whose seed-SEED/results.json exists (the runs it names must still be in DIR: the
+study reuses GOD's and INDIS's cached runs and trains only INDIS-D, cached there too, so a rerun over several seeds
+only evaluates). Prints the report as JSON and writes it to FILE (default: the first DIR's denoised-nfe{NFE}.json).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from indis.bench.digits import load_handle
+from indis.bench.digits_run import DigitsRun
+from indis.io import atomic_write_json
+from indis.metrics.stats import (fd_reference, paired_bootstrap_many, per_prior_view, ratio_ci, weighted_fd,
+                                 weighted_mean)
+
+METHODS = ("god", "indis", "indis-d")
+
+
+def seed_rows(out: Path, nfe: int, seed: int) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, dict]:
+    """Per-prior test rows (features, teacher-MSE) of GOD, INDIS and INDIS-D for one seed, the real features FD is
+    measured against, and INDIS-D's row record."""
+    res = json.loads((out / f"seed-{seed}" / "results.json").read_text())
+    s, rows = res["settings"], res["main"][str(nfe)]
+    run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False)
+    d = run.indis_row(nfe, "main", rows, "plus-denoised")
+    specs = {"god": rows["god"]["spec"], "indis": rows["indis"]["spec"], "indis-d": d["spec"]}
+    return {k: run.rows(sp) for k, sp in specs.items()}, run.real_all, d
+
+
+def main(nfe: int, runs: list[tuple[Path, int]], dest: Path) -> None:
+    per_seed = [seed_rows(out, nfe, s) for out, s in runs]
+    seeds = [s for _, s in runs]
+    feats = {k: [r[k]["features"] for r, _, _ in per_seed] for k in METHODS}
+    mse = {k: [r[k]["mse"] for r, _, _ in per_seed] for k in METHODS}
+    refs = [real for _, real, _ in per_seed]
+    report = {"nfe": nfe, "seeds": seeds, "per_seed": [], "pooled": {}}
+    for i, s in enumerate(seeds):
+        g, ind, dd = (mse[k][i] for k in METHODS)
+        rec = per_seed[i][2]
+        report["per_seed"].append({
+            "seed": s, "mse": {k: float(mse[k][i].mean()) for k in METHODS},
+            "fd": {k: float(weighted_fd(feats[k][i], np.ones(len(g)), fd_reference(refs[i]))) for k in METHODS},
+            "d_over_indis": float(dd.mean() / ind.mean()), "d_over_indis_ci": ratio_ci(dd, ind),
+            "d_over_god": float(dd.mean() / g.mean()), "d_over_god_ci": ratio_ci(dd, g),
+            "indis_over_god": float(ind.mean() / g.mean()), "indis_over_god_ci": ratio_ci(ind, g),
+            "d_view": per_prior_view(dd, g), "indis_view": per_prior_view(ind, g),
+            "d_lr": rec["spec"]["train"]["lr"], "d_best_iter": rec["train"].get("best_iter")})
+    for name, stat, data, ref, prep in (("fd", weighted_fd, feats, refs, fd_reference),
+                                        ("mse", weighted_mean, mse, [None] * len(seeds), None)):
+        ci = paired_bootstrap_many(stat, data["indis-d"], {"indis": data["indis"], "god": data["god"]}, ref,
+                                   replicates=200, prepare=prep)
+        report["pooled"][name] = {f"indis-d - {k}": v for k, v in ci.items()}
+    print(json.dumps(report, indent=1))
+    atomic_write_json(dest, report)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    argv = sys.argv[1:]
+    dest = Path(argv.pop(argv.index("--out") + 1)) if "--out" in argv else None
+    argv = [a for a in argv if a != "--out"]
+    pairs = [(Path(a.rsplit(":", 1)[0]), int(a.rsplit(":", 1)[1])) for a in argv[1:]]
+    main(int(argv[0]), pairs, dest or pairs[0][0] / f"denoised-nfe{argv[0]}.json")
