@@ -1,13 +1,17 @@
-"""INDIS-D (phi also reads the solver's first model output) against INDIS and GOD on finished seeds of
-`indis bench digits` / `bench images`: the bench's own `plus-denoised` ablation row (warm-started from the same
-global run as INDIS, same configuration and budget rule), trained into the same cache, then teacher-MSE and FD on
-each seed's test priors, paired bootstrap 95% intervals pooled over the seeds given.
+"""A variant against INDIS and GOD on finished seeds of `indis bench digits` / `bench images`, trained into the
+same cache, then teacher-MSE and FD on each seed's test priors, paired bootstrap 95% intervals pooled over the seeds:
 
-    python benchmarks/studies/denoised_digits.py NFE DIR:SEED [DIR:SEED ...] [--out FILE]
+- `plus-denoised` (INDIS-D: phi also reads the solver's first model output): the bench's own ablation row,
+  warm-started from the same global run as INDIS, same configuration and budget rule;
+- `god-polish` (a control on GOD): GOD trained further exactly as INDIS is trained from it (warm start from the
+  bench's GOD run, INDIS's learning rates, the same budget rule, the lower validation loss kept), so that INDIS's
+  second stage of training is no advantage of its own.
+
+    python benchmarks/studies/digits_variant.py NFE DIR:SEED [DIR:SEED ...] [--variant V] [--out FILE]
 
 Each DIR is a bench output folder whose seed-SEED/results.json exists (the runs it names must still be in DIR: the
 study reuses GOD's and INDIS's cached runs and trains only INDIS-D, cached there too, so a rerun over several seeds
-only evaluates). Prints the report as JSON and writes it to FILE (default: the first DIR's denoised-nfe{NFE}.json).
+only evaluates). Prints the report as JSON and writes it to FILE (default: the first DIR's {V}-nfe{NFE}.json).
 """
 from __future__ import annotations
 
@@ -24,43 +28,54 @@ from indis.io import atomic_write_json
 from indis.metrics.stats import (fd_reference, paired_bootstrap_many, per_prior_view, ratio_ci, weighted_fd,
                                  weighted_mean)
 
-METHODS = ("god", "indis", "indis-d")
+VARIANTS = {"plus-denoised": "indis-d", "god-polish": "god-polished"}  # variant: its name in the report
 
 
-def seed_rows(out: Path, nfe: int, seed: int) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, dict]:
-    """Per-prior test rows (features, teacher-MSE) of GOD, INDIS and INDIS-D for one seed, the real features FD is
-    measured against, and INDIS-D's row record."""
+def polished_god(run: DigitsRun, nfe: int, god: dict) -> dict:
+    """GOD warm-started from the bench's GOD row at each of INDIS's learning rates, the lower validation loss kept."""
+    sp = god["spec"]
+    runs = [run.learned_run("god", nfe, sp["solver"], sp["afs"], lr=lr, warm=god) for lr in run.s["rates"]["indis"]]
+    sp, d, info = min(runs, key=lambda r: r[2]["best_val"])
+    return run._row(sp, d, {**info, "lr_choice": {f"{r[0]['train']['lr']:g}": r[2]["best_val"] for r in runs},
+                            "warm_best_val": god["train"]["best_val"]}, {"by": "validation loss"})
+
+
+def seed_rows(out: Path, nfe: int, seed: int, variant: str) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, dict]:
+    """Per-prior test rows (features, teacher-MSE) of GOD, INDIS and the variant for one seed, the real features FD is
+    measured against, and the variant's row record."""
     res = json.loads((out / f"seed-{seed}" / "results.json").read_text())
     s, rows = res["settings"], res["main"][str(nfe)]
     run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False)
-    d = run.indis_row(nfe, "main", rows, "plus-denoised")
-    specs = {"god": rows["god"]["spec"], "indis": rows["indis"]["spec"], "indis-d": d["spec"]}
+    d = polished_god(run, nfe, rows["god"]) if variant == "god-polish" else run.indis_row(nfe, "main", rows, variant)
+    specs = {"god": rows["god"]["spec"], "indis": rows["indis"]["spec"], VARIANTS[variant]: d["spec"]}
     return {k: run.rows(sp) for k, sp in specs.items()}, run.real_all, d
 
 
-def main(nfe: int, runs: list[tuple[Path, int]], dest: Path) -> None:
-    per_seed = [seed_rows(out, nfe, s) for out, s in runs]
+def main(nfe: int, runs: list[tuple[Path, int]], dest: Path, variant: str = "plus-denoised") -> None:
+    per_seed = [seed_rows(out, nfe, s, variant) for out, s in runs]
+    methods = ("god", "indis", VARIANTS[variant])
     seeds = [s for _, s in runs]
-    feats = {k: [r[k]["features"] for r, _, _ in per_seed] for k in METHODS}
-    mse = {k: [r[k]["mse"] for r, _, _ in per_seed] for k in METHODS}
+    feats = {k: [r[k]["features"] for r, _, _ in per_seed] for k in methods}
+    mse = {k: [r[k]["mse"] for r, _, _ in per_seed] for k in methods}
     refs = [real for _, real, _ in per_seed]
-    report = {"nfe": nfe, "seeds": seeds, "per_seed": [], "pooled": {}}
+    report = {"variant": variant, "nfe": nfe, "seeds": seeds, "per_seed": [], "pooled": {}}
     for i, s in enumerate(seeds):
-        g, ind, dd = (mse[k][i] for k in METHODS)
+        g, ind, dd = (mse[k][i] for k in methods)  # dd: the variant
         rec = per_seed[i][2]
         report["per_seed"].append({
-            "seed": s, "mse": {k: float(mse[k][i].mean()) for k in METHODS},
-            "fd": {k: float(weighted_fd(feats[k][i], np.ones(len(g)), fd_reference(refs[i]))) for k in METHODS},
+            "seed": s, "mse": {k: float(mse[k][i].mean()) for k in methods},
+            "fd": {k: float(weighted_fd(feats[k][i], np.ones(len(g)), fd_reference(refs[i]))) for k in methods},
             "d_over_indis": float(dd.mean() / ind.mean()), "d_over_indis_ci": ratio_ci(dd, ind),
             "d_over_god": float(dd.mean() / g.mean()), "d_over_god_ci": ratio_ci(dd, g),
             "indis_over_god": float(ind.mean() / g.mean()), "indis_over_god_ci": ratio_ci(ind, g),
             "d_view": per_prior_view(dd, g), "indis_view": per_prior_view(ind, g),
-            "d_lr": rec["spec"]["train"]["lr"], "d_best_iter": rec["train"].get("best_iter")})
+            "d_lr": rec["spec"]["train"]["lr"], "d_best_iter": rec["train"].get("best_iter"),
+            "val": {"god": rec["train"].get("warm_best_val"), "variant": rec["train"]["best_val"]}})
     for name, stat, data, ref, prep in (("fd", weighted_fd, feats, refs, fd_reference),
                                         ("mse", weighted_mean, mse, [None] * len(seeds), None)):
-        ci = paired_bootstrap_many(stat, data["indis-d"], {"indis": data["indis"], "god": data["god"]}, ref,
+        ci = paired_bootstrap_many(stat, data[methods[2]], {"indis": data["indis"], "god": data["god"]}, ref,
                                    replicates=200, prepare=prep)
-        report["pooled"][name] = {f"indis-d - {k}": v for k, v in ci.items()}
+        report["pooled"][name] = {f"{methods[2]} - {k}": v for k, v in ci.items()}
     print(json.dumps(report, indent=1))
     atomic_write_json(dest, report)
 
@@ -69,6 +84,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     argv = sys.argv[1:]
     dest = Path(argv.pop(argv.index("--out") + 1)) if "--out" in argv else None
-    argv = [a for a in argv if a != "--out"]
+    variant = argv.pop(argv.index("--variant") + 1) if "--variant" in argv else "plus-denoised"
+    if variant not in VARIANTS:
+        raise SystemExit(f"--variant must be one of {VARIANTS}, got {variant!r}")
+    argv = [a for a in argv if a not in ("--out", "--variant")]
     pairs = [(Path(a.rsplit(":", 1)[0]), int(a.rsplit(":", 1)[1])) for a in argv[1:]]
-    main(int(argv[0]), pairs, dest or pairs[0][0] / f"denoised-nfe{argv[0]}.json")
+    main(int(argv[0]), pairs, dest or pairs[0][0] / f"{variant}-nfe{argv[0]}.json", variant)
