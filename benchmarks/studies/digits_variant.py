@@ -42,13 +42,13 @@ def polished_god(run: DigitsRun, nfe: int, god: dict) -> dict:
 
 def seed_rows(out: Path, nfe: int, seed: int, variant: str) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, dict]:
     """Per-prior test rows (features, teacher-MSE) of GOD, INDIS and the variant for one seed, the real features FD is
-    measured against, and the variant's row record."""
+    measured against, and the three row records (the bench's own test metrics in each record's "test")."""
     res = json.loads((out / f"seed-{seed}" / "results.json").read_text())
     s, rows = res["settings"], res["main"][str(nfe)]
     run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False)
     d = polished_god(run, nfe, rows["god"]) if variant == "god-polish" else run.indis_row(nfe, "main", rows, variant)
-    specs = {"god": rows["god"]["spec"], "indis": rows["indis"]["spec"], VARIANTS[variant]: d["spec"]}
-    return {k: run.rows(sp) for k, sp in specs.items()}, run.real_all, d
+    records = {"god": rows["god"], "indis": rows["indis"], VARIANTS[variant]: d}
+    return {k: run.rows(r["spec"]) for k, r in records.items()}, run.real_all, records
 
 
 def main(nfe: int, runs: list[tuple[Path, int]], dest: Path, variant: str = "plus-denoised") -> None:
@@ -61,10 +61,11 @@ def main(nfe: int, runs: list[tuple[Path, int]], dest: Path, variant: str = "plu
     report = {"variant": variant, "nfe": nfe, "seeds": seeds, "per_seed": [], "pooled": {}}
     for i, s in enumerate(seeds):
         g, ind, dd = (mse[k][i] for k in methods)  # dd: the variant
-        rec = per_seed[i][2]
+        records = per_seed[i][2]
+        rec = records[methods[2]]
         report["per_seed"].append({
             "seed": s, "mse": {k: float(mse[k][i].mean()) for k in methods},
-            "fd": {k: float(weighted_fd(feats[k][i], np.ones(len(g)), fd_reference(refs[i]))) for k in methods},
+            "fd": {k: records[k]["test"]["fd"] for k in methods},
             "d_over_indis": float(dd.mean() / ind.mean()), "d_over_indis_ci": ratio_ci(dd, ind),
             "d_over_god": float(dd.mean() / g.mean()), "d_over_god_ci": ratio_ci(dd, g),
             "indis_over_god": float(ind.mean() / g.mean()), "indis_over_god_ci": ratio_ci(ind, g),
