@@ -13,6 +13,7 @@ import torch
 from indis.bench import scaling as sc
 from indis.bench.scaling_models import EMBED_DIM, mixture_handle, random_mixture
 from indis.diagnose import nearest_eps, predict
+from indis.errors import InputError
 from indis.toy.gmm import GaussianMixture
 
 
@@ -308,7 +309,6 @@ def test_learning_curve_extrapolation_by_hand():
     assert extrapolate([0.9, 1.2], [250, 500], 2000) == 1.0  # worse with more priors: INDIS keeps its warm start
     assert extrapolate([0.85], [500], 2000) == 0.85
     assert extrapolate([0.9, 0.3], [250, 500], 10**6) == 0.0  # a steep curve would extrapolate to -0.3
-    from indis.errors import InputError
     with pytest.raises(InputError, match="one ratio per positive size"):
         extrapolate([0.9, 0.8], [250], 2000)
 
@@ -343,3 +343,31 @@ def test_learning_curve_prediction_end_to_end(tmp_path):
     assert r["ratio"] == pytest.approx(extrapolate(r["at_sizes"], r["sizes"], 1000), rel=1e-12) and r["ratio"] <= 1.0
     # the bootstrap replicates are extrapolations too (capped at 1); the point estimate lies inside their range
     assert r["ci"][0] <= r["ratio"] + 1e-12 and r["ci"][1] <= 1.0
+
+
+def test_diagnostic_fits_the_solver_it_is_told(tmp_path, monkeypatch):
+    """`solver` / `afs`: the global fit, the oracle and every phi of the learning curve use that sampler at the asked
+    NFE (UniPC with AFS makes 3 calls in 3 steps, iPNDM without AFS in 3, so the step count alone would not show it)."""
+    import indis.diagnose as dg
+    from indis.experiment import Experiment, ExperimentConfig
+    from indis.solvers import solver_nfe
+
+    c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
+    h = sc.handle_for(c)
+    cfg = ExperimentConfig(model=h.spec, sizes={"train": 120, "val": 8, "test": 8}, teacher_steps=1, teacher_solver="exact",
+                           dtype="float64")
+    t = Experiment(tmp_path, h, cfg, dtype=torch.float64, progress=False, log=lambda m: None).teacher("train")
+    god, oracle = dg.fit_global_and_oracle(h, t, 3, 12, iterations=20, solver="unipc", afs=True)
+    assert (god.solver, god.afs, oracle.solver, oracle.afs) == ("unipc", True, "unipc", True)
+    assert solver_nfe(god.solver, god.steps, god.afs) == 3
+    seen, real = [], dg._fit_from
+
+    def spy(disc, *a, **kw):
+        seen.append((type(disc).__name__, disc.solver, disc.afs))
+        return real(disc, *a, **kw)
+
+    monkeypatch.setattr(dg, "_fit_from", spy)
+    dg.curve_ratio(h, t, god, 1000, iterations=10, replicates=10)
+    assert seen and all(s[1:] == ("unipc", True) for s in seen), seen
+    with pytest.raises(InputError, match="heun cannot make exactly 3 model calls"):  # Heun without AFS: 2N calls
+        dg.fit_global_and_oracle(h, t, 3, 12, iterations=20, solver="heun", afs=False)

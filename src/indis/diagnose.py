@@ -5,9 +5,9 @@ phi on subsets to extrapolate its learning curve.
 
 Why it can work (issue 16's study): phi(x_T, c) is a smooth function learned from M training priors, so it can only
 learn the part of the per-prior optimum that stays useful at the distance of the nearest training prior. On P priors:
-1. a global schedule is fitted to them (GOD's parameterisation and starts, iPNDM, the best of three learning rates)
-   and the oracle (one set of times, shift and scale per prior) is fitted from it: oracle/GOD is the ceiling of any
-   instance-aware schedule;
+1. a global schedule is fitted to them (GOD's parameterisation and starts, the best of three learning rates, for the
+   solver INDIS would use: iPNDM without AFS unless told otherwise) and the oracle (one set of times, shift and
+   scale per prior) is fitted from it: oracle/GOD is the ceiling of any instance-aware schedule;
 2. reach: prior i's oracle parameters are applied to neighbours x' = sqrt(1 - eps^2) x_T + eps z (z a fresh prior
    draw, so x' is a prior; the condition is kept) and scored against x''s own teacher solution beside the global
    schedule: kept(eps) is the share of the oracle's gain that survives at distance eps;
@@ -317,9 +317,9 @@ def _fit_from(disc: Any, handle: Any, teacher: Any, rows: list[int], val: list[i
 
 
 def _best_global(handle: Any, teacher: Any, steps: int, config: Any, seed: int, probe: int,
-                 dtype: torch.dtype = torch.float32) -> tuple[float, Any]:
-    """GOD's fit: its starts (logSNR, EDM, DMN) probed for `probe` iterations and the best trained under `config(lr)` at
-    each of GLOBAL_LRS; (the lowest validation loss, that schedule)."""
+                 dtype: torch.dtype = torch.float32, solver: str = "ipndm", afs: bool = False) -> tuple[float, Any]:
+    """GOD's fit under (`solver`, `afs`): its starts (logSNR, EDM, DMN) probed for `probe` iterations and the best
+    trained under `config(lr)` at each of GLOBAL_LRS; (the lowest validation loss, that schedule)."""
     from .methods import global_starts, learned
     from .training import train_with_starts
 
@@ -327,24 +327,25 @@ def _best_global(handle: Any, teacher: Any, steps: int, config: Any, seed: int, 
     for lr in GLOBAL_LRS:  # a sharp start (tiny errors) leaves its basin at the largest rate: keep the best fit
         torch.manual_seed(seed)
         # GOD's own starts (logSNR, EDM, DMN probed): from logSNR alone the fit can sit 20x above GOD
-        g, r = train_with_starts(lambda init: learned(handle, "god", steps, "ipndm", init=init),
+        g, r = train_with_starts(lambda init: learned(handle, "god", steps, solver, afs=afs, init=init),
                                  global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher,
                                  config(lr), probe_iterations=probe, progress=False, dtype=dtype)
         fits.append((r.best_val, g))
     return min(fits, key=lambda f: f[0])
 
 
-def _curve_global(handle: Any, teacher: Any, steps: int, rows: list[int], val: list[int], seed: int,
+def _curve_global(handle: Any, teacher: Any, god: Any, rows: list[int], val: list[int], seed: int,
                   iterations: int) -> Any:
-    """GOD as `indis bench scaling` trains it, on `rows`: `_best_global` under the bench's budget rule, validated on
-    `val`, then polished at CURVE_LRS; the better of the two on `val` (phi's warm start and the reference)."""
+    """GOD as `indis bench scaling` trains it, on `rows`, with the steps, solver and AFS of `god`: `_best_global`
+    under the bench's budget rule, validated on `val`, then polished at CURVE_LRS; the better of the two on `val`
+    (phi's warm start and the reference)."""
     import copy
 
-    v0, god = _best_global(handle, teacher, steps, lambda lr: _curve_config(rows, val, lr, seed, iterations), seed,
-                           PROBE, torch.float64)
-    polished = [_fit_from(copy.deepcopy(god).train(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS]
+    v0, fit = _best_global(handle, teacher, god.steps, lambda lr: _curve_config(rows, val, lr, seed, iterations), seed,
+                           PROBE, torch.float64, god.solver, god.afs)
+    polished = [_fit_from(copy.deepcopy(fit).train(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS]
     v1, pol = min(polished, key=lambda r: r[0])
-    return (pol if v1 < v0 else god).eval()
+    return (pol if v1 < v0 else fit).eval()
 
 
 def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: int = 0, iterations: int = CURVE_CAP,
@@ -367,12 +368,12 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
         with torch.no_grad():
             return mse(d.eval().sample(handle.denoiser, xs, cs), x0s).cpu().numpy()
 
-    start = shared = _curve_global(handle, teacher, god.steps, fits[-1], val, seed, iterations)
+    start = shared = _curve_global(handle, teacher, god, fits[-1], val, seed, iterations)
     ref = scored(shared)
     per = []
     for rows in fits:
         def phi() -> Any:
-            return learned(handle, "indis", start.steps, start.solver, space=start.space, free_last=start.free_last,
+            return learned(handle, "indis", start.steps, start.solver, afs=start.afs, space=start.space, free_last=start.free_last,
                            seed=seed).warm_start(start)
         per.append(scored(min((_fit_from(phi(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS),
                               key=lambda r: r[0])[1]))
@@ -389,22 +390,23 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
 
 
 def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, seed: int = 0,
-                          iterations: int = 300) -> tuple[Any, Any]:
-    """A global schedule (GOD's freedoms, iPNDM) fitted to the first `priors` priors of `teacher`, and the per-prior
-    oracle fitted from it on the same priors (the same losses, jointly)."""
+                          iterations: int = 300, solver: str = "ipndm", afs: bool = False) -> tuple[Any, Any]:
+    """A global schedule (GOD's freedoms, `solver` with or without AFS at `nfe` model calls) fitted to the first
+    `priors` priors of `teacher`, and the per-prior oracle fitted from it on the same priors (the same losses,
+    jointly)."""
     from .discretizations.base import InstanceOracle
     from .solvers import steps_for_nfe
     from .training import TrainConfig, train_discretizer
 
     P = min(priors, teacher.num_samples)
     idx = list(range(P))
-    N = steps_for_nfe("ipndm", nfe, False)
+    N = steps_for_nfe(solver, nfe, afs)
 
     def config(lr: float) -> Any:
         return TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=25, patience=4, train_indices=idx,
                            val_indices=idx, seed=seed)
 
-    _, god = _best_global(handle, teacher, N, config, seed, min(PROBE, max(1, iterations // 6)))
+    _, god = _best_global(handle, teacher, N, config, seed, min(PROBE, max(1, iterations // 6)), solver=solver, afs=afs)
     best = None
     for lr in (5e-3, 5e-5):  # from the global optimum: a basin can be sharp (tiny errors); keep the better fit
         oracle = InstanceOracle.from_global(god, P)
@@ -418,11 +420,13 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
              eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200,
-             iterations: int = 300, curve_iterations: int = CURVE_CAP, progress: bool = False) -> Diagnosis:
+             iterations: int = 300, curve_iterations: int = CURVE_CAP, progress: bool = False, solver: str = "ipndm",
+             afs: bool = False) -> Diagnosis:
     """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set,
     group schedules on `cluster_priors` of them and phi trained on subsets of up to 1,000 (`train_size`: the number of
     training priors INDIS would get, default the teacher set's size; `iterations`: the cap of the oracle's and the
-    groups' fits, `curve_iterations` that of phi's; `progress`: a bar over the stages on stderr)."""
+    groups' fits, `curve_iterations` that of phi's; `progress`: a bar over the stages on stderr; `solver` and `afs`:
+    the sampler every schedule is fitted for, the one INDIS would be trained with)."""
     import time
 
     from tqdm.auto import tqdm
@@ -440,7 +444,8 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
         bar.update(1)
         bar.set_description(STAGES[min(k + 1, len(STAGES) - 1)])
 
-    god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed, iterations=iterations)
+    god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed, iterations=iterations, solver=solver,
+                                        afs=afs)
     P = oracle.num_samples
     _, x_T, cond, x0 = teacher.batch(torch.arange(P), torch.float64)
     den = handle.denoiser
@@ -482,6 +487,7 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
                      predicted_ci=cci, recommendation=rec,
                      seconds=round(time.time() - t0, 1),
                      extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe,
+                            "solver": solver, "afs": bool(afs),
                             "cluster_priors": C, "clusters": CLUSTERS, "global_starts": GLOBAL_STARTS,
                             "version": VERSION, "global_over_variance": rel,
                             "group_over_shared": raw, "group_over_shared_ci": raw_ci,
