@@ -347,7 +347,7 @@ def test_learning_curve_prediction_end_to_end(tmp_path):
 
 def test_diagnostic_fits_the_solver_it_is_told(tmp_path, monkeypatch):
     """`solver` / `afs`: the global fit, the oracle and every phi of the learning curve use that sampler at the asked
-    NFE (UniPC with AFS makes 3 calls in 3 steps, iPNDM without AFS in 3, so the step count alone would not show it)."""
+    NFE (UniPC with AFS makes 3 calls in 4 steps), and a solver that cannot make that many calls is refused."""
     import indis.diagnose as dg
     from indis.experiment import Experiment, ExperimentConfig
     from indis.solvers import solver_nfe

@@ -10,8 +10,8 @@ same cache, then teacher-MSE and FD on each seed's test priors, paired bootstrap
     python benchmarks/studies/digits_variant.py NFE DIR:SEED [DIR:SEED ...] [--variant V] [--out FILE]
 
 Each DIR is a bench output folder whose seed-SEED/results.json exists (the runs it names must still be in DIR: the
-study reuses GOD's and INDIS's cached runs and trains only INDIS-D, cached there too, so a rerun over several seeds
-only evaluates). Prints the report as JSON and writes it to FILE (default: the first DIR's {V}-nfe{NFE}.json).
+study reuses GOD's and INDIS's cached runs and trains only the variant, cached there too, so a rerun over several
+seeds only evaluates). Prints the report as JSON and writes it to FILE (default: the first DIR's {V}-nfe{NFE}.json).
 """
 from __future__ import annotations
 

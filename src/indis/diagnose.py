@@ -373,8 +373,8 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
     per = []
     for rows in fits:
         def phi() -> Any:
-            return learned(handle, "indis", start.steps, start.solver, afs=start.afs, space=start.space, free_last=start.free_last,
-                           seed=seed).warm_start(start)
+            return learned(handle, "indis", start.steps, start.solver, afs=start.afs, space=start.space,
+                           free_last=start.free_last, seed=seed).warm_start(start)
         per.append(scored(min((_fit_from(phi(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS),
                               key=lambda r: r[0])[1]))
     n = [len(f) for f in fits]

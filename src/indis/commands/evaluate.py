@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", nargs="*", default=[], help="heuristic names (edm, logsnr, ...) or dmn, with --steps (for "
                    "GITS, whose search draws priors: `indis schedule --method gits --out DIR`, then --discretization DIR)")
     p.add_argument("--steps", type=int, default=None, help="N for --method")
-    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="solver for --method, and the one --diagnose fits every schedule for (the solver INDIS would use)")
+    p.add_argument("--solver", default="ipndm", choices=SOLVERS, help="solver for --method, and the one --diagnose fits every "
+                   "schedule for (the solver INDIS would use)")
     p.add_argument("--afs", action="store_true", help="analytical first step for --method and --diagnose")
     p.add_argument("--num", type=int, default=None, help="evaluate the first NUM pairs (default: all)")
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates of each interval (default 1000)")
@@ -40,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "measures how far its gain reaches in x_T, trains phi on subsets of up to 1,000 of its priors (a set "
                    "of 1,600 is enough; --train-size says how many INDIS would get), prints the predicted INDIS/GOD "
                    "ratio with an interval and a recommendation (needs --nfe)")
-    p.add_argument("--nfe", type=int, default=None, help="--diagnose: the number of model calls to diagnose (with --solver and --afs)")
+    p.add_argument("--nfe", type=int, default=None, help="--diagnose: the number of model calls to diagnose (with "
+                   "--solver and --afs)")
     p.add_argument("--diagnose-priors", type=int, default=50, help="--diagnose: priors the oracle is fitted to (default 50)")
     p.add_argument("--diagnose-iterations", type=int, default=300, help="--diagnose: iteration cap of the oracle's and "
                    "the group schedules' fits (default 300)")
@@ -125,8 +127,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
     def text() -> str:
         curve = ", ".join(f"{k}: {v:+.2f}" for k, v in d.kept.items())
         return "\n".join([
-            f"Diagnosis of {h.spec} at NFE {args.nfe} with {args.solver}{' + AFS' if args.afs else ''} ({d.priors} priors of "
-            f"{ts.path}, {d.seconds:.0f} s):",
+            f"Diagnosis of {h.spec} at NFE {args.nfe} with {args.solver}{' + AFS' if args.afs else ''} "
+            f"({d.priors} priors of {ts.path}, {d.seconds:.0f} s):",
             f"  oracle / global schedule teacher-MSE: {d.oracle_over_global:.3f} (the ceiling of any instance-aware schedule)",
             f"  share of the oracle's gain kept at neighbour distance eps: {curve}",
             f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> by reach INDIS would close {d.gap_closed:.2f} "
