@@ -360,3 +360,16 @@ def test_exact_ode_matches_the_gaussian_closed_form():
     ref2 = mu + s * z  # the flow keeps the standardised coordinate z = (x - a mu) / sqrt(a^2 s^2 + t^2)
     out2 = exact_ode(den2, x_start, t0, 0.0)
     assert float((out2 - ref2).norm() / ref2.norm()) < 1e-6
+
+
+def test_denoiser_device_is_where_the_weights_are():
+    """`Denoiser.device`: the model's parameters' device (what priors for probe calls are put on), cpu without any."""
+    import torch.nn as nn
+
+    net = nn.Linear(2, 2).double()
+    den = indis.Denoiser(lambda x, t, c=None: net(x), indis.EDM(), "x0")
+    assert den.device == torch.device("cpu")  # a plain function: no weights registered, follows its inputs
+    mod = indis.Denoiser(net, indis.EDM(), "x0")
+    assert mod.device == next(net.parameters()).device
+    mod.to("meta")
+    assert mod.device.type == "meta"

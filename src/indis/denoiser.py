@@ -99,6 +99,16 @@ class Denoiser(nn.Module):
         object.__setattr__(self, "bottleneck", bottleneck)
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (its first parameter or buffer); cpu for a weightless model such as an
+        exact mixture, which follows its inputs."""
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
     def model(self) -> Callable[..., Tensor]:
         return self.fn if "fn" in self._modules else self._fn
 

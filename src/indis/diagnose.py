@@ -54,6 +54,8 @@ from torch import Tensor
 from .denoiser import Cond, Denoiser
 from .errors import InputError
 from .losses import mse
+
+Device = str | torch.device
 from .metrics.stats import ratio_ci
 from .priors import index_cond
 from .solvers import sample
@@ -129,7 +131,7 @@ def teacher_fn(den: Denoiser, teacher: Any):
 
     times = torch.tensor(teacher.config.times, dtype=torch.float64)
     if teacher.config.solver == EXACT:
-        return lambda x, c: exact_ode(den, x, float(times[0]), float(times[-1]), c)
+        return lambda x, c: exact_ode(den, x, float(times[0]), float(times[-1]), c).to(x)
     return lambda x, c: sample(den, x, times.to(x), solver=teacher.config.solver, cond=c, afs=teacher.config.afs)
 
 
@@ -230,7 +232,7 @@ def cluster_ratio(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, 
         raise InputError(f"the cluster prediction needs at least {8 * k} priors, got {n}")
     feats = x0.reshape(n, -1).double().cpu().numpy()
     km = KMeans(k, n_init=4, random_state=seed).fit(feats[: n // 2])
-    groups = torch.as_tensor(km.predict(feats), dtype=torch.long)
+    groups = torch.as_tensor(km.predict(feats), dtype=torch.long, device=x_T.device)
     return group_ratio(den, god, x_T, cond, x0, groups, k, seed=seed, iterations=iterations, replicates=replicates,
                        shared=shared)
 
@@ -243,7 +245,7 @@ def condition_groups(cond: Cond, max_groups: int = MAX_CONDITION_GROUPS) -> tupl
     flat = cond.reshape(cond.shape[0], -1) if cond.dim() > 1 else cond
     _, inverse = torch.unique(flat.cpu(), dim=0 if flat.dim() > 1 else None, return_inverse=True)
     k = int(inverse.max()) + 1
-    return (inverse.long(), k) if 2 <= k <= max_groups else None
+    return (inverse.long().to(cond.device), k) if 2 <= k <= max_groups else None
 
 
 def scored_mse(den: Denoiser, god: Any, x_T: Tensor, cond: Cond, x0: Tensor, groups: Tensor, k: int,
@@ -308,16 +310,17 @@ def _curve_config(rows: list[int], val: list[int], lr: float, seed: int, iterati
 
 
 def _fit_from(disc: Any, handle: Any, teacher: Any, rows: list[int], val: list[int], lr: float, seed: int,
-              iterations: int) -> tuple[float, Any]:
+              iterations: int, device: Device = "cpu") -> tuple[float, Any]:
     from .training import train_discretizer
 
     cfg = _curve_config(rows, val, lr, seed, iterations)
-    r = train_discretizer(disc, handle.denoiser, teacher, cfg, progress=False, dtype=torch.float64)
+    r = train_discretizer(disc, handle.denoiser, teacher, cfg, progress=False, dtype=torch.float64, device=device)
     return r.best_val, disc
 
 
 def _best_global(handle: Any, teacher: Any, steps: int, config: Any, seed: int, probe: int,
-                 dtype: torch.dtype = torch.float32, solver: str = "ipndm", afs: bool = False) -> tuple[float, Any]:
+                 dtype: torch.dtype = torch.float32, solver: str = "ipndm", afs: bool = False,
+                 device: Device = "cpu") -> tuple[float, Any]:
     """GOD's fit under (`solver`, `afs`): its starts (logSNR, EDM, DMN) probed for `probe` iterations and the best
     trained under `config(lr)` at each of GLOBAL_LRS; (the lowest validation loss, that schedule)."""
     from .methods import global_starts, learned
@@ -329,27 +332,28 @@ def _best_global(handle: Any, teacher: Any, steps: int, config: Any, seed: int, 
         # GOD's own starts (logSNR, EDM, DMN probed): from logSNR alone the fit can sit 20x above GOD
         g, r = train_with_starts(lambda init: learned(handle, "god", steps, solver, afs=afs, init=init),
                                  global_starts(handle, GLOBAL_STARTS, first="logsnr"), handle.denoiser, teacher,
-                                 config(lr), probe_iterations=probe, progress=False, dtype=dtype)
+                                 config(lr), probe_iterations=probe, progress=False, dtype=dtype, device=device)
         fits.append((r.best_val, g))
     return min(fits, key=lambda f: f[0])
 
 
 def _curve_global(handle: Any, teacher: Any, god: Any, rows: list[int], val: list[int], seed: int,
-                  iterations: int) -> Any:
+                  iterations: int, device: Device = "cpu") -> Any:
     """GOD as `indis bench scaling` trains it, on `rows`, with the steps, solver and AFS of `god`: `_best_global`
     under the bench's budget rule, validated on `val`, then polished at CURVE_LRS; the better of the two on `val`
     (phi's warm start and the reference)."""
     import copy
 
     v0, fit = _best_global(handle, teacher, god.steps, lambda lr: _curve_config(rows, val, lr, seed, iterations), seed,
-                           PROBE, torch.float64, god.solver, god.afs)
-    polished = [_fit_from(copy.deepcopy(fit).train(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS]
+                           PROBE, torch.float64, god.solver, god.afs, device)
+    polished = [_fit_from(copy.deepcopy(fit).train(), handle, teacher, rows, val, lr, seed, iterations, device)
+                for lr in CURVE_LRS]
     v1, pol = min(polished, key=lambda r: r[0])
     return (pol if v1 < v0 else fit).eval()
 
 
 def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: int = 0, iterations: int = CURVE_CAP,
-                replicates: int = 1000, sizes: Sequence[int] = CURVE_SIZES) -> dict[str, Any] | None:
+                replicates: int = 1000, sizes: Sequence[int] = CURVE_SIZES, device: Device = "cpu") -> dict[str, Any] | None:
     """The learning-curve prediction, `indis bench scaling`'s protocol on subsets: GOD trained on the largest subset
     and polished (`_curve_global`; `god` gives only N), phi (INDIS's own network, warm-started from that GOD, INDIS's
     learning rates and budget rule) trained on each nested subset of n priors; on the scored block r(n) = phi_n /
@@ -362,21 +366,21 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
     if split is None:
         return None
     fits, val, score = split
-    _, xs, cs, x0s = teacher.batch(torch.tensor(score), torch.float64)
+    _, xs, cs, x0s = teacher.batch(torch.tensor(score), torch.float64, device)
 
     def scored(d: Any) -> np.ndarray:
         with torch.no_grad():
             return mse(d.eval().sample(handle.denoiser, xs, cs), x0s).cpu().numpy()
 
-    start = shared = _curve_global(handle, teacher, god, fits[-1], val, seed, iterations)
+    start = shared = _curve_global(handle, teacher, god, fits[-1], val, seed, iterations, device)
     ref = scored(shared)
     per = []
     for rows in fits:
         def phi() -> Any:
             return learned(handle, "indis", start.steps, start.solver, afs=start.afs, space=start.space,
-                           free_last=start.free_last, seed=seed).warm_start(start)
-        per.append(scored(min((_fit_from(phi(), handle, teacher, rows, val, lr, seed, iterations) for lr in CURVE_LRS),
-                              key=lambda r: r[0])[1]))
+                           free_last=start.free_last, seed=seed).to(device).warm_start(start)
+        per.append(scored(min((_fit_from(phi(), handle, teacher, rows, val, lr, seed, iterations, device)
+                               for lr in CURVE_LRS), key=lambda r: r[0])[1]))
     n = [len(f) for f in fits]
 
     def at(i: np.ndarray) -> float:
@@ -390,7 +394,8 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
 
 
 def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, seed: int = 0,
-                          iterations: int = 300, solver: str = "ipndm", afs: bool = False) -> tuple[Any, Any]:
+                          iterations: int = 300, solver: str = "ipndm", afs: bool = False,
+                          device: Device = "cpu") -> tuple[Any, Any]:
     """A global schedule (GOD's freedoms, `solver` with or without AFS at `nfe` model calls) fitted to the first
     `priors` priors of `teacher`, and the per-prior oracle fitted from it on the same priors (the same losses,
     jointly)."""
@@ -406,13 +411,14 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
         return TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=25, patience=4, train_indices=idx,
                            val_indices=idx, seed=seed)
 
-    _, god = _best_global(handle, teacher, N, config, seed, min(PROBE, max(1, iterations // 6)), solver=solver, afs=afs)
+    _, god = _best_global(handle, teacher, N, config, seed, min(PROBE, max(1, iterations // 6)), solver=solver, afs=afs,
+                          device=device)
     best = None
     for lr in (5e-3, 5e-5):  # from the global optimum: a basin can be sharp (tiny errors); keep the better fit
         oracle = InstanceOracle.from_global(god, P)
         ocfg = TrainConfig(iterations=iterations, batch_size=P, lr=lr, val_every=10, patience=10, train_indices=idx,
                            val_indices=idx, grad_clip=0.0, seed=seed)
-        r = train_discretizer(oracle, handle.denoiser, teacher, ocfg, progress=False)
+        r = train_discretizer(oracle, handle.denoiser, teacher, ocfg, progress=False, device=device)
         if best is None or r.best_val < best[0]:
             best = (r.best_val, oracle)
     return god.eval(), best[1].eval()
@@ -421,12 +427,13 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
              eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200,
              iterations: int = 300, curve_iterations: int = CURVE_CAP, progress: bool = False, solver: str = "ipndm",
-             afs: bool = False) -> Diagnosis:
+             afs: bool = False, device: Device = "cpu") -> Diagnosis:
     """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set,
     group schedules on `cluster_priors` of them and phi trained on subsets of up to 1,000 (`train_size`: the number of
     training priors INDIS would get, default the teacher set's size; `iterations`: the cap of the oracle's and the
     groups' fits, `curve_iterations` that of phi's; `progress`: a bar over the stages on stderr; `solver` and `afs`:
-    the sampler every schedule is fitted for, the one INDIS would be trained with)."""
+    the sampler every schedule is fitted for, the one INDIS would be trained with; `device`: where the model and every
+    fit run, e.g. cuda)."""
     import time
 
     from tqdm.auto import tqdm
@@ -444,15 +451,16 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
         bar.update(1)
         bar.set_description(STAGES[min(k + 1, len(STAGES) - 1)])
 
+    handle.denoiser.to(device)
     god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed, iterations=iterations, solver=solver,
-                                        afs=afs)
+                                        afs=afs, device=device)
     P = oracle.num_samples
-    _, x_T, cond, x0 = teacher.batch(torch.arange(P), torch.float64)
+    _, x_T, cond, x0 = teacher.batch(torch.arange(P), torch.float64, device)
     den = handle.denoiser
     with torch.no_grad():
-        god_mse = mse(god.sample(den, x_T, cond), x0).numpy()
-        orc_mse = mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).numpy()
-    rel = float(god_mse.mean() / x0.var(dim=0).mean().clamp_min(1e-30))  # mse is per element, so is this variance
+        god_mse = mse(god.sample(den, x_T, cond), x0).cpu().numpy()
+        orc_mse = mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).cpu().numpy()
+    rel = float(god_mse.mean() / float(x0.var(dim=0).mean().clamp_min(1e-30)))  # mse is per element, so is this variance
     done(0)
     gains = kept_share(den, god, oracle, x_T, cond, x0, teacher_fn(den, teacher), prior_std(den.schedule), eps_grid, seed)
     M = int(train_size or teacher.num_samples)
@@ -460,8 +468,8 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
     done(1)
     C = min(cluster_priors, teacher.num_samples)
-    _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64)
-    shared = scored_mse(den, god, xc, cc, x0c, torch.zeros(C, dtype=torch.long), 1, iterations)  # both groupings' reference
+    _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64, device)
+    shared = scored_mse(den, god, xc, cc, x0c, torch.zeros(C, dtype=torch.long, device=device), 1, iterations)  # both groupings' reference
     done(2)
     raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations,
                                 shared=shared)
@@ -470,7 +478,8 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     craw, craw_ci = (group_ratio(den, god, xc, cc, x0c, *by_cond, seed=seed, replicates=replicates,
                                  iterations=iterations, shared=shared) if by_cond else (None, None))
     done(4)
-    lc = curve_ratio(handle, teacher, god, M, seed=seed, replicates=replicates, iterations=curve_iterations)
+    lc = curve_ratio(handle, teacher, god, M, seed=seed, replicates=replicates, iterations=curve_iterations,
+                     device=device)
     done(5)
     bar.close()
     # the lower of the two group predictions; INDIS keeps its GOD warm start unless validation improves on it, so a

@@ -88,6 +88,7 @@ class Experiment:
                  teacher_batch: int = 500, eval_batch: int = 500):
         self.root, self.h, self.cfg = ensure_dir(root), handle, cfg.check()
         self.device, self.dtype, self.progress = device, dtype, progress
+        handle.denoiser.to(device)  # teachers, training and sampling all run where the priors are
         self.log = log or (lambda m: None)
         self.teacher_batch, self.eval_batch = teacher_batch, eval_batch
         self.key = settings_hash(asdict(cfg))
@@ -164,7 +165,7 @@ class Experiment:
         d = self.load(spec)
         if d is None:
             t0 = time.time()
-            d = build()
+            d = build().to(self.device)
             info = {"seconds": round(time.time() - t0, 2)}
             d.save(folder / "disc")
             atomic_write_json(folder / "info.json", info)

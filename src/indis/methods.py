@@ -76,8 +76,9 @@ def fixed(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm", a
         # GITS' warm-up trajectories start from priors 0..warmup-1 of base seed `seed` (pass the training priors' seed);
         # `cache`: a dict kept by the caller for this handle, holding GITS' cost matrices per warm-up set
         n, seed, cache = int(kw.pop("warmup", 256)), int(kw.pop("seed", 0)), kw.pop("cache", None)
-        xT = prior_noise(range(n), seed, handle.data_shape, prior_std(handle.schedule))
-        cond = class_labels(range(n), seed, handle.num_classes) if handle.cond_kind == "class" else None
+        dev = handle.denoiser.device
+        xT = prior_noise(range(n), seed, handle.data_shape, prior_std(handle.schedule), device=dev)
+        cond = class_labels(range(n), seed, handle.num_classes).to(dev) if handle.cond_kind == "class" else None
         g = handle.denoiser.guidance_scale  # mutable on a handle (`with_guidance`): part of the key, a tensor by value
         gkey = tuple(g.reshape(-1).tolist()) if isinstance(g, torch.Tensor) else g
         sub = None if cache is None else cache.setdefault(("gits", n, seed, gkey), {})
@@ -127,15 +128,17 @@ def amed_feature(handle: ModelHandle) -> tuple[str, int]:
     from .discretizations.amed import _Feature
 
     kind = "bottleneck" if getattr(handle.denoiser, "bottleneck", None) is not None else "denoised"
-    x = torch.zeros(1, *handle.data_shape)
-    t = torch.full((1,), float(handle.schedule.t_max))
+    dev = handle.denoiser.device
+    x = torch.zeros(1, *handle.data_shape, device=dev)
+    t = torch.full((1,), float(handle.schedule.t_max), device=dev)
     cond = None
     if handle.cond_kind == "class":
-        cond = torch.zeros(1, dtype=torch.long)
+        cond = torch.zeros(1, dtype=torch.long, device=dev)
     elif handle.cond_kind == "table":
         from .priors import index_cond
 
         cond = index_cond(handle.cond_table, torch.zeros(1, dtype=torch.long))
+        cond = {k: v.to(dev) for k, v in cond.items()} if isinstance(cond, dict) else cond.to(dev)
     with torch.no_grad(), _Feature(handle.denoiser, kind) as f:
         D, _ = handle.denoiser(x, t, cond)
     return kind, int(f.get(1, D).shape[1])
@@ -197,7 +200,7 @@ def learned(handle: ModelHandle, method: str, steps: int, solver: str = "ipndm",
     if warm is not None:
         d.warm_start(warm)
     if d.denoised_input:
-        d.calibrate(handle.denoiser, *calibration_priors(handle))
+        d.to(handle.denoiser.device).calibrate(handle.denoiser, *calibration_priors(handle))
     return d
 
 
@@ -209,11 +212,16 @@ def calibration_priors(handle: ModelHandle, n: int = 256) -> tuple[torch.Tensor,
     from their own seed: what an INDIS with denoised_input standardises its input on."""
     from .priors import class_cond, index_cond, prior_noise, prior_std, table_rows
 
-    x_T = prior_noise(range(n), CALIBRATION_SEED, handle.data_shape, prior_std(handle.schedule), torch.float64)
+    dev = handle.denoiser.device
+    x_T = prior_noise(range(n), CALIBRATION_SEED, handle.data_shape, prior_std(handle.schedule), torch.float64, dev)
     if handle.cond_kind == "class":
         cond = class_cond(range(n), CALIBRATION_SEED, handle.cond_spec())
     elif handle.cond_kind == "table":
         cond = index_cond(handle.cond_table, torch.arange(n) % table_rows(handle.cond_table))
     else:
         cond = None
+    if isinstance(cond, torch.Tensor):
+        cond = cond.to(dev)
+    elif isinstance(cond, dict):
+        cond = {k: v.to(dev) for k, v in cond.items()}
     return x_T, cond

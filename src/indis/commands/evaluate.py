@@ -119,7 +119,7 @@ def diagnose_run(args: argparse.Namespace) -> int:
     h, ts = _model_and_teacher(args)
     d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates,
                  iterations=args.diagnose_iterations, curve_iterations=args.diagnose_curve_iterations,
-                 progress=show_progress(args), solver=args.solver, afs=args.afs)
+                 progress=show_progress(args), solver=args.solver, afs=args.afs, device=args.device)
     data = d.as_dict()
 
     lc = d.extra.get("curve")

@@ -279,7 +279,7 @@ class InstanceOracle(_Parameterized):
             o.logits.copy_(g.logits.detach().expand_as(o.logits))
             o.shift_logits.copy_(g.shift_logits.detach().expand_as(o.shift_logits))
             o.scale_logits.copy_(g.scale_logits.detach().expand_as(o.scale_logits))
-        return o
+        return o.to(g.logits.device)
 
     def forward(self, x_T: Tensor, cond: Cond = None, index: Tensor | None = None) -> Steps:
         if index is None:
