@@ -178,3 +178,18 @@ def test_every_row_of_the_digits_protocol_runs_on_cuda(tmp_path):
     for row in [*rows.values(), plus]:
         assert math.isfinite(row["test"]["fd"]) and math.isfinite(row["val"]["mse"])
     assert oracle and r.exp.load(rows["indis"]["spec"]).phi is not None
+
+
+def test_a_scaling_cell_on_cuda_gives_what_it_gives_on_cpu(tmp_path):
+    """`indis bench scaling --device cuda`: one tiny cell (exact mixture, CFG 4) trained on the GPU and on the CPU."""
+    from indis.bench import scaling as sc
+
+    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10,
+         "diagnose_iterations": 40, "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
+    c = {"model": "random", "d": 8, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
+    cpu = sc.run_cell(c, s, tmp_path / "cpu", log=lambda m: None)
+    gpu = sc.run_cell(c, s, tmp_path / "gpu", log=lambda m: None, device="cuda")
+    # float32 schedule parameters trained in float64 arithmetic (see the diagnostic's test): ~1e-6 relative apart
+    assert gpu["god_mse"] == pytest.approx(cpu["god_mse"], rel=1e-4)
+    assert gpu["ratio"] == pytest.approx(cpu["ratio"], abs=5e-3)
+    assert gpu["oracle_over_god"] == pytest.approx(cpu["oracle_over_god"], abs=5e-3)

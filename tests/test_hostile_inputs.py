@@ -353,6 +353,8 @@ def test_no_raw_library_errors(world, tmp_path, capsys, monkeypatch):
     bad(capsys, ["sample", "--model", GMM, "--method", "edm", "--steps", "3", "--device", "foo", "--out", str(tmp_path / "s")], "--device", "foo")
     if not torch.cuda.is_available():
         bad(capsys, ["sample", "--model", GMM, "--method", "edm", "--steps", "3", "--device", "cuda", "--out", str(tmp_path / "s")], "CUDA")
+    for bench in (["digits", "--quick"], ["scaling", "--quick"]):  # refused before any teacher or cell is computed
+        bad(capsys, ["bench", *bench, "--device", "foo", "--out", str(tmp_path / "b")], "--device", "foo")
     d = _copy(world / "god" / "best", tmp_path / "d")
     cfg = json.loads((d / "config.json").read_text())
     for field, value in (("steps", "three"), ("kwargs", [1])):

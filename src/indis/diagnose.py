@@ -353,7 +353,8 @@ def _curve_global(handle: Any, teacher: Any, god: Any, rows: list[int], val: lis
 
 
 def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: int = 0, iterations: int = CURVE_CAP,
-                replicates: int = 1000, sizes: Sequence[int] = CURVE_SIZES, device: Device = "cpu") -> dict[str, Any] | None:
+                replicates: int = 1000, sizes: Sequence[int] = CURVE_SIZES,
+                device: Device = "cpu") -> dict[str, Any] | None:
     """The learning-curve prediction, `indis bench scaling`'s protocol on subsets: GOD trained on the largest subset
     and polished (`_curve_global`; `god` gives only N), phi (INDIS's own network, warm-started from that GOD, INDIS's
     learning rates and budget rule) trained on each nested subset of n priors; on the scored block r(n) = phi_n /
@@ -469,7 +470,8 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     done(1)
     C = min(cluster_priors, teacher.num_samples)
     _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64, device)
-    shared = scored_mse(den, god, xc, cc, x0c, torch.zeros(C, dtype=torch.long, device=device), 1, iterations)  # both groupings' reference
+    one_group = torch.zeros(C, dtype=torch.long, device=device)
+    shared = scored_mse(den, god, xc, cc, x0c, one_group, 1, iterations)  # both groupings' reference
     done(2)
     raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations,
                                 shared=shared)

@@ -176,7 +176,10 @@ def default_out(s: dict[str, Any]) -> Path:
 def main(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    from ..commands.common import check_device
+
     torch.set_num_threads(args.threads)
+    check_device(args.device)
     s = settings_from_args(args)
     s["quick"] = bool(args.quick)
     if args.choose_guidance:

@@ -126,12 +126,13 @@ def eps_half(curve: dict[str, float]) -> float | None:
     return None  # never falls to half within the grid
 
 
-def _experiment(folder: Path, h: Any, c: dict[str, Any], s: dict[str, Any], progress: bool) -> Any:
+def _experiment(folder: Path, h: Any, c: dict[str, Any], s: dict[str, Any], progress: bool, device: str = "cpu") -> Any:
     from ..experiment import Experiment, ExperimentConfig
 
     cfg = ExperimentConfig(model=h.spec, seed=c["seed"], sizes={k: s[k] for k in ("train", "val", "test")},
                            teacher_steps=1, teacher_solver="exact", dtype="float64")
-    return Experiment(folder, h, cfg, dtype=torch.float64, progress=progress, log=lambda m: None, teacher_batch=250)
+    return Experiment(folder, h, cfg, device=device, dtype=torch.float64, progress=progress, log=lambda m: None,
+                      teacher_batch=250)
 
 
 def _tcfg(c: dict[str, Any], s: dict[str, Any], lr: float) -> Any:
@@ -225,13 +226,15 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
     from ..diagnose import diagnose
 
     d = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"],
-                 iterations=s.get("diagnose_iterations", 300), curve_iterations=s["cap"])
+                 iterations=s.get("diagnose_iterations", 300), curve_iterations=s["cap"], device=exp.device)
     return {"diagnosis": d.as_dict(), "prediction_error": float(d.predicted_ratio - ratio),
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 
 
-def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print) -> dict[str, Any]:
-    """One cell of the study (cached in root/<cell name>/result.json)."""
+def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print,
+             device: str = "cpu") -> dict[str, Any]:
+    """One cell of the study (cached in root/<cell name>/result.json); `device`: where the mixture is evaluated and
+    every schedule trained (the results do not depend on it beyond round-off)."""
     from ..diagnose import VERSION as DIAGNOSE_VERSION, kept_curve, kept_share, teacher_fn
     from ..discretizations.base import InstanceOracle
     from ..io import atomic_write_json, load_json
@@ -249,7 +252,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
         rediagnose = res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION  # an older diagnostic procedure
         if add_variant or rediagnose:
             h = handle_for(c)
-            exp = _experiment(folder, h, c, s, progress)
+            exp = _experiment(folder, h, c, s, progress, device)
             if add_variant:
                 (gsp, god), _ = _god(exp, h, c, s)
                 isp, ind, _ = _indis(exp, h, c, s, gsp)
@@ -265,7 +268,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     acc_file = folder / "teacher_accuracy.json"
     ts_info = load_json(acc_file) if acc_file.is_file() else teacher_accuracy(h)
     atomic_write_json(acc_file, ts_info)
-    exp = _experiment(folder, h, c, s, progress)
+    exp = _experiment(folder, h, c, s, progress, device)
     N = steps_for_nfe("ipndm", c["nfe"], False)
     (gsp, god), ginfo = _god(exp, h, c, s)
     isp, ind, iinfo = _indis(exp, h, c, s, gsp)
@@ -314,6 +317,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--single-seed", action="store_true", help="one seed everywhere (default: three at d = 64 and 1024)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-scaling[-quick])")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device for the mixtures and every fit, e.g. cuda")
     p.add_argument("--json", action="store_true", help="print results.json instead of the report")
     p.add_argument("--no-progress", action="store_true")
 
@@ -343,7 +347,10 @@ def main(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json, atomic_write_text, ensure_dir
     from . import scaling_report as rep
 
+    from ..commands.common import check_device
+
     torch.set_num_threads(args.threads)
+    check_device(args.device)
     s = settings_from_args(args)
     out = ensure_dir(args.out or f"runs/bench-scaling{'-quick' if s['quick'] else ''}")
     todo = cells(s)
@@ -351,7 +358,7 @@ def main(args: argparse.Namespace) -> int:
     for k, c in enumerate(todo):
         print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
         results.append(run_cell(c, s, out / "cells", progress=show_progress(args),
-                                log=lambda m: print(m, file=sys.stderr, flush=True)))
+                                log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device))
     res = {"benchmark": "scaling", "settings": dict(s), "cells": results,
            "summary": rep.summarize(results), "wall_s": round(time.time() - t0, 1), "torch": torch.__version__}
     res["figure"] = rep.figure(results, out / "scaling.png")
