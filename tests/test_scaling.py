@@ -300,7 +300,7 @@ def test_condition_prediction_sees_a_per_class_schedule_gain():
 
 def test_learning_curve_extrapolation_by_hand():
     """r(n) = r_inf + a / n through two sizes recovers r_inf + a / M exactly; capped at 1; one size is its own value."""
-    from indis.diagnose import extrapolate
+    from indis.diagnose_curve import extrapolate
 
     r_inf, a = 0.7, 30.0
     assert extrapolate([r_inf + a / 250, r_inf + a / 500], [250, 500], 2000) == pytest.approx(r_inf + a / 2000, abs=1e-12)
@@ -314,7 +314,7 @@ def test_learning_curve_extrapolation_by_hand():
 
 
 def test_learning_curve_rows_are_nested_and_disjoint_from_validation_and_scoring():
-    from indis.diagnose import CURVE_MIN, curve_rows
+    from indis.diagnose_curve import CURVE_MIN, curve_rows
 
     fits, val, score = curve_rows(2000)
     assert [len(f) for f in fits] == [500, 1000] and len(val) == 300 and len(score) == 700  # scored: every prior left
@@ -329,7 +329,8 @@ def test_learning_curve_rows_are_nested_and_disjoint_from_validation_and_scoring
 def test_learning_curve_prediction_end_to_end(tmp_path):
     """On a tiny 2-D cell (a set of 120 priors): subsets of 36 and 72 priors, 24 validation and 24 scored; the
     prediction is the extrapolation of the measured ratios, inside its bootstrap interval, never above 1."""
-    from indis.diagnose import curve_ratio, extrapolate, fit_global_and_oracle
+    from indis.diagnose import fit_global_and_oracle
+    from indis.diagnose_curve import curve_ratio, extrapolate
     from indis.experiment import Experiment, ExperimentConfig
 
     c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
@@ -349,6 +350,7 @@ def test_diagnostic_fits_the_solver_it_is_told(tmp_path, monkeypatch):
     """`solver` / `afs`: the global fit, the oracle and every phi of the learning curve use that sampler at the asked
     NFE (UniPC with AFS makes 3 calls in 4 steps), and a solver that cannot make that many calls is refused."""
     import indis.diagnose as dg
+    import indis.diagnose_curve as dc
     from indis.experiment import Experiment, ExperimentConfig
     from indis.solvers import solver_nfe
 
@@ -360,14 +362,14 @@ def test_diagnostic_fits_the_solver_it_is_told(tmp_path, monkeypatch):
     god, oracle = dg.fit_global_and_oracle(h, t, 3, 12, iterations=20, solver="unipc", afs=True)
     assert (god.solver, god.afs, oracle.solver, oracle.afs) == ("unipc", True, "unipc", True)
     assert solver_nfe(god.solver, god.steps, god.afs) == 3
-    seen, real = [], dg._fit_from
+    seen, real = [], dc._fit_from
 
     def spy(disc, *a, **kw):
         seen.append((type(disc).__name__, disc.solver, disc.afs))
         return real(disc, *a, **kw)
 
-    monkeypatch.setattr(dg, "_fit_from", spy)
-    dg.curve_ratio(h, t, god, 1000, iterations=10, replicates=10)
+    monkeypatch.setattr(dc, "_fit_from", spy)
+    dc.curve_ratio(h, t, god, 1000, iterations=10, replicates=10)
     assert seen and all(s[1:] == ("unipc", True) for s in seen), seen
     with pytest.raises(InputError, match="heun cannot make exactly 3 model calls"):  # Heun without AFS: 2N calls
         dg.fit_global_and_oracle(h, t, 3, 12, iterations=20, solver="heun", afs=False)
