@@ -25,8 +25,8 @@ learn the part of the per-prior optimum that stays useful at the distance of the
    the group prediction (`group_prediction` in `extra`) is the one of the two with the lower upper bound (picking the
    more favourable of two is slightly optimistic), capped at 1 (INDIS keeps its GOD warm start unless validation
    improves on it);
-6. learning-curve prediction (`diagnose_curve.curve_ratio`, the reported `predicted_ratio` wherever the teacher set holds at least
-   CURVE_MIN priors), the bench's protocol on subsets: GOD is trained on the first 1,000 priors (fewer in a set
+6. learning-curve prediction (`diagnose_curve.curve_ratio`, the reported `predicted_ratio` wherever the teacher set
+   holds at least CURVE_MIN priors), the bench's protocol on subsets: GOD is trained on the first 1,000 priors (fewer in a set
    smaller than 1,600) from its three starts at three learning rates and polished, phi (INDIS's network, warm-started
    from that GOD, INDIS's learning rates and budget rule) is trained on the first 500 and 1,000, and on a scored
    block (the priors left, 300 to 2,000) r(n) = phi_n / GOD is extrapolated as r_inf + a / n to the M training
