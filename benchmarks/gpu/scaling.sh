@@ -4,6 +4,7 @@
 # result.json is packed into $OUT/cells.tgz (commit them to benchmarks/results/scaling/cells/; a cell's result does not
 # depend on the device beyond round-off, tests/test_cuda.py). Usage (repository root, indis importable):
 #   OUT=DIR LIMIT=480 DIMS="1024" NFES="3" SEEDS=single benchmarks/gpu/scaling.sh [DEVICE]
+# (indis from the source tree, POT carried as a wheel: see zoo_diagnose.sh)
 set -u
 DEV=${1:-cuda}
 OUT=${OUT:-runs/scaling-gpu}

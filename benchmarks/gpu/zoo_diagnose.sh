@@ -4,7 +4,10 @@
 # (10,000), on a teacher set of 4,000 pairs from a seed none of the bench's splits uses. All five run side by side on
 # one GPU (small U-Net: the kernels are launch-bound, so parallel processes use the GPU better than one).
 # Compare each predicted_ratio with the trained INDIS/GOD teacher-MSE ratio of benchmarks/README.md (tables E, C3, C5,
-# D3, reruns). Usage (repository root, indis importable): OUT=DIR benchmarks/gpu/zoo_diagnose.sh [DEVICE]
+# D3, reruns). Usage (repository root, indis importable): OUT=DIR LIMIT=540 benchmarks/gpu/zoo_diagnose.sh [DEVICE]
+# On the lent H200 (2026-12-04) indis ran from the source tree with POT carried as a wheel: in the device command,
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src
+# (.whl/ holds `pip download pot==<version> --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64`).
 set -u
 DEV=${1:-cuda}
 OUT=${OUT:-runs/zoo-diagnose}
@@ -19,7 +22,7 @@ run() {  # name model guidance nfe solver afs
     local t0=$(date +%s)
     python3 -m indis teacher --model "$model" "${gflag[@]}" --out "$W/$name-teacher" --num "$NUM" --seed 4242 \
         --device "$DEV" --batch-size 1000 --no-progress > "$OUT/$name.log" 2>&1 &&
-    python3 -m indis eval --diagnose --model "$model" "${gflag[@]}" --teacher "$W/$name-teacher" --nfe "$nfe" \
+    timeout "${LIMIT:-540}" python3 -m indis eval --diagnose --model "$model" "${gflag[@]}" --teacher "$W/$name-teacher" --nfe "$nfe" \
         --solver "$solver" "${aflag[@]}" --train-size 10000 --device "$DEV" --no-progress --json ${EXTRA:-} \
         > "$OUT/$name.json" 2>> "$OUT/$name.log"
     echo "$name rc $? $(( $(date +%s) - t0 )) s" | tee -a "$OUT/$name.log"
