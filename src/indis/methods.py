@@ -135,10 +135,9 @@ def amed_feature(handle: ModelHandle) -> tuple[str, int]:
     if handle.cond_kind == "class":
         cond = torch.zeros(1, dtype=torch.long, device=dev)
     elif handle.cond_kind == "table":
-        from .priors import index_cond
+        from .priors import cond_to, index_cond
 
-        cond = index_cond(handle.cond_table, torch.zeros(1, dtype=torch.long))
-        cond = {k: v.to(dev) for k, v in cond.items()} if isinstance(cond, dict) else cond.to(dev)
+        cond = cond_to(index_cond(handle.cond_table, torch.zeros(1, dtype=torch.long)), dev)
     with torch.no_grad(), _Feature(handle.denoiser, kind) as f:
         D, _ = handle.denoiser(x, t, cond)
     return kind, int(f.get(1, D).shape[1])
@@ -210,7 +209,7 @@ CALIBRATION_SEED = 7_777_777  # a stream of its own: calibration priors are none
 def calibration_priors(handle: ModelHandle, n: int = 256) -> tuple[torch.Tensor, Any]:
     """n priors and conditions drawn as teacher samples are (prior std of the schedule, the handle's condition kind),
     from their own seed: what an INDIS with denoised_input standardises its input on."""
-    from .priors import class_cond, index_cond, prior_noise, prior_std, table_rows
+    from .priors import class_cond, cond_to, index_cond, prior_noise, prior_std, table_rows
 
     dev = handle.denoiser.device
     x_T = prior_noise(range(n), CALIBRATION_SEED, handle.data_shape, prior_std(handle.schedule), torch.float64, dev)
@@ -220,8 +219,4 @@ def calibration_priors(handle: ModelHandle, n: int = 256) -> tuple[torch.Tensor,
         cond = index_cond(handle.cond_table, torch.arange(n) % table_rows(handle.cond_table))
     else:
         cond = None
-    if isinstance(cond, torch.Tensor):
-        cond = cond.to(dev)
-    elif isinstance(cond, dict):
-        cond = {k: v.to(dev) for k, v in cond.items()}
-    return x_T, cond
+    return x_T, cond_to(cond, dev)

@@ -123,6 +123,15 @@ def table_rows(table: Cond) -> int:
     return 0 if first is None else int(first.shape[0])
 
 
+def cond_to(cond: Cond, device: str | torch.device) -> Cond:
+    """A condition (None, tensor or dict of tensors) on `device`."""
+    if cond is None:
+        return None
+    if isinstance(cond, Mapping):
+        return {k: cond_to(v, device) for k, v in cond.items()}
+    return cond.to(device)
+
+
 def index_cond(table: Cond, rows: Tensor) -> Cond:
     """Rows of a condition table (tensor or dict of tensors)."""
     if table is None:

@@ -19,7 +19,7 @@ from torch import Tensor
 from .denoiser import Cond, Denoiser
 from .errors import InputError, ModelOutputError
 from .io import atomic_write_json, check_tensors, ensure_dir, load_json, load_tensors, remove_stale_temps, save_tensors
-from .priors import SEEDING, CondSpec, check_seed, class_cond, index_cond, prior_noise, prior_std, table_rows
+from .priors import SEEDING, CondSpec, check_seed, class_cond, cond_to, index_cond, prior_noise, prior_std, table_rows
 from .exact_ode import exact_ode
 from .solvers import SOLVERS, sample
 
@@ -187,12 +187,12 @@ class TeacherSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
         if self.cond_spec.kind == "class":
             c = class_cond(idx, self.config.seed, self.cond_spec)
-            return {k: v.to(device) for k, v in c.items()} if isinstance(c, Mapping) else c.to(device)
+            return cond_to(c, device)
         if self.cond_spec.kind == "table":
             if self.cond_table is None:
                 raise InputError(f"teacher set '{self.path}' uses a condition table; pass cond_table=")
             c = index_cond(self.cond_table, idx % self.cond_spec.table_size)
-            return {k: v.to(device) for k, v in c.items()} if isinstance(c, Mapping) else c.to(device)
+            return cond_to(c, device)
         return None
 
     def batch(self, indices: Sequence[int] | Tensor, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, Cond, Tensor]:
@@ -369,10 +369,9 @@ def generate_teacher(
     rank, world = _dist()
     cond_probe = None
     if cond.kind == "class":
-        c = class_cond(torch.arange(2), seed, cond)
-        cond_probe = {k: v.to(device) for k, v in c.items()} if isinstance(c, Mapping) else c.to(device)
+        cond_probe = cond_to(class_cond(torch.arange(2), seed, cond), device)
     elif cond.kind == "table":
-        cond_probe = {k: v[:2].to(device) for k, v in cond_table.items()} if isinstance(cond_table, Mapping) else cond_table[:2].to(device)
+        cond_probe = cond_to(index_cond(cond_table, torch.arange(2)), device)
     cfg = TeacherConfig(
         num_samples=int(num_samples), data_shape=[int(s) for s in data_shape], schedule=sched.config(), seed=int(seed),
         solver=solver, steps=int(times_t.numel() - 1), times=times_t.tolist(), afs=bool(afs), shard_size=int(shard_size),

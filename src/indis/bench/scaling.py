@@ -343,11 +343,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..commands.common import check_device
     from ..commands.output import emit, show_progress
     from ..io import atomic_write_json, atomic_write_text, ensure_dir
     from . import scaling_report as rep
-
-    from ..commands.common import check_device
 
     torch.set_num_threads(args.threads)
     check_device(args.device)
