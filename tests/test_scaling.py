@@ -211,10 +211,23 @@ def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     d = json.loads(capsys.readouterr().out)
     lc = d["extra"]["curve"]
     assert lc["sizes"] == [36, 72] and lc["train_size"] == d["train_size"] == 5000 and d["predicted_ratio"] == lc["ratio"]
-    from indis.diagnose import EXACT_BELOW, RECOMMEND_BELOW
+    from indis.diagnose import EXACT_BELOW, GROUP_STAGES, RECOMMEND_BELOW, STAGES
     wins = d["predicted_ci"][1] < RECOMMEND_BELOW and d["extra"]["global_over_variance"] >= EXACT_BELOW
     assert d["recommendation"] == ("INDIS" if wins else "GOD")
-    assert main(argv2) == 0 and "phi trained on 36 and 72 priors" in capsys.readouterr().out
+    assert not d["extra"]["groups"] and "group_over_shared" not in d["extra"]  # context only beside the curve: skipped
+    assert set(d["extra"]["stage_seconds"]) == set(STAGES) - set(GROUP_STAGES)
+    assert main(argv2) == 0
+    out = capsys.readouterr().out
+    assert "phi trained on 36 and 72 priors" in out and "endpoint groups" not in out and "phi on subsets" in out
+    assert main([*argv2, "--diagnose-groups", "--json", "--train-size", "5000"]) == 0
+    g = json.loads(capsys.readouterr().out)
+    assert g["extra"]["groups"] and set(g["extra"]["stage_seconds"]) == set(STAGES)
+    assert g["extra"]["condition_groups"] == 0  # an unconditional model: the endpoint groups are the group prediction
+    assert g["extra"]["group_prediction"] == min(1.0, g["extra"]["group_over_shared"])
+    # the group fits consume no random numbers the learning curve draws (it seeds its own): same process, same
+    # arithmetic, so the prediction is the same to round-off
+    assert g["predicted_ratio"] == pytest.approx(d["predicted_ratio"], rel=1e-12)
+    assert g["predicted_ci"] == pytest.approx(d["predicted_ci"], rel=1e-12)
 
 
 def test_report_counts_and_columns():

@@ -14,7 +14,9 @@ learn the part of the per-prior optimum that stays useful at the distance of the
 3. eps_nn: the distance (same measure) from a prior to the nearest of M training priors in d dimensions, by sampling;
 4. reach prediction: INDIS closes gap = clip(kept(eps_nn), 0, 1) of the oracle's gap, INDIS/GOD = 1 - gap (1 -
    oracle/GOD), with a bootstrap interval over the P priors (`reach_ratio`);
-5. cluster prediction: the teacher endpoints of `cluster_priors` priors are grouped by
+5. cluster prediction (fitted where the teacher set is too small for step 6, elsewhere only when asked: beside the
+   learning curve it is context, and its fits took about half the diagnostic's time on the exact mixtures): the
+   teacher endpoints of `cluster_priors` priors are grouped by
    k-means into `CLUSTERS` groups on one half, one schedule per group and one shared schedule are fitted from the
    global one on that half in the same way (learning rate and early stop on the next quarter), and the last quarter
    (each prior assigned to the group of its endpoint) is scored: group schedules / shared schedule is the gain of a
@@ -52,7 +54,7 @@ import torch
 from torch import Tensor
 
 from .denoiser import Cond, Denoiser
-from .diagnose_curve import CURVE_CAP, GLOBAL_STARTS, PROBE, Device, _best_global, curve_ratio
+from .diagnose_curve import CURVE_CAP, GLOBAL_STARTS, PROBE, Device, _best_global, curve_ratio, curve_rows
 from .errors import InputError
 from .losses import mse
 from .metrics.stats import ratio_ci
@@ -68,6 +70,7 @@ VERSION = 6
 CLUSTERS = 4  # groups of teacher endpoints for the cluster prediction
 STAGES = ("global schedule and oracle", "oracle's reach", "shared schedule", "endpoint groups", "condition groups",
           "phi on subsets")
+GROUP_STAGES = STAGES[2:5]  # step 5's stages, skipped unless the group schedules are fitted
 MAX_CONDITION_GROUPS = 32  # the condition prediction: one schedule per distinct condition value, up to this many
 FIT_LRS = (5e-3, 5e-4, 5e-5)  # learning rates of the group fits (from a fitted global schedule: small steps)
 
@@ -296,29 +299,38 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
              eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200,
              iterations: int = 300, curve_iterations: int = CURVE_CAP, progress: bool = False, solver: str = "ipndm",
-             afs: bool = False, device: Device = "cpu") -> Diagnosis:
+             afs: bool = False, groups: bool | None = None, device: Device = "cpu") -> Diagnosis:
     """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set,
     group schedules on `cluster_priors` of them and phi trained on subsets of up to 1,000 (`train_size`: the number of
     training priors INDIS would get, default the teacher set's size; `iterations`: the cap of the oracle's and the
     groups' fits, `curve_iterations` that of phi's; `progress`: a bar over the stages on stderr; `solver` and `afs`:
-    the sampler every schedule is fitted for, the one INDIS would be trained with; `device`: where the model and every
-    fit run, e.g. cuda)."""
+    the sampler every schedule is fitted for, the one INDIS would be trained with; `groups`: fit the group schedules
+    (steps 5), which predict only where the set is too small for phi's learning curve and are context otherwise (about
+    half the diagnostic's time on the exact mixtures): None fits them only there; `device`: where the model and every
+    fit run, e.g. cuda). `extra["stage_seconds"]` says where the time went."""
     import time
 
     from tqdm.auto import tqdm
 
     from .priors import prior_std
 
-    t0 = time.time()
     if priors < 8:
         raise InputError(f"the diagnostic needs at least 8 priors, got {priors}")
     if iterations < 10:
         raise InputError(f"the diagnostic's fits need at least 10 iterations, got {iterations}")
-    bar = tqdm(total=len(STAGES), desc=STAGES[0], disable=not progress, leave=False)
+    has_curve = curve_rows(teacher.num_samples) is not None
+    fit_groups = (not has_curve) if groups is None else bool(groups)
+    stages = [s for s in STAGES if fit_groups or s not in GROUP_STAGES]
+    bar = tqdm(total=len(stages), desc=stages[0], disable=not progress, leave=False)
+    t0 = last = time.time()
+    spent: dict[str, float] = {}
 
-    def done(k: int) -> None:  # stage k finished: the bar names the next one
+    def done(stage: str) -> None:  # `stage` finished: its time is kept and the bar names the next one
+        nonlocal last
+        now = time.time()
+        spent[stage], last = round(now - last, 1), now
         bar.update(1)
-        bar.set_description(STAGES[min(k + 1, len(STAGES) - 1)])
+        bar.set_description(stages[min(stages.index(stage) + 1, len(stages) - 1)])
 
     handle.denoiser.to(device)
     god, oracle = fit_global_and_oracle(handle, teacher, nfe, priors, seed=seed, iterations=iterations, solver=solver,
@@ -330,34 +342,21 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
         god_mse = mse(god.sample(den, x_T, cond), x0).cpu().numpy()
         orc_mse = mse(oracle.sample(den, x_T, cond, torch.arange(P)), x0).cpu().numpy()
     rel = float(god_mse.mean() / float(x0.var(dim=0).mean().clamp_min(1e-30)))  # mse is per element, so is this variance
-    done(0)
+    done(STAGES[0])
     gains = kept_share(den, god, oracle, x_T, cond, x0, teacher_fn(den, teacher), prior_std(den.schedule), eps_grid, seed)
     M = int(train_size or teacher.num_samples)
     eps_nn = nearest_eps(int(np.prod(handle.data_shape)), M, seed=seed)
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
-    done(1)
+    done(STAGES[1])
     C = min(cluster_priors, teacher.num_samples)
-    _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64, device)
-    one_group = torch.zeros(C, dtype=torch.long, device=device)
-    shared = scored_mse(den, god, xc, cc, x0c, one_group, 1, iterations)  # both groupings' reference
-    done(2)
-    raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations,
-                                shared=shared)
-    done(3)
-    by_cond = condition_groups(cc)
-    craw, craw_ci = (group_ratio(den, god, xc, cc, x0c, *by_cond, seed=seed, replicates=replicates,
-                                 iterations=iterations, shared=shared) if by_cond else (None, None))
-    done(4)
+    grp = _group_predictions(den, god, teacher, C, seed, replicates, iterations, device, done) if fit_groups else {}
     lc = curve_ratio(handle, teacher, god, M, seed=seed, replicates=replicates, iterations=curve_iterations,
-                     device=device)
-    done(5)
+                     device=device) if has_curve else None
+    done(STAGES[-1])
     bar.close()
-    # the lower of the two group predictions; INDIS keeps its GOD warm start unless validation improves on it, so a
-    # group fit worse than the shared one predicts 1
-    best, best_ci = (craw, craw_ci) if craw is not None and craw_ci[1] < raw_ci[1] else (raw, raw_ci)
-    group, group_ci = min(1.0, best), [min(1.0, v) for v in best_ci]
     if lc is None:
-        cratio, cci, rec = group, group_ci, recommend(ci, group_ci, rel)
+        cratio, cci = grp["group_prediction"], grp["group_prediction_ci"]
+        rec = recommend(ci, cci, rel)
     else:  # phi itself, trained on subsets, is the prediction where the teacher set is large enough: it alone decides
         cratio, cci = lc["ratio"], [min(1.0, v) for v in lc["ci"]]
         rec = recommend(cci, cci, rel)
@@ -366,10 +365,30 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
                      predicted_ci=cci, recommendation=rec,
                      seconds=round(time.time() - t0, 1),
                      extra={"global_mse": float(god_mse.mean()), "oracle_mse": float(orc_mse.mean()), "nfe": nfe,
-                            "solver": solver, "afs": bool(afs),
-                            "cluster_priors": C, "clusters": CLUSTERS, "global_starts": GLOBAL_STARTS,
-                            "version": VERSION, "global_over_variance": rel,
-                            "group_over_shared": raw, "group_over_shared_ci": raw_ci,
-                            "condition_groups": by_cond[1] if by_cond else 0, "condition_over_shared": craw,
-                            "condition_over_shared_ci": craw_ci, "group_prediction": group,
-                            "group_prediction_ci": group_ci, "curve": lc})
+                            "solver": solver, "afs": bool(afs), "global_starts": GLOBAL_STARTS,
+                            "version": VERSION, "global_over_variance": rel, "groups": fit_groups, **grp, "curve": lc,
+                            "stage_seconds": spent})
+
+
+def _group_predictions(den: Denoiser, god: Any, teacher: Any, C: int, seed: int, replicates: int, iterations: int,
+                       device: Device, done: Any) -> dict[str, Any]:
+    """Step 5 on the first `C` priors: endpoint groups and condition groups against one shared schedule, and the
+    lower of the two as the group prediction (`done(stage)` after each stage)."""
+    _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64, device)
+    one_group = torch.zeros(C, dtype=torch.long, device=device)
+    shared = scored_mse(den, god, xc, cc, x0c, one_group, 1, iterations)  # both groupings' reference
+    done(STAGES[2])
+    raw, raw_ci = cluster_ratio(den, god, xc, cc, x0c, seed=seed, replicates=replicates, iterations=iterations,
+                                shared=shared)
+    done(STAGES[3])
+    by_cond = condition_groups(cc)
+    craw, craw_ci = (group_ratio(den, god, xc, cc, x0c, *by_cond, seed=seed, replicates=replicates,
+                                 iterations=iterations, shared=shared) if by_cond else (None, None))
+    done(STAGES[4])
+    # the lower of the two group predictions; INDIS keeps its GOD warm start unless validation improves on it, so a
+    # group fit worse than the shared one predicts 1
+    best, best_ci = (craw, craw_ci) if craw is not None and craw_ci[1] < raw_ci[1] else (raw, raw_ci)
+    return {"cluster_priors": C, "clusters": CLUSTERS, "group_over_shared": raw, "group_over_shared_ci": raw_ci,
+            "condition_groups": by_cond[1] if by_cond else 0, "condition_over_shared": craw,
+            "condition_over_shared_ci": craw_ci, "group_prediction": min(1.0, best),
+            "group_prediction_ci": [min(1.0, v) for v in best_ci]}

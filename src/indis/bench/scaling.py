@@ -226,7 +226,8 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
     from ..diagnose import diagnose
 
     d = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"],
-                 iterations=s.get("diagnose_iterations", 300), curve_iterations=s["cap"], device=exp.device)
+                 iterations=s.get("diagnose_iterations", 300), curve_iterations=s["cap"], groups=True,
+                 device=exp.device)
     return {"diagnosis": d.as_dict(), "prediction_error": float(d.predicted_ratio - ratio),
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 

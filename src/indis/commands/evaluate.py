@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the group schedules' fits (default 300)")
     p.add_argument("--diagnose-curve-iterations", type=int, default=3000, help="--diagnose: iteration cap of each of "
                    "phi's fits on a subset (default 3000, as INDIS's own; they stop earlier on a validation plateau)")
+    p.add_argument("--diagnose-groups", action="store_true", help="--diagnose: also fit one schedule per group of "
+                   "teacher endpoints and per condition value (context beside phi's learning curve, about half the "
+                   "diagnostic's time; fitted anyway where the teacher set is too small for the curve)")
     p.add_argument("--train-size", type=int, default=None, help="--diagnose: training priors INDIS would get (default: "
                    "the teacher set's size)")
     p.add_argument("--no-progress", action="store_true", help="--diagnose: no progress bar over its stages (it shows "
@@ -108,8 +111,16 @@ def _ci(v: float, ci: list[float]) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _group_lines(x: dict[str, Any]) -> list[str]:
+    """The diagnosis's group schedules (`indis.diagnose`, step 5) as text."""
+    return [f"  one schedule per group of {x['clusters']} endpoint groups ({x['cluster_priors']} priors, scored on the "
+            f"last quarter) / one shared schedule: {_ci(x['group_over_shared'], x['group_over_shared_ci'])}",
+            *([f"  one schedule per condition value ({x['condition_groups']} values) / one shared schedule: "
+               f"{_ci(x['condition_over_shared'], x['condition_over_shared_ci'])}"] if x.get("condition_groups") else [])]
+
+
 def diagnose_run(args: argparse.Namespace) -> int:
-    """`indis eval --diagnose`: the oracle-reach prediction of INDIS's gain over GOD (`indis.diagnose`)."""
+    """`indis eval --diagnose`: the predicted gain of INDIS over GOD before either is trained (`indis.diagnose`)."""
     from ..diagnose import EXACT_BELOW, RECOMMEND_BELOW, diagnose
 
     if args.nfe is None:
@@ -119,7 +130,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
     h, ts = _model_and_teacher(args)
     d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates,
                  iterations=args.diagnose_iterations, curve_iterations=args.diagnose_curve_iterations,
-                 progress=show_progress(args), solver=args.solver, afs=args.afs, device=args.device)
+                 progress=show_progress(args), solver=args.solver, afs=args.afs,
+                 groups=True if args.diagnose_groups else None, device=args.device)
     data = d.as_dict()
 
     lc = d.extra.get("curve")
@@ -128,15 +140,13 @@ def diagnose_run(args: argparse.Namespace) -> int:
         curve = ", ".join(f"{k}: {v:+.2f}" for k, v in d.kept.items())
         return "\n".join([
             f"Diagnosis of {h.spec} at NFE {args.nfe} with {args.solver}{' + AFS' if args.afs else ''} "
-            f"({d.priors} priors of {ts.path}, {d.seconds:.0f} s):",
+            f"({d.priors} priors of {ts.path}, {d.seconds:.0f} s: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in d.extra["stage_seconds"].items()) + "):",
             f"  oracle / global schedule teacher-MSE: {d.oracle_over_global:.3f} (the ceiling of any instance-aware schedule)",
             f"  share of the oracle's gain kept at neighbour distance eps: {curve}",
             f"  nearest of {d.train_size} training priors: eps {d.eps_nn:.3f} -> by reach INDIS would close {d.gap_closed:.2f} "
             f"of the gap: INDIS / GOD {_ci(d.reach_ratio, d.reach_ci)}",
-            f"  one schedule per group of {d.extra['clusters']} endpoint groups ({d.extra['cluster_priors']} priors, scored on "
-            f"the last quarter) / one shared schedule: {_ci(d.extra['group_over_shared'], d.extra['group_over_shared_ci'])}",
-            *([f"  one schedule per condition value ({d.extra['condition_groups']} values) / one shared schedule: "
-               f"{_ci(d.extra['condition_over_shared'], d.extra['condition_over_shared_ci'])}"] if d.extra.get("condition_groups") else []),
+            *(_group_lines(d.extra) if d.extra.get("groups") else []),
             *([f"  phi trained on {' and '.join(map(str, lc['sizes']))} priors / one shared schedule (scored on "
                f"{lc['scored']}): {', '.join(f'{v:.3f}' for v in lc['at_sizes'])}"] if lc else []),
             f"  predicted INDIS / GOD teacher-MSE at {d.train_size} training priors ("
