@@ -254,6 +254,15 @@ def test_report_counts_and_columns():
     assert "beyond the interval in 2 of 4 cells, above it in 1" in md
     assert "it names INDIS in 4 cells, 2 of them without a gain beyond the interval" in md
     assert s["seed_agreement"]["pairs"] == 0 and "Seed to seed" not in md  # one seed per cell: nothing to compare
+    # cells whose diagnosis skipped the group fits count only in the other predictions' records, not as group hits
+    assert s["group_cells"] == 4 and s["group_prediction_within_tolerance"] == 0.25  # |0.9 - ratio| <= 0.05: d = 64
+    res[2]["diagnosis"]["extra"] = {"groups": False}
+    assert rep.group_prediction(res[2]) is None
+    s2 = rep.summarize(res)
+    assert s2["group_cells"] == 3 and s2["group_prediction_within_tolerance"] == 0.0
+    assert s2["prediction_within_tolerance"] == s["prediction_within_tolerance"]
+    assert "| - | 0.900 | INDIS |" in rep.to_markdown({"cells": res, "summary": s2})
+    del res[2]["diagnosis"]["extra"]
     more = [dict(cell(2, 0.53, [0.4, 0.6], None), cell={**res[0]["cell"], "seed": 1}),
             dict(cell(2, 0.70, [0.6, 0.8], None), cell={**res[0]["cell"], "seed": 2})]
     view = {"median_ratio": 0.25, "median_ratio_ci": [0.2, 0.3], "winsorized_ratio": 0.4, "tail": 0.01, "tail_share": 0.1,

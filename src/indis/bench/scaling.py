@@ -15,8 +15,9 @@ Per cell (d, K, condition, guidance, NFE, seed), on the experiment layer (disjoi
   `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half (the neighbour
   distance at which half of the oracle's gain survives);
 - the diagnostic on the training priors, as a user would run it (`indis.diagnose`: the reach prediction from an
-  oracle on `diagnose_priors` priors, the group-schedule prediction from 200, the learning-curve prediction from phi
-  trained on 500 and 1,000 of them), and the prediction errors.
+  oracle on `diagnose_priors` priors and the learning-curve prediction from phi trained on 500 and 1,000 of them;
+  cells cached before 2026-12-04 also hold the group-schedule prediction from 200, which is now fitted only when
+  asked), and the prediction errors.
 Every cell is cached in its own folder; a rerun computes only what is missing.
 """
 from __future__ import annotations
@@ -226,8 +227,7 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
     from ..diagnose import diagnose
 
     d = diagnose(h, exp.teacher("train"), c["nfe"], priors=s["diagnose_priors"], train_size=s["train"], seed=c["seed"],
-                 iterations=s.get("diagnose_iterations", 300), curve_iterations=s["cap"], groups=True,
-                 device=exp.device)
+                 iterations=s.get("diagnose_iterations", 300), curve_iterations=s["cap"], device=exp.device)
     return {"diagnosis": d.as_dict(), "prediction_error": float(d.predicted_ratio - ratio),
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 

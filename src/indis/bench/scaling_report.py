@@ -42,7 +42,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         return {"cells": 0, "solved_by_god": skipped}
     err = np.array([abs(r["prediction_error"]) for r in results])
     reach = np.array([abs(r.get("reach_prediction_error", np.nan)) for r in results])
-    group = np.array([abs(group_prediction(r) - r["ratio"]) for r in results])
+    group = np.array([abs(g - r["ratio"]) for r in results if (g := group_prediction(r)) is not None])
     wins = [r for r in results if r["ratio_ci"][1] < 1.0]
     decided = [r for r in results if r["ratio_ci"][1] < 1.0 or r["ratio_ci"][0] > 1.0]
     right = [r for r in decided if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < 1.0)]
@@ -65,14 +65,19 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "indis_recommended": len(told), "indis_recommended_without_gain": sum(r["ratio_ci"][1] >= 1.0 for r in told),
             "reach_prediction_within_tolerance": float(np.mean(reach <= PREDICTION_TOLERANCE)),
             "reach_prediction_mean_abs_error": float(np.nanmean(reach)),
-            "group_prediction_within_tolerance": float(np.mean(group <= PREDICTION_TOLERANCE)),
+            "group_prediction_within_tolerance": float(np.mean(group <= PREDICTION_TOLERANCE)) if len(group) else None,
+            "group_cells": len(group),
             "curve_cells": sum(bool(r["diagnosis"].get("extra", {}).get("curve")) for r in results),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
 
 
-def group_prediction(r: dict[str, Any]) -> float:
-    """The group-schedule prediction of a cell (the reported prediction itself in diagnoses before the learning curve)."""
-    return r["diagnosis"].get("extra", {}).get("group_prediction", r["diagnosis"]["predicted_ratio"])
+def group_prediction(r: dict[str, Any]) -> float | None:
+    """The group-schedule prediction of a cell (the reported prediction itself in diagnoses before the learning curve;
+    None where the diagnostic skipped the group fits)."""
+    x = r["diagnosis"].get("extra", {})
+    if x.get("groups") is False:
+        return None
+    return x.get("group_prediction", r["diagnosis"]["predicted_ratio"])
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
@@ -107,7 +112,8 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"predicted ratio (phi's learning curve in {s.get('curve_cells', 0)} cells, else group schedules) is within "
               f"+-{s['tolerance']} of the trained one in {100 * s['prediction_within_tolerance']:.0f}% of the cells (mean "
               f"|error| {s['prediction_mean_abs_error']:.3f}, max {s['prediction_max_abs_error']:.3f}); the group prediction "
-              f"in {100 * s.get('group_prediction_within_tolerance', float('nan')):.0f}%, the reach prediction "
+              f"in {100 * (s.get('group_prediction_within_tolerance') or float('nan')):.0f}% (of {s.get('group_cells', '-')} cells "
+              f"with group fits), the reach prediction "
               f"in {100 * s['reach_prediction_within_tolerance']:.0f}% (mean |error| {s['reach_prediction_mean_abs_error']:.3f}). "
               f"The recommendation is right in {s['recommendation_right_where_decided']} cells where the trained difference "
               f"is beyond its interval; it names INDIS in {s.get('indis_recommended', '-')} cells, "
