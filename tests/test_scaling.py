@@ -30,6 +30,30 @@ def test_diagonal_mixture_equals_the_full_covariance_implementation():
                                rtol=1e-9, atol=1e-9)
 
 
+def test_diagonal_mixture_with_its_own_spectrum_per_component_keeps_the_log_determinant():
+    """Components whose variances are not permutations of one spectrum: the log-determinant term decides part of the
+    responsibilities and must stay (the random mixtures drop it, being shared); values and gradients against the
+    full-covariance implementation."""
+    from indis.bench.scaling_models import DiagonalMixture
+
+    g = torch.Generator().manual_seed(5)
+    mu = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    lam = torch.tensor([[0.01, 0.02, 0.03, 0.04], [1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
+    mix = DiagonalMixture(mu, lam, torch.arange(3))
+    assert not mix.shared_spectrum and random_mixture(5, 4, seed=3).shared_spectrum
+    full = GaussianMixture(torch.full((3,), 1 / 3), mu, torch.diag_embed(lam), labels=torch.arange(3))
+    x = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor([0.02, 0.3, 1.0, 2.0, 30.0], dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    a, b = mix.posterior_mean(x, sigma, None), full.posterior_mean(x, 1.0, sigma)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)  # float64, diagonal algebra vs Cholesky
+    for u, v in zip(torch.autograd.grad((a * w).sum(), (x, sigma)), torch.autograd.grad((b * w).sum(), (x, sigma))):
+        torch.testing.assert_close(u, v, rtol=1e-8, atol=1e-10)
+    dropped = DiagonalMixture(mu, lam, torch.arange(3))
+    dropped.shared_spectrum = True  # the term wrongly dropped: the answer moves (the test can fail)
+    assert (dropped.posterior_mean(x, sigma, None) - b).abs().max() > 1e-3
+
+
 def test_blocked_posterior_mean_matches_the_reference_with_gradients(monkeypatch):
     """Rows in blocks of 2 (forced): values and gradients in x and sigma equal the full-covariance implementation's."""
     import indis.bench.scaling_models as sm

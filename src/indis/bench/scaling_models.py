@@ -38,6 +38,10 @@ class DiagonalMixture:
     def __init__(self, means: Tensor, lam: Tensor, labels: Tensor):
         self.mu, self.lam, self.labels = means.double(), lam.double(), labels.long()
         self.num_classes = int(labels.max()) + 1
+        spectra = self.lam.sort(dim=1).values
+        # every component's variances a permutation of one spectrum (the random mixtures): the log-determinant of
+        # lam_k + sigma^2 I is then the same for every k and drops out of the responsibilities
+        self.shared_spectrum = bool(torch.equal(spectra, spectra[:1].expand_as(spectra)))
 
     def posterior_mean(self, x: Tensor, sigma: Tensor, classes: Tensor | None) -> Tensor:
         """E[x0 | x0 + sigma eps = x] for x [B, d], sigma [B]; `classes` [B] restricts to one class (-1: all).
@@ -53,15 +57,18 @@ class DiagonalMixture:
 
     def _posterior_mean(self, x: Tensor, sigma: Tensor, classes: Tensor | None) -> Tensor:
         x, s2 = x.double(), sigma.double()[:, None, None] ** 2
-        var = self.lam[None] + s2  # [B, K, d]
+        var = self.lam[None] + s2  # [B, K, d]: the covariance of x given component k
         diff = x[:, None, :] - self.mu[None]
-        logp = -0.5 * ((diff * diff) / var + torch.log(var)).sum(-1)  # [B, K]
+        wd = diff / var
+        logp = -0.5 * (diff * wd).sum(-1)  # [B, K]
+        if not self.shared_spectrum:
+            logp = logp - 0.5 * torch.log(var).sum(-1)
         if classes is not None:
             keep = (classes[:, None] < 0) | (self.labels[None] == classes[:, None])
             logp = logp.masked_fill(~keep, -math.inf)
         r = torch.softmax(logp, -1)
-        post = self.mu[None] + self.lam[None] / var * diff
-        return (r[..., None] * post).sum(1)
+        # E[x0 | x, k] = mu_k + lam_k / var_k (x - mu_k) = x - sigma^2 (x - mu_k) / var_k: one batched product over k
+        return x - s2[:, 0] * torch.bmm(r[:, None, :], wd)[:, 0]
 
 
 def random_mixture(d: int, K: int, seed: int = 0) -> DiagonalMixture:
