@@ -165,25 +165,34 @@ def _weighted_moments(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndar
     return mu, cov
 
 
-def fd_from_moments(mu_a: np.ndarray, ca: np.ndarray, mu_b: np.ndarray, cb: np.ndarray) -> float:
-    """Fréchet distance between two Gaussians (symmetric eigendecompositions, as `frechet_distance`)."""
-    w, v = np.linalg.eigh((ca + ca.T) / 2)
-    sa = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    m = sa @ cb @ sa
+def _psd_sqrt(c: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a covariance (negative round-off eigenvalues clipped)."""
+    w, v = np.linalg.eigh((c + c.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def fd_from_moments(mu_a: np.ndarray, ca: np.ndarray, mu_b: np.ndarray, cb: np.ndarray,
+                    sqrt_b: np.ndarray | None = None) -> float:
+    """Fréchet distance between two Gaussians (symmetric eigendecompositions, as `frechet_distance`): tr sqrt(ca cb)
+    is the sum of the square roots of the eigenvalues of s ca s with s = sqrt(cb) (`sqrt_b`, when the caller has it:
+    a reference scored against many feature sets is decomposed once) or of s cb s with s = sqrt(ca)."""
+    m = sqrt_b @ ca @ sqrt_b if sqrt_b is not None else (lambda s_: s_ @ cb @ s_)(_psd_sqrt(ca))
     cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
     return max(float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2.0 * cross), 0.0)
 
 
-def fd_reference(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of a reference feature set, for `weighted_fd` (the `prepare` of the bootstraps)."""
-    return _weighted_moments(np.asarray(ref, dtype=np.float64), np.ones(len(ref)))
+def fd_reference(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, covariance and the covariance's square root of a reference feature set, for `weighted_fd` (the `prepare`
+    of the bootstraps: decomposed once per replicate, not once per method)."""
+    mu, c = _weighted_moments(np.asarray(ref, dtype=np.float64), np.ones(len(ref)))
+    return mu, c, _psd_sqrt(c)
 
 
-def weighted_fd(rows: np.ndarray, w: np.ndarray, ref: np.ndarray | tuple[np.ndarray, np.ndarray]) -> float:
+def weighted_fd(rows: np.ndarray, w: np.ndarray, ref: np.ndarray | tuple[np.ndarray, ...]) -> float:
     """FD between weighted rows (bootstrap multiplicities) and a reference feature set (or its `fd_reference`)."""
     mu_a, ca = _weighted_moments(rows, w)
-    mu_b, cb = ref if isinstance(ref, tuple) else fd_reference(ref)
-    return fd_from_moments(mu_a, ca, mu_b, cb)
+    mu_b, cb, sb = ref if isinstance(ref, tuple) else fd_reference(ref)
+    return fd_from_moments(mu_a, ca, mu_b, cb, sb)
 
 
 def weighted_mean(rows: np.ndarray, w: np.ndarray, ref: object = None) -> float:
