@@ -28,7 +28,7 @@ def test_weighted_fd_equals_fd_of_repeated_rows():
     assert weighted_fd(x, w, ref) == pytest.approx(ref_fd, rel=1e-9)
     assert weighted_fd(x, w, fd_reference(ref)) == pytest.approx(ref_fd, rel=1e-9)
     assert weighted_fd(x, np.ones(len(x)), ref) == pytest.approx(_fd_scipy(x, ref), rel=1e-9)
-    # the square root taken of either covariance (the reference's, decomposed once, or the rows')
+    # the reference's square root passed in (decomposed once per replicate) or taken inside: the same FD
     from indis.metrics.stats import fd_from_moments
 
     mu, c, sq = fd_reference(ref)

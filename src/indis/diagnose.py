@@ -348,8 +348,8 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     eps_nn = nearest_eps(int(np.prod(handle.data_shape)), M, seed=seed)
     gap, ratio, ci, curve = predict(gains, god_mse, orc_mse, eps_nn, replicates=replicates, seed=seed)
     done(STAGES[1])
-    C = min(cluster_priors, teacher.num_samples)
-    grp = _group_predictions(den, god, teacher, C, seed, replicates, iterations, device, done) if fit_groups else {}
+    grp = (_group_predictions(den, god, teacher, cluster_priors, seed, replicates, iterations, device, done)
+           if fit_groups else {})
     lc = curve_ratio(handle, teacher, god, M, seed=seed, replicates=replicates, iterations=curve_iterations,
                      device=device) if has_curve else None
     done(STAGES[-1])
@@ -370,10 +370,11 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
                             "stage_seconds": spent})
 
 
-def _group_predictions(den: Denoiser, god: Any, teacher: Any, C: int, seed: int, replicates: int, iterations: int,
-                       device: Device, done: Any) -> dict[str, Any]:
-    """Step 5 on the first `C` priors: endpoint groups and condition groups against one shared schedule, and the
-    lower of the two as the group prediction (`done(stage)` after each stage)."""
+def _group_predictions(den: Denoiser, god: Any, teacher: Any, cluster_priors: int, seed: int, replicates: int,
+                       iterations: int, device: Device, done: Any) -> dict[str, Any]:
+    """Step 5 on the first `cluster_priors` priors: endpoint groups and condition groups against one shared schedule,
+    and the lower of the two as the group prediction (`done(stage)` after each stage)."""
+    C = min(cluster_priors, teacher.num_samples)
     _, xc, cc, x0c = teacher.batch(torch.arange(C), torch.float64, device)
     one_group = torch.zeros(C, dtype=torch.long, device=device)
     shared = scored_mse(den, god, xc, cc, x0c, one_group, 1, iterations)  # both groupings' reference

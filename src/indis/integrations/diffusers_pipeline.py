@@ -15,7 +15,7 @@ from ..denoiser import Cond
 from ..discretizations.base import Discretizer
 from ..errors import InputError
 from ..solvers import sample
-from ..priors import prior_std
+from ..priors import cond_to, prior_std
 from .diffusers_models import (_decoder, _device, _require_diffusers, _seq_len, calculate_shift, latent_shape, make_denoiser,
                         pipeline_family)
 
@@ -129,8 +129,8 @@ def sample_pipeline(
                                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
                                negative_prompt_attention_mask=negative_prompt_attention_mask, cfg=cfg,
                                max_sequence_length=max_sequence_length)
-    cond = _to(_repeat(cond, num_images_per_prompt), dev)
-    unc = _to(_repeat(unc, num_images_per_prompt), dev)
+    cond = cond_to(_repeat(cond, num_images_per_prompt), dev)
+    unc = cond_to(_repeat(unc, num_images_per_prompt), dev)
     B = _batch(cond, batch_size, latents, num_images_per_prompt)
     den = make_denoiser(pipe, guidance_scale=guidance_scale if cfg else None, uncond=unc, guidance=guidance,
                         frame_rate=frame_rate, autocast=autocast, compile=compile)
@@ -182,14 +182,6 @@ def _start_latents(latents: Tensor | None, shape: tuple[int, ...], schedule: Any
     if x_T.shape[0] != shape[0]:
         raise InputError(f"latents has batch {x_T.shape[0]} but prompts x num_images_per_prompt give {shape[0]}")
     return x_T
-
-
-def _to(c: Cond, dev: torch.device) -> Cond:
-    if c is None:
-        return None
-    if isinstance(c, Mapping):
-        return {k: v.to(dev) for k, v in c.items()}
-    return c.to(dev)
 
 
 def _batch(cond: Cond, batch_size: int | None, latents: Tensor | None, per_prompt: int) -> int:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .stats import fd_from_moments
 from ..zoo import CLASSIFIERS
 
 __all__ = ["frechet_distance", "kid", "ClassifierFeatures", "DigitsFeatureExtractor", "fd_digits", "real_digits_features",
@@ -27,11 +28,6 @@ def _as_2d(feats, name: str) -> np.ndarray:
     return a
 
 
-def _psd_sqrt(c: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((c + c.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
 def frechet_distance(feats_a, feats_b) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets [N, D] (float64).
 
@@ -46,11 +42,7 @@ def frechet_distance(feats_a, feats_b) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     ca, cb = np.atleast_2d(ca), np.atleast_2d(cb)
-    sa = _psd_sqrt(ca)
-    m = sa @ cb @ sa
-    tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
-    fd = float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2.0 * tr_cross)
-    return max(fd, 0.0)
+    return fd_from_moments(mu_a, ca, mu_b, cb)
 
 
 def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000, degree: int = 3, coef0: float = 1.0,
