@@ -3,6 +3,8 @@
 # of the digits tables, with the sampler the bench's INDIS row chose there (seed 0) and the bench's training-set size
 # (10,000), on a teacher set of 4,000 pairs from a seed none of the bench's splits uses. All five run side by side on
 # one GPU (small U-Net: the kernels are launch-bound, so parallel processes use the GPU better than one).
+# On CPU (2026-12-04: 9-32 min each on one thread): ONLY=NAME ... zoo_diagnose.sh cpu, one name at a time, with the
+# virtual environment's python3 first on PATH and OMP_NUM_THREADS=1.
 # Compare each predicted_ratio with the trained INDIS/GOD teacher-MSE ratio of benchmarks/README.md (tables E, C3, C5,
 # D3, reruns). Usage (repository root, indis importable): OUT=DIR LIMIT=540 benchmarks/gpu/zoo_diagnose.sh [DEVICE]
 # On the lent H200 (2026-12-04) indis ran from the source tree with POT carried as a wheel: in the device command,
