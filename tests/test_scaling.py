@@ -240,6 +240,12 @@ def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     assert d["recommendation"] == ("INDIS" if wins else "GOD")
     assert not d["extra"]["groups"] and "group_over_shared" not in d["extra"]  # context only beside the curve: skipped
     assert set(d["extra"]["stage_seconds"]) == set(STAGES) - set(GROUP_STAGES)
+    # other subset sizes for the curve (a large teacher set): they are the ones trained, and bad sizes are refused
+    assert main([*argv2, "--json", "--diagnose-curve-sizes", "24", "48"]) == 0
+    assert json.loads(capsys.readouterr().out)["extra"]["curve"]["sizes"] == [24, 48]
+    for bad in (["48", "24"], ["30"], ["4", "40"]):
+        assert main([*argv2, "--diagnose-curve-sizes", *bad]) == 2
+        assert "--diagnose-curve-sizes" in capsys.readouterr().err
     assert main(argv2) == 0
     out = capsys.readouterr().out
     assert "phi trained on 36 and 72 priors" in out and "endpoint groups" not in out and "phi on subsets" in out

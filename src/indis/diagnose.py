@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from .denoiser import Cond, Denoiser
-from .diagnose_curve import CURVE_CAP, GLOBAL_STARTS, PROBE, Device, _best_global, curve_ratio, curve_rows
+from .diagnose_curve import CURVE_CAP, CURVE_SIZES, GLOBAL_STARTS, PROBE, Device, _best_global, curve_ratio, curve_rows
 from .errors import InputError
 from .losses import mse
 from .metrics.stats import ratio_ci
@@ -299,15 +299,17 @@ def fit_global_and_oracle(handle: Any, teacher: Any, nfe: int, priors: int, *, s
 def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_size: int | None = None, seed: int = 0,
              eps_grid: Sequence[float] = EPS_GRID, replicates: int = 1000, cluster_priors: int = 200,
              iterations: int = 300, curve_iterations: int = CURVE_CAP, progress: bool = False, solver: str = "ipndm",
-             afs: bool = False, groups: bool | None = None, device: Device = "cpu") -> Diagnosis:
+             afs: bool = False, groups: bool | None = None, curve_sizes: Sequence[int] = CURVE_SIZES,
+             device: Device = "cpu") -> Diagnosis:
     """Predict INDIS / GOD teacher-MSE for `handle` at `nfe` from an oracle on `priors` priors of the teacher set,
     group schedules on `cluster_priors` of them and phi trained on subsets of up to 1,000 (`train_size`: the number of
     training priors INDIS would get, default the teacher set's size; `iterations`: the cap of the oracle's and the
     groups' fits, `curve_iterations` that of phi's; `progress`: a bar over the stages on stderr; `solver` and `afs`:
     the sampler every schedule is fitted for, the one INDIS would be trained with; `groups`: fit the group schedules
     (steps 5), which predict only where the set is too small for phi's learning curve and are context otherwise (about
-    half the diagnostic's time on the exact mixtures): None fits them only there; `device`: where the model and every
-    fit run, e.g. cuda). `extra["stage_seconds"]` says where the time went."""
+    half the diagnostic's time on the exact mixtures): None fits them only there; `curve_sizes`: the nested subset
+    sizes phi's learning curve is trained on, increasing, at least two (shrunk in proportion where the set is small);
+    `device`: where the model and every fit run, e.g. cuda). `extra["stage_seconds"]` says where the time went."""
     import time
 
     from tqdm.auto import tqdm
@@ -318,7 +320,11 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
         raise InputError(f"the diagnostic needs at least 8 priors, got {priors}")
     if iterations < 10:
         raise InputError(f"the diagnostic's fits need at least 10 iterations, got {iterations}")
-    has_curve = curve_rows(teacher.num_samples) is not None
+    sizes = [int(n) for n in curve_sizes]
+    if len(sizes) < 2 or any(b <= a for a, b in zip(sizes, sizes[1:])) or sizes[0] < 8:
+        raise InputError("the learning curve's subset sizes (curve_sizes, --diagnose-curve-sizes) must be at least two "
+                         f"increasing integers, the smallest >= 8; got {list(curve_sizes)}")
+    has_curve = curve_rows(teacher.num_samples, sizes) is not None
     fit_groups = (not has_curve) if groups is None else bool(groups)
     stages = [s for s in STAGES if fit_groups or s not in GROUP_STAGES]
     bar = tqdm(total=len(stages), desc=stages[0], disable=not progress, leave=False)
@@ -351,7 +357,7 @@ def diagnose(handle: Any, teacher: Any, nfe: int, *, priors: int = 50, train_siz
     grp = (_group_predictions(den, god, teacher, cluster_priors, seed, replicates, iterations, device, done)
            if fit_groups else {})
     lc = curve_ratio(handle, teacher, god, M, seed=seed, replicates=replicates, iterations=curve_iterations,
-                     device=device) if has_curve else None
+                     sizes=sizes, device=device) if has_curve else None
     done(STAGES[-1])
     bar.close()
     if lc is None:
