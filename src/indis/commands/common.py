@@ -156,6 +156,7 @@ NUMBER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "ckpt_every": (1, _BIG, False, False), "noise_radius": (0, 10**6, False, False), "replicates": (10, 10**6, False, False),
     "dist_timeout": (1, 10**6, False, False), "diagnose_priors": (8, 10**5, False, False),
     "diagnose_iterations": (10, 10**6, False, False), "diagnose_curve_iterations": (1, 10**6, False, False),
+    "diagnose_curve_sizes": (8, 10**6, False, False),
     "train_size": (1, 10**9, False, False), "choose_guidance": (0, 1000, False, False), "dims": (1, 65536, False, False),
     "components": (1, 10000, False, False), "seeds": (0, _SEED, False, False),
     "bench:batch": (1, 2**16, False, False), "bench:size": (1, 4096, False, False), "bench:nfe": (2, 1000, False, False),
