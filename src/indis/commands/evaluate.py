@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..diagnose_curve import CURVE_SIZES
 from ..discretizations.base import Discretizer, load_discretization
 from ..errors import InputError
 from ..metrics.stats import bootstrap_ci, paired_bootstrap, weighted_mean
@@ -52,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "teacher endpoints and per condition value (context beside phi's learning curve, about half the "
                    "diagnostic's time; fitted anyway where the teacher set is too small for the curve)")
     p.add_argument("--diagnose-curve-sizes", type=int, nargs="+", default=None, metavar="N", help="--diagnose: the "
-                   "nested subsets phi's learning curve is trained on (default 500 1000; e.g. 1000 2000 with a teacher "
-                   "set of 4,000 or more, to see a slow curve further out)")
+                   "nested subsets phi's learning curve is trained on (default "
+                   f"{' '.join(map(str, CURVE_SIZES))}; e.g. 1000 2000 with a teacher set of 4,000 or more, to see a "
+                   "slow curve further out)")
     p.add_argument("--train-size", type=int, default=None, help="--diagnose: training priors INDIS would get (default: "
                    "the teacher set's size)")
     p.add_argument("--no-progress", action="store_true", help="--diagnose: no progress bar over its stages (it shows "
@@ -134,8 +136,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
     d = diagnose(h, ts, args.nfe, priors=args.diagnose_priors, train_size=args.train_size, replicates=args.replicates,
                  iterations=args.diagnose_iterations, curve_iterations=args.diagnose_curve_iterations,
                  progress=show_progress(args), solver=args.solver, afs=args.afs,
-                 groups=True if args.diagnose_groups else None, device=args.device,
-                 **({"curve_sizes": args.diagnose_curve_sizes} if args.diagnose_curve_sizes else {}))
+                 groups=True if args.diagnose_groups else None, curve_sizes=args.diagnose_curve_sizes or CURVE_SIZES,
+                 device=args.device)
     data = d.as_dict()
 
     lc = d.extra.get("curve")

@@ -174,9 +174,8 @@ def _psd_sqrt(c: np.ndarray) -> np.ndarray:
 def fd_from_moments(mu_a: np.ndarray, ca: np.ndarray, mu_b: np.ndarray, cb: np.ndarray,
                     sqrt_b: np.ndarray | None = None) -> float:
     """Fréchet distance between two Gaussians (symmetric eigendecompositions; `frechet_distance` of feature sets calls
-    it): tr sqrt(ca cb)
-    is the sum of the square roots of the eigenvalues of s ca s with s = sqrt(cb) (`sqrt_b`, when the caller has it:
-    a reference scored against many feature sets is decomposed once, otherwise here)."""
+    it): tr sqrt(ca cb) is the sum of the square roots of the eigenvalues of s ca s with s = sqrt(cb) (`sqrt_b`, when
+    the caller has it: a reference scored against many feature sets is decomposed once, otherwise here)."""
     sb = _psd_sqrt(cb) if sqrt_b is None else sqrt_b
     m = sb @ ca @ sb
     cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
