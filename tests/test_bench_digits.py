@@ -382,3 +382,29 @@ def test_bench_pool_of_a_runs_own_seed_files_reproduces_its_report(tiny, tmp_pat
     assert pooled["ablations"] == res["ablations"] and pooled["oracle"] == res["oracle"]
     assert (tmp_path / "pooled" / "results.md").read_text() == (out / "results.md").read_text()
     assert main(["bench", "pool", str(out / "results.json"), "--out", str(tmp_path / "x")]) == 2  # the pooled file
+
+
+def test_rows_split_over_calls_fill_the_same_cache_a_full_run_reuses(tiny, tmp_path, capsys):
+    """--rows trains only the named rows (INDIS with its warm starts) under the run folders a full run uses, so a
+    seed split over processes sharing --out is reported by one plain run that retrains nothing."""
+    out, res = tiny
+    split = tmp_path / "split"
+    runs = lambda o: {p.name.rsplit("-", 1)[0] for p in (o / "seed-0" / "runs").iterdir()}  # noqa: E731
+    assert bd.main(_args(split, ["--rows", "dmn", "gits"])) == 0
+    assert runs(split) == {"dmn", "gits"} and not (split / "results.json").exists()
+    assert bd.main(_args(split, ["--rows", "indis"])) == 0
+    assert {"god", "ld3", "indis"} <= runs(split) and not runs(split) & {"amed", "epd", "edm", "uniform"}
+    stamps = {p: p.stat().st_mtime_ns for p in split.rglob("*.safetensors")}
+    capsys.readouterr()
+    assert bd.main(_args(split)) == 0
+    res2 = json.loads(capsys.readouterr().out)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # the rows' work was reused, not redone
+    names = lambda o: sorted(p.name for p in (o / "seed-0" / "runs").iterdir())  # noqa: E731
+    assert names(split) == names(out)  # the same settings hashes as one uninterrupted run
+    assert set(res2["table"]) == set(res["table"])
+
+
+def test_rows_rejects_an_unknown_row(tmp_path, capsys):
+    assert main(["bench", "digits", "--out", str(tmp_path), "--quick", "--rows", "god", "ldm3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--rows" in err[0] and "ldm3" in err[0], err

@@ -82,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str = "zoo:digits")
     p.add_argument("--no-oracle", action="store_true")
     p.add_argument("--no-ipndm-table", action="store_true")
     p.add_argument("--replicates", type=int, default=None, help="bootstrap replicates of each confidence interval (default 200; quick 50)")
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW", help="only train and cache these main-table rows "
+                   "(best-heuristic dmn gits ld3 god amed epd indis; indis brings god and ld3, its warm starts), then stop "
+                   "without a report: to split one seed over several processes sharing --out; a run without --rows "
+                   "then reuses their work and reports")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -191,6 +195,10 @@ def main(args: argparse.Namespace) -> int:
         s["teacher"] += f", guidance {s['guidance']:g} (chosen on validation)"
     out = Path(args.out) if args.out else default_out(s)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 - stage lines on stderr; --no-progress drops the bars
+    if args.rows:
+        fill_rows(s, out, args.rows, device=args.device, progress=not args.no_progress, log=log)
+        print(f"rows {' '.join(args.rows)} cached under {out}; run again without --rows to report")
+        return 0
     res = run(s, out, device=args.device, progress=not args.no_progress, log=log)
     if args.json:
         print(json.dumps(res, indent=2))
@@ -223,6 +231,22 @@ def choose_guidance(s: dict[str, Any], scales: list[float], out: Path | None, *,
         x0 = exp.data("val")[3]
         fd[g] = frechet_distance(extractor(fs).features(x0.float().cpu()).double().numpy(), real_features(fs, "heldout"))
     return fd
+
+
+def fill_rows(s: dict[str, Any], out: Path, rows: list[str], *, device: str = "cpu", progress: bool = True, log=None) -> None:
+    """Train and cache only `rows` of the main table at every seed and NFE (the same run folders a full run uses)."""
+    from ..io import ensure_dir
+    from .digits_run import ROWS, DigitsRun
+
+    bad = [r for r in rows if r not in ROWS]
+    if bad:
+        raise InputError(f"--rows: unknown row(s) {bad}; choose from {' '.join(ROWS)}")
+    out = ensure_dir(out)
+    h = load_handle(s["model"], s["guidance"])
+    for seed in s["seeds"]:
+        r = DigitsRun(s, seed, out, h, device=device, progress=progress, log=log)
+        for nfe in s["nfes"]:
+            r.table(nfe, "main", only=set(rows))
 
 
 def run(s: dict[str, Any], out: Path, *, device: str = "cpu", progress: bool = True, log=None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from ..training import TrainConfig
 CONFIGS = tuple((s, a) for s in ("ipndm", "dpmpp_3m", "unipc") for a in (False, True))
 HEURISTICS = ("uniform", "logsnr", "edm", "quadratic")
 FIXED = HEURISTICS + ("dmn", "gits")
+ROWS = ("best-heuristic", "dmn", "gits", "ld3", "god", "amed", "epd", "indis")  # the main table, in the order run
 SOLVER_METHODS = {"amed": ("amed", "ipndm"), "epd": ("epd", "ipndm")}
 SPLIT_BASES = ("edm", "logsnr", "time_uniform")  # AMED/EPD base schedules probed (their references use edm/time_uniform)
 #: AMED / EPD training as their reference code does it (`indis.discretizations.amed/epd.REFERENCE_TRAINING`): one pass
@@ -303,9 +304,11 @@ class DigitsRun:
                                      variant=None if variant == "full" else variant, net=net, **flags)
         return self._row(sp, d, info, {"by": "the configuration of its warm start", "warm_start": warm_name})
 
-    def table(self, nfe: int, table: str) -> dict[str, Any]:
+    def table(self, nfe: int, table: str, only: set[str] | None = None) -> dict[str, Any]:
+        """Every row of one table; with `only`, just those rows (and GOD and LD3 when INDIS is named: its warm start)."""
         rows: dict[str, Any] = {}
-        for row in ("best-heuristic", "dmn", "gits", "ld3", "god", "amed", "epd", "indis"):
+        wanted = None if only is None else set(only) | ({"god", "ld3"} if "indis" in only else set())
+        for row in (r for r in ROWS if wanted is None or r in wanted):
             t0 = time.time()
             if row == "indis":
                 rows[row] = self.indis_row(nfe, table, rows)
