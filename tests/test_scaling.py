@@ -284,6 +284,10 @@ def test_report_counts_and_columns():
     assert "beyond the interval in 2 of 4 cells, above it in 1" in md
     assert "it names INDIS in 4 cells, 2 of them without a gain beyond the interval" in md
     assert s["seed_agreement"]["pairs"] == 0 and "Seed to seed" not in md  # one seed per cell: nothing to compare
+    # intervals of half-width <= 0.05 at d = 8 and 64; 0.9 is inside d = 64's and within 0.05 of it, outside the others
+    assert s["precise_cells"] == 2 and s["prediction_within_tolerance_precise"] == 0.5
+    assert s["prediction_within_tolerance_or_interval"] == 0.25
+    assert "(its interval's half-width; 2 of 4 cells) the prediction is within +-0.05 in 50%" in md
     # cells whose diagnosis skipped the group fits count only in the other predictions' records, not as group hits
     assert s["group_cells"] == 4 and s["group_prediction_within_tolerance"] == 0.25  # |0.9 - ratio| <= 0.05: d = 64
     res[2]["diagnosis"]["extra"] = {"groups": False}

@@ -49,6 +49,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     told = [r for r in results if r["diagnosis"]["recommendation"] == "INDIS"]
     dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
     losses = [r for r in results if r["ratio_ci"][0] > 1.0]
+    precise = np.array([(r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 <= PREDICTION_TOLERANCE for r in results])
+    pred = np.array([r["diagnosis"]["predicted_ratio"] for r in results])
+    inside = np.array([lo <= p <= hi for p, (lo, hi) in zip(pred, (r["ratio_ci"] for r in results))])
     pp = [r for r in results if r.get("per_prior")]
     dpp = [r["denoised_input"]["per_prior"] for r in pp if (r.get("denoised_input") or {}).get("per_prior")]
     return {"cells": len(results), "indis_beyond_interval": len(wins), "indis_worse_beyond_interval": len(losses),
@@ -60,6 +63,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                           "indis_median_below": sum(r["per_prior"]["median_ratio_ci"][1] < 1.0 for r in pp),
                           "denoised_median_below": sum(v["median_ratio_ci"][1] < 1.0 for v in dpp)},
             "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
+            "precise_cells": int(precise.sum()),
+            "prediction_within_tolerance_precise": float(np.mean(err[precise] <= PREDICTION_TOLERANCE)) if precise.any() else None,
+            "prediction_within_tolerance_or_interval": float(np.mean((err <= PREDICTION_TOLERANCE) | inside)),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": f"{len(right)}/{len(decided)}",
             "indis_recommended": len(told), "indis_recommended_without_gain": sum(r["ratio_ci"][1] >= 1.0 for r in told),
@@ -118,6 +124,12 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"The recommendation is right in {s['recommendation_right_where_decided']} cells where the trained difference "
               f"is beyond its interval; it names INDIS in {s.get('indis_recommended', '-')} cells, "
               f"{s.get('indis_recommended_without_gain', '-')} of them without a gain beyond the interval."]
+        if s.get("precise_cells") is not None:
+            wp = s.get("prediction_within_tolerance_precise")
+            L += ["", f"Where the trained ratio is itself known to +-{s['tolerance']} (its interval's half-width; "
+                  f"{s['precise_cells']} of {s['cells']} cells) the prediction is within +-{s['tolerance']} in "
+                  f"{'-' if wp is None else f'{100 * wp:.0f}%'}; within +-{s['tolerance']} or inside the trained "
+                  f"interval in {100 * s['prediction_within_tolerance_or_interval']:.0f}% of all cells."]
         sa = s.get("seed_agreement") or {}
         if sa.get("pairs"):
             L += ["", f"Seed to seed: in {sa['cells']} cells run with several seeds, two seeds' trained ratios lie within "
