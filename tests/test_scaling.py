@@ -331,6 +331,29 @@ def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeyp
     assert rep.figure([res[-1]], tmp_path / "t.png") is None  # nothing to draw: no file
 
 
+def test_report_only_reads_the_cells_there_and_lists_the_missing(tmp_path, capsys):
+    from indis.cli import main
+
+    def write(name, protocol):
+        c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
+        r = {"cell": c, "name": name, "protocol": protocol, "god_mse": 1e-3, "ratio": 0.5, "ratio_ci": [0.4, 0.6],
+             "oracle_over_god": 0.1, "gap_closed": 0.5, "eps_half": 0.1, "prediction_error": 0.0, "reach_prediction_error": 0.0,
+             "diagnosis": {"predicted_ratio": 0.5, "predicted_ci": [0.4, 0.6], "recommendation": "INDIS"}, "denoised_input": None}
+        (tmp_path / "cells" / name).mkdir(parents=True)
+        (tmp_path / "cells" / name / "result.json").write_text(json.dumps(r))
+    write("random-d2-K2-none-nfe3-s0", sc.PROTOCOL)
+    write("random-d2-K2-class-g4-nfe3-s0", "an older protocol")  # not the current protocol: reported as missing
+    argv = ["bench", "scaling", "--dims", "2", "--components", "2", "--conditions", "none", "class-g4", "embedding",
+            "--nfe", "3", "--single-seed", "--no-digits", "--report-only", "--out", str(tmp_path)]
+    assert main([*argv, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in res["cells"]] == ["random-d2-K2-none-nfe3-s0"]
+    assert res["missing"] == ["random-d2-K2-class-g4-nfe3-s0", "random-d2-K2-embedding-g1-nfe3-s0"]
+    assert "2 cells of the grid asked for are not computed yet" in (tmp_path / "results.md").read_text()
+    assert main([*argv[:3], "8", *argv[4:]]) == 2  # nothing there for d = 8: an error, not an empty report
+    assert "--report-only" in capsys.readouterr().err
+
+
 def test_condition_groups_by_hand():
     from indis.diagnose import condition_groups
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -321,6 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the mixtures and every fit, e.g. cuda")
     p.add_argument("--json", action="store_true", help="print results.json instead of the report")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="compute nothing: report the cells of the grid whose "
+                   "result.json is already under --out (current protocol) and list the missing ones")
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -354,12 +357,25 @@ def main(args: argparse.Namespace) -> int:
     s = settings_from_args(args)
     out = ensure_dir(args.out or f"runs/bench-scaling{'-quick' if s['quick'] else ''}")
     todo = cells(s)
-    t0, results = time.time(), []
+    t0, results, missing = time.time(), [], []
     for k, c in enumerate(todo):
+        if args.report_only:
+            f = out / "cells" / cell_name(c) / "result.json"
+            r = json.loads(f.read_text()) if f.is_file() else None
+            if r is not None and r.get("protocol") == PROTOCOL:
+                results.append(r)
+            else:
+                missing.append(cell_name(c))
+            continue
         print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
         results.append(run_cell(c, s, out / "cells", progress=show_progress(args),
                                 log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device))
-    res = {"benchmark": "scaling", "settings": dict(s), "cells": results,
+    if missing:
+        print(f"--report-only: {len(missing)} of {len(todo)} cells not computed yet (left out): {' '.join(missing)}",
+              file=sys.stderr, flush=True)
+    if not results:
+        raise InputError(f"--report-only: none of the {len(todo)} cells asked for has a result under {out / 'cells'}")
+    res = {"benchmark": "scaling", "settings": dict(s), "missing": missing, "cells": results,
            "summary": rep.summarize(results), "wall_s": round(time.time() - t0, 1), "torch": torch.__version__}
     res["figure"] = rep.figure(results, out / "scaling.png")
     atomic_write_json(out / "results.json", res)

@@ -100,6 +100,8 @@ def to_markdown(res: dict[str, Any]) -> str:
                                                r["cell"]["K"] or 0, r["cell"]["d"], r["cell"]["seed"]))
     L = ["# indis bench scaling", "", "Exact Gaussian mixtures (no model error): INDIS against GOD (same shift/scale "
          "freedoms), iPNDM, teacher-MSE on test priors. Ratio < 1: INDIS better; [CI]: 95% paired bootstrap.", "",
+         *([f"**{len(res['missing'])} cells of the grid asked for are not computed yet and are left out** "
+            f"(`--report-only`): {', '.join(res['missing'])}.", ""] if res.get("missing") else []),
          "| model | d | K | condition | NFE | seed | INDIS/GOD [CI] | INDIS-D/INDIS [CI] | oracle/GOD | gap closed | "
          "eps_half | predicted [CI] | by groups | by reach | recommends |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
