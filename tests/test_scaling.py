@@ -296,7 +296,12 @@ def test_report_counts_and_columns():
     assert s2["group_cells"] == 3 and s2["group_prediction_within_tolerance"] == 0.0
     assert s2["prediction_within_tolerance"] == s["prediction_within_tolerance"]
     assert "| - | 0.900 | INDIS |" in rep.to_markdown({"cells": res, "summary": s2})
-    del res[2]["diagnosis"]["extra"]
+    for r in res:  # no cell with group fits: the group clause is left out, not printed as nan%
+        r["diagnosis"]["extra"] = {"groups": False}
+    md = rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
+    assert "nan" not in md and "the group prediction" not in md and "the reach prediction in" in md
+    for r in res:
+        del r["diagnosis"]["extra"]
     more = [dict(cell(2, 0.53, [0.4, 0.6], None), cell={**res[0]["cell"], "seed": 1}),
             dict(cell(2, 0.70, [0.6, 0.8], None), cell={**res[0]["cell"], "seed": 2})]
     view = {"median_ratio": 0.25, "median_ratio_ci": [0.2, 0.3], "winsorized_ratio": 0.4, "tail": 0.01, "tail_share": 0.1,

@@ -119,9 +119,10 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"{s.get('indis_worse_beyond_interval', 0)} (median ratio {s['median_ratio']:.3f}). The diagnostic's "
               f"predicted ratio (phi's learning curve in {s.get('curve_cells', 0)} cells, else group schedules) is within "
               f"+-{s['tolerance']} of the trained one in {100 * s['prediction_within_tolerance']:.0f}% of the cells (mean "
-              f"|error| {s['prediction_mean_abs_error']:.3f}, max {s['prediction_max_abs_error']:.3f}); the group prediction "
-              f"in {100 * (s.get('group_prediction_within_tolerance') or float('nan')):.0f}% (of {s.get('group_cells', '-')} cells "
-              f"with group fits), the reach prediction "
+              f"|error| {s['prediction_mean_abs_error']:.3f}, max {s['prediction_max_abs_error']:.3f}); "
+              + (f"the group prediction in {100 * s['group_prediction_within_tolerance']:.0f}% (of {s['group_cells']} cells "
+                 f"with group fits), " if s.get("group_cells") else "")
+              + f"the reach prediction "
               f"in {100 * s['reach_prediction_within_tolerance']:.0f}% (mean |error| {s['reach_prediction_mean_abs_error']:.3f}). "
               f"The recommendation is right in {s['recommendation_right_where_decided']} cells where the trained difference "
               f"is beyond its interval; it names INDIS in {s.get('indis_recommended', '-')} cells, "
