@@ -339,22 +339,32 @@ def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeyp
 def test_report_only_reads_the_cells_there_and_lists_the_missing(tmp_path, capsys):
     from indis.cli import main
 
-    def write(name, protocol):
+    from indis.diagnose import VERSION
+
+    view = {"median_ratio": 0.5, "median_ratio_ci": [0.4, 0.6], "winsorized_ratio": 0.5, "tail": 0.01, "tail_share": 0.1,
+            "reference_tail_share": 0.1}
+
+    def write(name, protocol, version=VERSION):
         c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
         r = {"cell": c, "name": name, "protocol": protocol, "god_mse": 1e-3, "ratio": 0.5, "ratio_ci": [0.4, 0.6],
              "oracle_over_god": 0.1, "gap_closed": 0.5, "eps_half": 0.1, "prediction_error": 0.0, "reach_prediction_error": 0.0,
-             "diagnosis": {"predicted_ratio": 0.5, "predicted_ci": [0.4, 0.6], "recommendation": "INDIS"}, "denoised_input": None}
+             "diagnosis": {"predicted_ratio": 0.5, "predicted_ci": [0.4, 0.6], "recommendation": "INDIS",
+                           "extra": {"version": version}}, "per_prior": view,
+             "denoised_input": {"ratio": 0.5, "ratio_ci": [0.4, 0.6], "vs_indis": 1.0, "vs_indis_ci": [0.9, 1.1],
+                                "per_prior": view}}
         (tmp_path / "cells" / name).mkdir(parents=True)
         (tmp_path / "cells" / name / "result.json").write_text(json.dumps(r))
     write("random-d2-K2-none-nfe3-s0", sc.PROTOCOL)
     write("random-d2-K2-class-g4-nfe3-s0", "an older protocol")  # not the current protocol: reported as missing
-    argv = ["bench", "scaling", "--dims", "2", "--components", "2", "--conditions", "none", "class-g4", "embedding",
-            "--nfe", "3", "--single-seed", "--no-digits", "--report-only", "--out", str(tmp_path)]
+    write("random-d2-K2-class-g1-nfe3-s0", sc.PROTOCOL, version=VERSION - 1)  # a diagnosis run_cell would redo: missing
+    argv = ["bench", "scaling", "--dims", "2", "--components", "2", "--conditions", "none", "class-g4", "class",
+            "embedding", "--nfe", "3", "--single-seed", "--no-digits", "--report-only", "--out", str(tmp_path)]
     assert main([*argv, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in res["cells"]] == ["random-d2-K2-none-nfe3-s0"]
-    assert res["missing"] == ["random-d2-K2-class-g4-nfe3-s0", "random-d2-K2-embedding-g1-nfe3-s0"]
-    assert "2 cells of the grid asked for are not computed yet" in (tmp_path / "results.md").read_text()
+    assert res["missing"] == ["random-d2-K2-class-g4-nfe3-s0", "random-d2-K2-class-g1-nfe3-s0",
+                              "random-d2-K2-embedding-g1-nfe3-s0"]  # in the grid's order (--conditions as given)
+    assert "3 cells of the grid asked for are not computed yet" in (tmp_path / "results.md").read_text()
     assert main([*argv[:3], "8", *argv[4:]]) == 2  # nothing there for d = 8: an error, not an empty report
     assert "--report-only" in capsys.readouterr().err
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -233,11 +232,28 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 
 
+def cached_result(folder: Path) -> dict[str, Any] | None:
+    """The cell's cached result.json if it was computed under the current PROTOCOL (older ones are recomputed)."""
+    from ..io import load_json
+
+    res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
+    return res if res is not None and res.get("protocol") == PROTOCOL else None
+
+
+def outdated_parts(res: dict[str, Any]) -> tuple[bool, bool]:
+    """(INDIS-D and the per-prior view missing, diagnosis by an older procedure): what run_cell adds to a cached
+    result, reusing every run."""
+    from ..diagnose import VERSION as DIAGNOSE_VERSION
+
+    add_variant = "per_prior" not in res or "per_prior" not in (res.get("denoised_input") or {})
+    return add_variant, res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION
+
+
 def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print,
              device: str = "cpu") -> dict[str, Any]:
     """One cell of the study (cached in root/<cell name>/result.json); `device`: where the mixture is evaluated and
     every schedule trained (the results do not depend on it beyond round-off)."""
-    from ..diagnose import VERSION as DIAGNOSE_VERSION, kept_curve, kept_share, teacher_fn
+    from ..diagnose import kept_curve, kept_share, teacher_fn
     from ..discretizations.base import InstanceOracle
     from ..io import atomic_write_json, load_json
     from ..losses import mse as per_prior_mse
@@ -247,11 +263,9 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     from ..training import TrainConfig
 
     folder = root / cell_name(c)
-    res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
-    if res is not None and res.get("protocol") == PROTOCOL:  # older protocols' results are recomputed, reusing runs
-        # a cell cached before the variant or the per-prior view existed: add them, reusing every run
-        add_variant = "per_prior" not in res or "per_prior" not in (res.get("denoised_input") or {})
-        rediagnose = res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION  # an older diagnostic procedure
+    res = cached_result(folder)  # older protocols' results are recomputed below, reusing runs
+    if res is not None:
+        add_variant, rediagnose = outdated_parts(res)
         if add_variant or rediagnose:
             h = handle_for(c)
             exp = _experiment(folder, h, c, s, progress, device)
@@ -358,18 +372,15 @@ def main(args: argparse.Namespace) -> int:
     out = ensure_dir(args.out or f"runs/bench-scaling{'-quick' if s['quick'] else ''}")
     todo = cells(s)
     t0, results, missing = time.time(), [], []
-    for k, c in enumerate(todo):
-        if args.report_only:
-            f = out / "cells" / cell_name(c) / "result.json"
-            r = json.loads(f.read_text()) if f.is_file() else None
-            if r is not None and r.get("protocol") == PROTOCOL:
-                results.append(r)
-            else:
-                missing.append(cell_name(c))
-            continue
-        print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
-        results.append(run_cell(c, s, out / "cells", progress=show_progress(args),
-                                log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device))
+    if args.report_only:  # a cell run_cell would recompute or complete counts as missing
+        found = {cell_name(c): cached_result(out / "cells" / cell_name(c)) for c in todo}
+        results = [r for r in found.values() if r is not None and not any(outdated_parts(r))]
+        missing = [n for n, r in found.items() if r is None or any(outdated_parts(r))]
+    else:
+        for k, c in enumerate(todo):
+            print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
+            results.append(run_cell(c, s, out / "cells", progress=show_progress(args),
+                                    log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device))
     if missing:
         print(f"--report-only: {len(missing)} of {len(todo)} cells not computed yet (left out): {' '.join(missing)}",
               file=sys.stderr, flush=True)

@@ -50,8 +50,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
     losses = [r for r in results if r["ratio_ci"][0] > 1.0]
     precise = np.array([(r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 <= PREDICTION_TOLERANCE for r in results])
-    pred = np.array([r["diagnosis"]["predicted_ratio"] for r in results])
-    inside = np.array([lo <= p <= hi for p, (lo, hi) in zip(pred, (r["ratio_ci"] for r in results))])
+    inside = np.array([r["ratio_ci"][0] <= r["diagnosis"]["predicted_ratio"] <= r["ratio_ci"][1] for r in results])
     pp = [r for r in results if r.get("per_prior")]
     dpp = [r["denoised_input"]["per_prior"] for r in pp if (r.get("denoised_input") or {}).get("per_prior")]
     return {"cells": len(results), "indis_beyond_interval": len(wins), "indis_worse_beyond_interval": len(losses),
