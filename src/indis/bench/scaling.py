@@ -373,9 +373,12 @@ def main(args: argparse.Namespace) -> int:
     todo = cells(s)
     t0, results, missing = time.time(), [], []
     if args.report_only:  # a cell run_cell would recompute or complete counts as missing
-        found = {cell_name(c): cached_result(out / "cells" / cell_name(c)) for c in todo}
-        results = [r for r in found.values() if r is not None and not any(outdated_parts(r))]
-        missing = [n for n, r in found.items() if r is None or any(outdated_parts(r))]
+        for c in todo:
+            r = cached_result(out / "cells" / cell_name(c))
+            if r is None or any(outdated_parts(r)):
+                missing.append(cell_name(c))
+            else:
+                results.append(r)
     else:
         for k, c in enumerate(todo):
             print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
