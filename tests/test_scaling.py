@@ -165,6 +165,8 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     assert dv["ratio"] == pytest.approx(dv["vs_indis"] * r["ratio"], rel=1e-9)  # the same test priors and GOD
     again = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert again == r  # cached
+    folder = tmp_path / sc.cell_name(c)  # a result of another training budget is not reused as this one's
+    assert sc.cached_result(folder, s) == r and sc.cached_result(folder, {**s, "patience": s["patience"] + 1}) is None
     f = tmp_path / sc.cell_name(c) / "result.json"  # a cell cached before the variant existed gets it, reusing the runs
     old = json.loads(f.read_text())
     del old["denoised_input"], old["per_prior"]
@@ -344,19 +346,21 @@ def test_report_only_reads_the_cells_there_and_lists_the_missing(tmp_path, capsy
     view = {"median_ratio": 0.5, "median_ratio_ci": [0.4, 0.6], "winsorized_ratio": 0.5, "tail": 0.01, "tail_share": 0.1,
             "reference_tail_share": 0.1}
 
-    def write(name, protocol, version=VERSION):
+    def write(name, protocol, version=VERSION, patience=sc.FULL["patience"]):
         c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
+        budget = {"cap": sc.FULL["cap"], "patience": patience, "val_every": sc.FULL["val_every"]}
         r = {"cell": c, "name": name, "protocol": protocol, "god_mse": 1e-3, "ratio": 0.5, "ratio_ci": [0.4, 0.6],
              "oracle_over_god": 0.1, "gap_closed": 0.5, "eps_half": 0.1, "prediction_error": 0.0, "reach_prediction_error": 0.0,
              "diagnosis": {"predicted_ratio": 0.5, "predicted_ci": [0.4, 0.6], "recommendation": "INDIS",
                            "extra": {"version": version}}, "per_prior": view,
              "denoised_input": {"ratio": 0.5, "ratio_ci": [0.4, 0.6], "vs_indis": 1.0, "vs_indis_ci": [0.9, 1.1],
-                                "per_prior": view}}
+                                "per_prior": view}, "train": {"indis": budget}}
         (tmp_path / "cells" / name).mkdir(parents=True)
         (tmp_path / "cells" / name / "result.json").write_text(json.dumps(r))
     write("random-d2-K2-none-nfe3-s0", sc.PROTOCOL)
     write("random-d2-K2-class-g4-nfe3-s0", "an older protocol")  # not the current protocol: reported as missing
     write("random-d2-K2-class-g1-nfe3-s0", sc.PROTOCOL, version=VERSION - 1)  # a diagnosis run_cell would redo: missing
+    write("random-d2-K2-embedding-g1-nfe3-s0", sc.PROTOCOL, patience=40)  # another training budget: missing
     argv = ["bench", "scaling", "--dims", "2", "--components", "2", "--conditions", "none", "class-g4", "class",
             "embedding", "--nfe", "3", "--single-seed", "--no-digits", "--report-only", "--out", str(tmp_path)]
     assert main([*argv, "--json"]) == 0
@@ -485,3 +489,13 @@ def test_diagnostic_fits_the_solver_it_is_told(tmp_path, monkeypatch):
     assert seen and all(s[1:] == ("unipc", True) for s in seen), seen
     with pytest.raises(InputError, match="heun cannot make exactly 3 model calls"):  # Heun without AFS: 2N calls
         dg.fit_global_and_oracle(h, t, 3, 12, iterations=20, solver="heun", afs=False)
+
+
+def test_patience_option_sets_the_budget_of_every_trained_method():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    sc.add_arguments(p)
+    assert sc.settings_from_args(p.parse_args([]))["patience"] == sc.FULL["patience"]
+    assert sc.settings_from_args(p.parse_args(["--patience", "40"]))["patience"] == 40
+    assert sc.settings_from_args(p.parse_args(["--quick", "--patience", "9"]))["patience"] == 9

@@ -232,12 +232,18 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 
 
-def cached_result(folder: Path) -> dict[str, Any] | None:
-    """The cell's cached result.json if it was computed under the current PROTOCOL (older ones are recomputed)."""
+def cached_result(folder: Path, s: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The cell's cached result.json if it was computed under the current PROTOCOL and, given settings `s`, under their
+    training budget (cap, patience, validation interval, as INDIS's run records them); others are recomputed."""
     from ..io import load_json
 
     res = load_json(folder / "result.json") if (folder / "result.json").is_file() else None
-    return res if res is not None and res.get("protocol") == PROTOCOL else None
+    if res is None or res.get("protocol") != PROTOCOL:
+        return None
+    ran = res.get("train", {}).get("indis", {})
+    if s is not None and any(ran.get(k) != s[k] for k in ("cap", "patience", "val_every")):
+        return None
+    return res
 
 
 def outdated_parts(res: dict[str, Any]) -> tuple[bool, bool]:
@@ -263,7 +269,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     from ..training import TrainConfig
 
     folder = root / cell_name(c)
-    res = cached_result(folder)  # older protocols' results are recomputed below, reusing runs
+    res = cached_result(folder, s)  # older protocols' or other budgets' results are recomputed below, reusing runs
     if res is not None:
         add_variant, rediagnose = outdated_parts(res)
         if add_variant or rediagnose:
@@ -331,6 +337,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nfe", type=int, nargs="+", default=None, help="NFEs (default 3 5)")
     p.add_argument("--no-digits", action="store_true", help="skip the mixture fitted to the digits")
     p.add_argument("--single-seed", action="store_true", help="one seed everywhere (default: three at d = 64 and 1024)")
+    p.add_argument("--patience", type=int, default=None, help="validation checks without improvement before a training "
+                   "stops, for every trained method (GOD, its polish, INDIS, INDIS-D; default 6, --quick 3): a sensitivity "
+                   "check of the budget rule; use its own --out (cells of another patience are recomputed)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-scaling[-quick])")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--device", default="cpu", help="torch device for the mixtures and every fit, e.g. cuda")
@@ -356,6 +365,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         s["digits"] = False
     if args.single_seed:
         s["multi_seed_dims"] = ()
+    if args.patience is not None:
+        s["patience"] = args.patience
     s["quick"] = bool(args.quick)
     return s
 
@@ -374,7 +385,7 @@ def main(args: argparse.Namespace) -> int:
     t0, results, missing = time.time(), [], []
     if args.report_only:  # a cell run_cell would recompute or complete counts as missing
         for c in todo:
-            r = cached_result(out / "cells" / cell_name(c))
+            r = cached_result(out / "cells" / cell_name(c), s)
             if r is None or any(outdated_parts(r)):
                 missing.append(cell_name(c))
             else:
