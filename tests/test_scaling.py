@@ -328,12 +328,15 @@ def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeyp
                 "god_mse": god, "ratio": ratio, "ratio_ci": [ratio - 0.1, ratio + 0.1], "eps_half": 0.1}
     res = [cell(2, 2, "none", None, 3, 0, 0.5), cell(64, 2, "none", None, 3, 0, 0.8), cell(64, 2, "none", None, 3, 1, 1.0),
            cell(2, 10, "class", 4.0, 5, 0, 0.3), cell(8, 10, "class", 1.0, 5, 0, 1.0, god=1e-12)]
+    digits = cell(64, None, "class", 1.0, 3, 0, 0.05)  # the digits mixture: drawn too, its interval reaching below 0
+    digits["cell"]["model"] = "digits-gmm"
+    res.insert(3, digits)
     drawn, lines_of = [], rep._lines
     monkeypatch.setattr(rep, "_lines", lambda rnd: drawn.append(rnd) or lines_of(rnd))
     assert rep.figure(res, tmp_path / "s.png") == "s.png" and (tmp_path / "s.png").stat().st_size > 0
-    assert len(drawn[0]) == 4  # the cell where GOD is exact is not drawn
+    assert len(drawn[0]) == 5  # the cell where GOD is exact is not drawn
     lines = lines_of(drawn[0])
-    assert set(lines) == {(3, 2, "none"), (5, 10, "class CFG 4")}  # one line per NFE, K and condition
+    assert set(lines) == {(3, 2, "none"), (3, None, "class"), (5, 10, "class CFG 4")}  # one per NFE, K and condition
     assert sorted(lines[(3, 2, "none")]) == [2, 64] and len(lines[(3, 2, "none")][64]) == 2  # seeds pooled per d
     assert rep.figure([res[-1]], tmp_path / "t.png") is None  # nothing to draw: no file
 
