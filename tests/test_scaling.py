@@ -328,7 +328,7 @@ def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeyp
                 "god_mse": god, "ratio": ratio, "ratio_ci": [ratio - 0.1, ratio + 0.1], "eps_half": 0.1}
     res = [cell(2, 2, "none", None, 3, 0, 0.5), cell(64, 2, "none", None, 3, 0, 0.8), cell(64, 2, "none", None, 3, 1, 1.0),
            cell(2, 10, "class", 4.0, 5, 0, 0.3), cell(8, 10, "class", 1.0, 5, 0, 1.0, god=1e-12)]
-    digits = cell(64, None, "class", 1.0, 3, 0, 0.05)  # the digits mixture: drawn too, its interval reaching below 0
+    digits = cell(64, None, "class", 1.0, 3, 0, 1e-5)  # the digits mixture: drawn too (a log axis; its interval below 0)
     digits["cell"]["model"] = "digits-gmm"
     res.insert(3, digits)
     drawn, lines_of = [], rep._lines

@@ -214,7 +214,8 @@ def figure(results: list[dict[str, Any]], path: Path) -> str | None:
         marker, ls = K_STYLES.get(K, K_STYLES[None])
         x = [d * 1.06 ** (conds.index(cl) - 2) for d in ds]  # a small shift per condition so intervals do not overlap
         ratio = [float(np.mean([r["ratio"] for r in by_d[d]])) for d in ds]
-        lo = [max(float(np.mean([r["ratio_ci"][0] for r in by_d[d]])), 1e-3) for d in ds]  # a log axis
+        lo = [float(np.mean([r["ratio_ci"][0] for r in by_d[d]])) for d in ds]
+        lo = np.minimum(np.maximum(lo, np.multiply(ratio, 1e-2)), ratio)  # log axis: a bound <= 0 drawn at ratio / 100
         hi = [float(np.mean([r["ratio_ci"][1] for r in by_d[d]])) for d in ds]
         style = dict(color=COND_COLORS[cl], marker=marker, ls=ls, ms=4)
         ax.errorbar(x, ratio, yerr=[np.subtract(ratio, lo), np.subtract(hi, ratio)], capsize=2, lw=1.2, **style)
