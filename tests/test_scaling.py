@@ -522,3 +522,32 @@ def test_posterior_mean_backward_passes_gradcheck():
     (gx,) = torch.autograd.grad((mixes[0].posterior_mean(x, sigma, None) * w).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiate twice"):
         gx.sum().backward()
+
+
+def test_per_class_gather_equals_the_masked_sum_over_all_components(monkeypatch):
+    """Rows with a class are computed over that class's components only; values and gradients equal the full-covariance
+    reference (which sums over all K with the others masked), for a batch mixing classes and `all` rows, in blocks of
+    3 rows; unequal class sizes fall back to the mask."""
+    import indis.bench.scaling_models as sm
+
+    mix = random_mixture(5, 20, seed=4)  # 10 classes of 2 components
+    assert mix.members is not None and tuple(mix.members.shape) == (10, 2)
+    assert bool((mix.labels[mix.members] == torch.arange(10)[:, None]).all())
+    monkeypatch.setattr(sm, "CHUNK_ELEMENTS", 3 * 2 * 5)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(9, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor([0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 40.0, 0.3, 0.8], dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([3, -1, 0, 9, 3, -1, 5, 0, 7])
+    w = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    full = GaussianMixture(torch.full((20,), 0.05), mix.mu, torch.diag_embed(mix.lam), labels=mix.labels)
+    for cls in (labels, labels.clamp_min(0), torch.full((9,), -1)):  # mixed, all with a class, none with a class
+        a, b = mix.posterior_mean(x, sigma, cls), full.posterior_mean(x, 1.0, sigma, cond=cls)
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)  # float64, diagonal algebra vs Cholesky
+        for u, v in zip(torch.autograd.grad((a * w).sum(), (x, sigma)), torch.autograd.grad((b * w).sum(), (x, sigma))):
+            torch.testing.assert_close(u, v, rtol=1e-8, atol=1e-10)
+    uneven = sm.DiagonalMixture(mix.mu[:3], mix.lam[:3], torch.tensor([0, 0, 1]))
+    assert uneven.members is None
+    ref = GaussianMixture(torch.full((3,), 1 / 3), mix.mu[:3], torch.diag_embed(mix.lam[:3]), labels=torch.tensor([0, 0, 1]))
+    cls = torch.tensor([0, 1, -1, 0, 1, 1, 0, -1, 0])
+    torch.testing.assert_close(uneven.posterior_mean(x, sigma, cls), ref.posterior_mean(x, 1.0, sigma, cond=cls),
+                               rtol=1e-9, atol=1e-9)

@@ -43,24 +43,48 @@ class DiagonalMixture:
         # every component's variances a permutation of one spectrum (the random mixtures): the log-determinant of
         # lam_k + sigma^2 I is then the same for every k and drops out of the responsibilities
         self.shared_spectrum = bool(torch.equal(spectra, spectra[:1].expand_as(spectra)))
+        counts = torch.bincount(self.labels, minlength=self.num_classes)
+        # [C, K / C] component indices per class where every class has as many components (the random mixtures)
+        self.members = (torch.argsort(self.labels, stable=True).reshape(self.num_classes, -1)
+                        if bool((counts == counts[0]).all()) and int(counts[0]) > 0 else None)
 
     def posterior_mean(self, x: Tensor, sigma: Tensor, classes: Tensor | None) -> Tensor:
         """E[x0 | x0 + sigma eps = x] for x [B, d], sigma [B]; `classes` [B] restricts to one class (-1: all).
-        Rows are processed in blocks whose [rows, K, d] temporaries stay near CHUNK_ELEMENTS (the same arithmetic per
-        row; at d = 1024, K = 100 about 5x faster forward and 2.5x with backward than one [B, K, d] pass)."""
+        With equal class sizes a row of class c is computed over c's components only (gathered per row; the others
+        have responsibility exactly 0): 10x less work for K = 100 with a class, 1.8x under CFG."""
         if self.mu.device != x.device:  # follow the caller's device (the denoiser may have been moved to cuda)
             self.mu, self.lam, self.labels = self.mu.to(x.device), self.lam.to(x.device), self.labels.to(x.device)
-        rows = max(1, CHUNK_ELEMENTS // max(1, self.mu.numel()))
-        if x.shape[0] <= rows:
-            return self._posterior_mean(x, sigma, classes)
-        return torch.cat([self._posterior_mean(x[i:i + rows], sigma[i:i + rows], None if classes is None else
-                                               classes[i:i + rows]) for i in range(0, x.shape[0], rows)])
+            self.members = None if self.members is None else self.members.to(x.device)
+        x, s2 = x.double(), sigma.double() ** 2
+        if classes is None or self.members is None:
+            return self._blocks(x, s2, classes)
+        own = classes >= 0
+        if bool(own.all()):
+            return self._blocks(x, s2, classes, per_class=True)
+        if not bool(own.any()):
+            return self._blocks(x, s2, None)
+        i, j = own.nonzero()[:, 0], (~own).nonzero()[:, 0]
+        y = torch.cat([self._blocks(x[i], s2[i], classes[i], per_class=True), self._blocks(x[j], s2[j], None)])
+        return y[torch.argsort(torch.cat([i, j]))]
 
-    def _posterior_mean(self, x: Tensor, sigma: Tensor, classes: Tensor | None) -> Tensor:
-        keep = None
-        if classes is not None:
-            keep = (classes[:, None] < 0) | (self.labels[None] == classes[:, None])
-        return _PosteriorMean.apply(x.double(), sigma.double() ** 2, self.mu, self.lam, keep, self.shared_spectrum)
+    def _blocks(self, x: Tensor, s2: Tensor, classes: Tensor | None, per_class: bool = False) -> Tensor:
+        """The posterior mean in blocks of rows whose [rows, K', d] temporaries stay near CHUNK_ELEMENTS (at d = 1024,
+        K = 100 about 5x faster forward and 2.5x with backward than one [B, K, d] pass); per_class: each row over its
+        class's components, else over all K, masked to `classes` where given."""
+        k = self.members.shape[1] if per_class and self.members is not None else self.mu.shape[0]
+        rows = max(1, CHUNK_ELEMENTS // max(1, k * self.mu.shape[1]))
+        out = []
+        for a in range(0, x.shape[0], rows):
+            xb, sb, cb = x[a:a + rows], s2[a:a + rows], None if classes is None else classes[a:a + rows]
+            if per_class and self.members is not None and cb is not None:
+                sel = self.members[cb]  # [rows, K / C]
+                out.append(_PosteriorMean.apply(xb, sb, self.mu[sel], self.lam[sel], None, self.shared_spectrum))
+                continue
+            keep = None if cb is None else (cb[:, None] < 0) | (self.labels[None] == cb[:, None])
+            out.append(_PosteriorMean.apply(xb, sb, self.mu, self.lam, keep, self.shared_spectrum))
+        if not out:
+            return x.clone()
+        return out[0] if len(out) == 1 else torch.cat(out)
 
 
 class _PosteriorMean(torch.autograd.Function):
@@ -71,8 +95,9 @@ class _PosteriorMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, s2: Tensor, mu: Tensor, lam: Tensor, keep: Tensor | None,  # type: ignore[override]
                 shared: bool) -> Tensor:
-        var = lam[None] + s2[:, None, None]  # [B, K, d]: the covariance of x given component k
-        diff = x[:, None, :] - mu[None]
+        mu3, lam3 = (mu, lam) if mu.dim() == 3 else (mu[None], lam[None])  # shared [K, d] or per row [B, K, d]
+        var = lam3 + s2[:, None, None]  # [B, K, d]: the covariance of x given component k
+        diff = x[:, None, :] - mu3
         u = diff / var
         logp = diff.mul_(u).sum(-1).mul_(-0.5)  # [B, K]
         if not shared:
@@ -90,8 +115,9 @@ class _PosteriorMean(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, s2, mu, lam, r, m = ctx.saved_tensors
-        iv = (lam[None] + s2[:, None, None]).reciprocal_()  # 1 / v_k
-        u = (x[:, None, :] - mu[None]).mul_(iv)
+        mu3, lam3 = (mu, lam) if mu.dim() == 3 else (mu[None], lam[None])
+        iv = (lam3 + s2[:, None, None]).reciprocal_()  # 1 / v_k
+        u = (x[:, None, :] - mu3).mul_(iv)
         gm = -s2[:, None] * gy  # dL/dm
         a = torch.bmm(u, gm[:, :, None])[:, :, 0]  # dL/dr_k = gm . u_k
         gl = r * (a - (r * a).sum(-1, keepdim=True))  # dL/dlogp_k through the softmax
