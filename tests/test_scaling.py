@@ -320,6 +320,26 @@ def test_report_counts_and_columns():
     assert abs(sa["median_gap"] - 0.17) < 1e-12
 
 
+def test_report_counts_the_choice_between_indis_and_indis_d_on_validation():
+    """The choice a user who trains both makes: INDIS-D where its validation loss is lower. Four hand-made cells: chosen
+    and better, chosen and worse, better but not chosen, and one with no recorded validation loss (left out)."""
+    from indis.bench import scaling_report as rep
+
+    def cell(ratio, d_ratio, ci, val_i, val_d):
+        return {"ratio": ratio, "train": {"indis": {} if val_i is None else {"best_val": val_i}},
+                "denoised_input": {"ratio": d_ratio, "vs_indis": d_ratio / ratio, "vs_indis_ci": ci,
+                                   "train": {"best_val": val_d}}}
+
+    res = [cell(0.9, 0.45, [0.4, 0.6], 1.0, 0.5), cell(0.8, 0.96, [1.1, 1.3], 1.0, 0.9),
+           cell(1.0, 0.7, [0.6, 0.8], 1.0, 1.2), cell(0.5, 0.1, [0.1, 0.3], None, 0.1)]
+    assert [rep.picks_denoised(r) for r in res] == [True, True, False, None]
+    c = rep.chosen_on_validation(res)
+    assert (c["cells"], c["picks_denoised"], c["better_than_indis"], c["worse_than_indis"], c["missed"]) == (3, 2, 1, 1, 1)
+    # chosen ratios 0.45, 0.96, 1.0; INDIS 0.9, 0.8, 1.0; INDIS-D 0.45, 0.96, 0.7
+    assert c["median_ratio"] == {"indis": 0.9, "indis_d": 0.7, "chosen": 0.96}
+    assert rep.chosen_on_validation(res[3:]) == {"cells": 0}
+
+
 def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeypatch):
     from indis.bench import scaling_report as rep
 

@@ -57,6 +57,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "denoised_input": {"cells": len(dv), "better_than_indis": sum(v["vs_indis_ci"][1] < 1.0 for v in dv),
                                "worse_than_indis": sum(v["vs_indis_ci"][0] > 1.0 for v in dv),
                                "median_vs_indis": float(np.median([v["vs_indis"] for v in dv])) if dv else None},
+            "chosen_on_validation": chosen_on_validation(results),
             "median_ratio": float(np.median([r["ratio"] for r in results])),
             "per_prior": {"cells": len(pp), "heavy_tail": sum(r["per_prior"]["reference_tail_share"] > 0.2 for r in pp),
                           "indis_median_below": sum(r["per_prior"]["median_ratio_ci"][1] < 1.0 for r in pp),
@@ -74,6 +75,31 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "group_cells": len(group),
             "curve_cells": sum(bool(r["diagnosis"].get("extra", {}).get("curve")) for r in results),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
+
+
+def picks_denoised(r: dict[str, Any]) -> bool | None:
+    """Whether validation chooses INDIS-D over INDIS in this cell (its best validation loss is lower), as a user who
+    trains both would; None where either validation loss is not recorded."""
+    d, i = (r.get("denoised_input") or {}).get("train", {}), r.get("train", {}).get("indis", {})
+    if "best_val" not in d or "best_val" not in i:
+        return None
+    return bool(d["best_val"] < i["best_val"])
+
+
+def chosen_on_validation(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """INDIS or INDIS-D, whichever has the lower validation loss, per cell: how often INDIS-D is chosen, where the
+    choice is better or worse than INDIS beyond the interval, and the median ratio to GOD of INDIS, INDIS-D, the choice."""
+    rows = [(r, p) for r in results if (p := picks_denoised(r)) is not None]
+    if not rows:
+        return {"cells": 0}
+    ci = [r["denoised_input"]["vs_indis_ci"] for r, _ in rows]
+    return {"cells": len(rows), "picks_denoised": sum(p for _, p in rows),
+            "better_than_indis": sum(p and c[1] < 1.0 for (_, p), c in zip(rows, ci)),
+            "worse_than_indis": sum(p and c[0] > 1.0 for (_, p), c in zip(rows, ci)),
+            "missed": sum((not p) and c[1] < 1.0 for (_, p), c in zip(rows, ci)),
+            "median_ratio": {"indis": float(np.median([r["ratio"] for r, _ in rows])),
+                             "indis_d": float(np.median([r["denoised_input"]["ratio"] for r, _ in rows])),
+                             "chosen": float(np.median([r["denoised_input"]["ratio"] if p else r["ratio"] for r, p in rows]))}}
 
 
 def group_prediction(r: dict[str, Any]) -> float | None:
@@ -142,6 +168,14 @@ def to_markdown(res: dict[str, Any]) -> str:
             L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "
                   f"INDIS: better beyond the interval in {dv['better_than_indis']} of {dv['cells']} cells, worse in "
                   f"{dv['worse_than_indis']} (median ratio {dv['median_vs_indis']:.3f})."]
+        cv = s.get("chosen_on_validation") or {}
+        if cv.get("cells"):
+            m = cv["median_ratio"]
+            L += ["", f"Trained both and kept the one with the lower validation loss (what a user can do): INDIS-D is chosen "
+                  f"in {cv['picks_denoised']} of {cv['cells']} cells, better than INDIS beyond the interval in "
+                  f"{cv['better_than_indis']} of them and worse in {cv['worse_than_indis']}; INDIS-D is better but not "
+                  f"chosen in {cv['missed']}. Median ratio to GOD: INDIS {m['indis']:.3f}, INDIS-D {m['indis_d']:.3f}, "
+                  f"the choice {m['chosen']:.3f}."]
     pp = s.get("per_prior") or {}
     if pp.get("cells"):
         L += ["", f"Per prior: in {pp['heavy_tail']} of {pp['cells']} cells GOD's worst 1% of test priors carry over 20% of "
