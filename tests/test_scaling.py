@@ -571,3 +571,9 @@ def test_per_class_gather_equals_the_masked_sum_over_all_components(monkeypatch)
     cls = torch.tensor([0, 1, -1, 0, 1, 1, 0, -1, 0])
     torch.testing.assert_close(uneven.posterior_mean(x, sigma, cls), ref.posterior_mean(x, 1.0, sigma, cond=cls),
                                rtol=1e-9, atol=1e-9)
+
+
+def test_posterior_mean_refuses_a_class_it_does_not_have():
+    mix = random_mixture(3, 4, seed=1)  # classes 0..3
+    with pytest.raises(InputError, match="below 4, got 4"):
+        mix.posterior_mean(torch.zeros(2, 3), torch.ones(2), torch.tensor([0, 4]))

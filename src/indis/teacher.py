@@ -186,6 +186,7 @@ class TeacherSet:
         """make(idx) for sample indices inside the set, each row made once and then served from memory (a training
         run asks for every prior hundreds of times; rebuilding its seeded stream each time cost 20-30% of a step);
         indices outside the set are made afresh. The memory is at most that of x0 (held whole by `x0`)."""
+        idx = idx.cpu()
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.num_samples:
             return make(idx)
         if name not in self._memo:

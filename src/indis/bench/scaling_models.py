@@ -56,6 +56,8 @@ class DiagonalMixture:
             self.mu, self.lam, self.labels = self.mu.to(x.device), self.lam.to(x.device), self.labels.to(x.device)
             self.members = None if self.members is None else self.members.to(x.device)
         x, s2 = x.double(), sigma.double() ** 2
+        if classes is not None and classes.numel() and int(classes.max()) >= self.num_classes:
+            raise InputError(f"classes must be -1 (all) or below {self.num_classes}, got {int(classes.max())}")
         if classes is None or self.members is None:
             return self._blocks(x, s2, classes)
         own = classes >= 0
