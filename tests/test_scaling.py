@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +189,29 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     again = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert again["diagnosis"]["predicted_ratio"] <= 1.0 and again["diagnosis"]["extra"]["global_starts"] == 3
     assert again["ratio"] == stale["ratio"] and again["prediction_error"] == again["diagnosis"]["predicted_ratio"] - again["ratio"]
+
+
+def test_indis_variants_study_reuses_the_cell_and_validates_on_mse(tmp_path):
+    """benchmarks/studies/indis_variants.py on a tiny cell: the bench's own variant is the cell's cached INDIS run (same
+    test ratio), a variant with another training loss still validates on teacher-MSE (its first check is the warm
+    start's MSE), and the bench's hooks are restored afterwards."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("indis_variants", Path(__file__).parents[1] / "benchmarks" / "studies"
+                                                  / "indis_variants.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40,
+         "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
+    c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
+    r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    hooks = (sc._budget, sc._tcfg, sc.INDIS_LRS)
+    lr = r["train"]["indis"]["lr"]
+    out = study.main(tmp_path / sc.cell_name(c), s, {"bench": (lr, 32, 0, 0.0, None, "mse"),
+                                                     "huber": (lr, 32, 0, 0.0, None, "pseudo_huber")})
+    assert (sc._budget, sc._tcfg, sc.INDIS_LRS) == hooks
+    assert out["bench"]["ratio"] == pytest.approx(r["ratio"], rel=1e-9)  # the same run, the same test priors
+    assert out["huber"]["val"][0][1] == pytest.approx(out["bench"]["val"][0][1], rel=1e-9)  # MSE of the warm start
 
 
 def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
