@@ -189,16 +189,16 @@ class TeacherSet:
         idx = idx.cpu()
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.num_samples:
             return make(idx)
-        if name not in self._memo:
-            first = make(idx[:1])
-            self._memo[name] = (first.new_empty((self.num_samples, *first.shape[1:])),
-                                torch.zeros(self.num_samples, dtype=torch.bool))
-        values, filled = self._memo[name]
-        todo = idx[~filled[idx]].unique()
+        memo = self._memo.get(name)
+        todo = idx.unique() if memo is None else idx[~memo[1][idx]].unique()
         if todo.numel():
-            values[todo] = make(todo)
-            filled[todo] = True
-        return values[idx]  # advanced indexing: a copy, so callers may modify it
+            made = make(todo)
+            if memo is None:
+                memo = self._memo[name] = (made.new_empty((self.num_samples, *made.shape[1:])),
+                                           torch.zeros(self.num_samples, dtype=torch.bool))
+            memo[0][todo] = made
+            memo[1][todo] = True
+        return memo[0][idx]  # advanced indexing: a copy, so callers may modify it
 
     def x_T(self, indices: Sequence[int] | Tensor, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Tensor:
         """x_T of the given samples, regenerated from the set's seed (float32 values, as when the set was made)."""
