@@ -304,11 +304,19 @@ def test_report_counts_and_columns():
     assert s["cells"] == 4 and s["solved_by_god"] == ["c256"] and s["indis_beyond_interval"] == 2
     assert s["indis_worse_beyond_interval"] == 1  # an INDIS worse than GOD beyond its interval is counted, not hidden
     assert s["indis_recommended"] == 4 and s["indis_recommended_without_gain"] == 2  # false alarms are counted too
+    # at the recommendation's threshold 0.98: d = 2 and 64 gain more (right), d = 1024 loses (wrong), d = 8's interval
+    # [0.98, 1.02] touches 0.98 (undecided); the strict reading decides d = 2, 64 (right) and 1024 (wrong)
+    assert s["recommendation_right_where_decided"] == "2/3" and s["recommendation_right_at_threshold"] == "2/3"
+    res[1]["ratio_ci"] = [0.985, 1.02]  # now wholly above 0.98 though not beyond 1: INDIS named without a 2% gain
+    assert rep.summarize(res)["recommendation_right_at_threshold"] == "2/4"
+    assert rep.summarize(res)["recommendation_right_where_decided"] == "2/3"
+    res[1]["ratio_ci"] = [0.98, 1.02]
     assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0}
     md = rep.to_markdown({"cells": res, "summary": s})
     assert "| 0.800 [0.700, 0.900] |" in md and "better beyond the interval in 1 of 3 cells, worse in 1" in md
     assert "beyond the interval in 2 of 4 cells, above it in 1" in md
     assert "it names INDIS in 4 cells, 2 of them without a gain beyond the interval" in md
+    assert "wholly below or wholly above 0.98), it is right in 2/3 cells" in md
     assert s["seed_agreement"]["pairs"] == 0 and "Seed to seed" not in md  # one seed per cell: nothing to compare
     # intervals of half-width <= 0.05 at d = 8 and 64; 0.9 is inside d = 64's and within 0.05 of it, outside the others
     assert s["precise_cells"] == 2 and s["prediction_within_tolerance_precise"] == 0.5

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ..diagnose import RECOMMEND_BELOW
+
 PREDICTION_TOLERANCE = 0.05  # the diagnostic's target: |predicted - trained INDIS/GOD| <= 0.05
 #: GOD's teacher-MSE below this (data of unit scale; the teacher is exact to ~1e-7 relative) means a global schedule
 #: already solves the cell (e.g. one Gaussian per class): ratios of two near-zero errors say nothing, so such cells are
@@ -46,6 +48,12 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     wins = [r for r in results if r["ratio_ci"][1] < 1.0]
     decided = [r for r in results if r["ratio_ci"][1] < 1.0 or r["ratio_ci"][0] > 1.0]
     right = [r for r in decided if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < 1.0)]
+    # the recommendation's own question, does INDIS gain at least 1 - RECOMMEND_BELOW: decided where the trained
+    # interval lies wholly on one side of RECOMMEND_BELOW (a gain of 1e-8 relative beyond its interval counts above
+    # as a win the recommendation missed, here as no gain worth INDIS's training)
+    by_gain = [r for r in results if r["ratio_ci"][1] < RECOMMEND_BELOW or r["ratio_ci"][0] > RECOMMEND_BELOW]
+    right_gain = [r for r in by_gain
+                  if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < RECOMMEND_BELOW)]
     told = [r for r in results if r["diagnosis"]["recommendation"] == "INDIS"]
     dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
     losses = [r for r in results if r["ratio_ci"][0] > 1.0]
@@ -68,6 +76,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "prediction_within_tolerance_or_interval": float(np.mean((err <= PREDICTION_TOLERANCE) | inside)),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": f"{len(right)}/{len(decided)}",
+            "recommendation_right_at_threshold": f"{len(right_gain)}/{len(by_gain)}",
             "indis_recommended": len(told), "indis_recommended_without_gain": sum(r["ratio_ci"][1] >= 1.0 for r in told),
             "reach_prediction_within_tolerance": float(np.mean(reach <= PREDICTION_TOLERANCE)),
             "reach_prediction_mean_abs_error": float(np.nanmean(reach)),
@@ -151,7 +160,10 @@ def to_markdown(res: dict[str, Any]) -> str:
               f"in {100 * s['reach_prediction_within_tolerance']:.0f}% (mean |error| {s['reach_prediction_mean_abs_error']:.3f}). "
               f"The recommendation is right in {s['recommendation_right_where_decided']} cells where the trained difference "
               f"is beyond its interval; it names INDIS in {s.get('indis_recommended', '-')} cells, "
-              f"{s.get('indis_recommended_without_gain', '-')} of them without a gain beyond the interval."]
+              f"{s.get('indis_recommended_without_gain', '-')} of them without a gain beyond the interval."
+              + (f" Asked as the recommendation asks it (does INDIS gain more than {1 - RECOMMEND_BELOW:.0%}: the "
+                 f"trained interval wholly below or wholly above {RECOMMEND_BELOW}), it is right in "
+                 f"{s['recommendation_right_at_threshold']} cells." if s.get("recommendation_right_at_threshold") else "")]
         if s.get("precise_cells") is not None:
             wp = s.get("prediction_within_tolerance_precise")
             L += ["", f"Where the trained ratio is itself known to +-{s['tolerance']} (its interval's half-width; "
