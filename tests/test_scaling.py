@@ -191,16 +191,20 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     assert again["ratio"] == stale["ratio"] and again["prediction_error"] == again["diagnosis"]["predicted_ratio"] - again["ratio"]
 
 
+def _study(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / "studies" / f"{name}.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    return study
+
+
 def test_indis_variants_study_reuses_the_cell_and_validates_on_mse(tmp_path):
     """benchmarks/studies/indis_variants.py on a tiny cell: the bench's own variant is the cell's cached INDIS run (same
     test ratio), a variant with another training loss still validates on teacher-MSE (its first check is the warm
     start's MSE), and the bench's hooks are restored afterwards."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("indis_variants", Path(__file__).parents[1] / "benchmarks" / "studies"
-                                                  / "indis_variants.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _study("indis_variants")
     s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40,
          "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
     c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
@@ -212,6 +216,28 @@ def test_indis_variants_study_reuses_the_cell_and_validates_on_mse(tmp_path):
     assert (sc._budget, sc._tcfg, sc.INDIS_LRS) == hooks
     assert out["bench"]["ratio"] == pytest.approx(r["ratio"], rel=1e-9)  # the same run, the same test priors
     assert out["huber"]["val"][0][1] == pytest.approx(out["bench"]["val"][0][1], rel=1e-9)  # MSE of the warm start
+
+
+def test_god_sharpness_shares_and_cell(tmp_path):
+    """benchmarks/studies/god_sharpness.py: the share of a rise carried by the priors that rose most, on hand-made
+    errors (a single flipped prior carries all of it, more than all where the others fell), and the study on a tiny
+    cell: a jitter of 0 leaves GOD's validation error as it is."""
+    study = _study("god_sharpness")
+    r = study.rise_shares(np.ones(4), np.array([1.0, 1.0, 1.0, 5.0]))
+    assert r["ratio"] == 2.0 and r["top0.01"] == 1.0 and r["top0.05"] == 1.0
+    new = np.full(100, 0.95)
+    new[37] = 11.0  # one prior up by 10, the 99 others down by 0.05 each: total rise 10 - 4.95
+    r = study.rise_shares(np.ones(100), new, tops=(0.01, 0.02))
+    assert r["top0.01"] == pytest.approx(10 / 5.05) and r["top0.02"] == pytest.approx((10 - 0.05) / 5.05)
+    assert np.isnan(study.rise_shares(np.ones(3), np.ones(3))["top0.01"])  # no rise: no share
+    assert study.top_share(np.array([0.5, 3.0, 0.5, 1.0]), 0.25) == 0.6  # the worst quarter: 3 of 5
+    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40,
+         "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
+    c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
+    sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    out = study.main(tmp_path / sc.cell_name(c), s, sigmas=(0.0, 0.1), reps=2)
+    assert out["sigmas"][0.0]["ratio_median"] == 1.0 and out["sigmas"][0.1]["ratio_median"] != 1.0
+    assert 0 < out["god_tail_share"] <= 1
 
 
 def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
@@ -343,8 +369,16 @@ def test_report_counts_and_columns():
     res[0]["per_prior"] = view
     res[0]["denoised_input"]["per_prior"] = dict(view, median_ratio_ci=[0.9, 1.1])
     s = rep.summarize(res)
-    assert s["per_prior"] == {"cells": 1, "heavy_tail": 1, "indis_median_below": 1, "denoised_median_below": 0}
+    assert s["per_prior"] == {"cells": 1, "heavy_tail": 1, "indis_median_below": 1, "denoised_median_below": 0,
+                              "gain_by_tail": {"heavy": {"cells": 1, "indis": 1, "indis_d": 1},
+                                               "light": {"cells": 0, "indis": 0, "indis_d": 0}}}
+    res[2]["per_prior"] = dict(view, reference_tail_share=0.1)  # light tail; INDIS [0.85, 0.95] pays, INDIS-D [0.9, 1.1] not
+    assert rep.summarize(res)["per_prior"]["gain_by_tail"]["light"] == {"cells": 1, "indis": 1, "indis_d": 0}
+    res[2]["per_prior"]["reference_tail_share"] = 0.2  # the boundary is light: "more than 20%" is heavy
+    assert rep.summarize(res)["per_prior"]["heavy_tail"] == 1
+    del res[2]["per_prior"]
     md = rep.to_markdown({"cells": res, "summary": s})
+    assert "INDIS gains more than 2% (interval wholly below 0.98) in 1 of the 1 heavy-tailed cells (INDIS-D in 1)" in md
     assert "| 0.50 | 0.500 | 0.400 | 0.250 [0.200, 0.300] | 0.800 | 0.400 | 0.250 [0.900, 1.100] |" in md
     assert "in 1 of 1 cells GOD's worst 1% of test priors carry over 20%" in md
     sa = rep.summarize(res + more)["seed_agreement"]  # ratios 0.5, 0.53, 0.7: gaps 0.03, 0.2, 0.17

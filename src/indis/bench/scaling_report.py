@@ -13,6 +13,9 @@ PREDICTION_TOLERANCE = 0.05  # the diagnostic's target: |predicted - trained IND
 #: already solves the cell (e.g. one Gaussian per class): ratios of two near-zero errors say nothing, so such cells are
 #: listed but left out of the summary and of the prediction check
 GOD_FLOOR = 1e-6
+#: GOD's worst 1% of test priors carrying more than this share of its teacher-MSE: a heavy tail (a few priors that
+#: reach the wrong mode decide the mean)
+HEAVY_TAIL = 0.2
 
 
 def solved(r: dict[str, Any]) -> bool:
@@ -67,7 +70,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                                "median_vs_indis": float(np.median([v["vs_indis"] for v in dv])) if dv else None},
             "chosen_on_validation": chosen_on_validation(results),
             "median_ratio": float(np.median([r["ratio"] for r in results])),
-            "per_prior": {"cells": len(pp), "heavy_tail": sum(r["per_prior"]["reference_tail_share"] > 0.2 for r in pp),
+            "per_prior": {"cells": len(pp), "heavy_tail": sum(heavy(r) for r in pp),
+                          "gain_by_tail": gain_by_tail(pp),
                           "indis_median_below": sum(r["per_prior"]["median_ratio_ci"][1] < 1.0 for r in pp),
                           "denoised_median_below": sum(v["median_ratio_ci"][1] < 1.0 for v in dpp)},
             "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
@@ -84,6 +88,20 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "group_cells": len(group),
             "curve_cells": sum(bool(r["diagnosis"].get("extra", {}).get("curve")) for r in results),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
+
+
+def heavy(r: dict[str, Any]) -> bool:
+    return r["per_prior"]["reference_tail_share"] > HEAVY_TAIL
+
+
+def gain_by_tail(pp: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Cells with a heavy and a light GOD tail (`heavy`), and in each how many INDIS, and INDIS-D, end more than
+    1 - RECOMMEND_BELOW below GOD (the trained interval wholly below RECOMMEND_BELOW)."""
+    def pays(v: dict[str, Any] | None) -> bool:
+        return bool(v) and v["ratio_ci"][1] < RECOMMEND_BELOW
+
+    return {k: {"cells": len(g), "indis": sum(pays(r) for r in g), "indis_d": sum(pays(r.get("denoised_input")) for r in g)}
+            for k, g in (("heavy", [r for r in pp if heavy(r)]), ("light", [r for r in pp if not heavy(r)]))}
 
 
 def picks_denoised(r: dict[str, Any]) -> bool | None:
@@ -193,6 +211,11 @@ def to_markdown(res: dict[str, Any]) -> str:
         L += ["", f"Per prior: in {pp['heavy_tail']} of {pp['cells']} cells GOD's worst 1% of test priors carry over 20% of "
               f"its error (the mean ratio is then decided by a few priors); the median per-prior ratio to GOD is below 1 "
               f"beyond its interval for INDIS in {pp['indis_median_below']} cells, for INDIS-D in {pp['denoised_median_below']}."]
+        if pp.get("gain_by_tail"):
+            h, lt = pp["gain_by_tail"]["heavy"], pp["gain_by_tail"]["light"]
+            L[-1] += (f" INDIS gains more than {1 - RECOMMEND_BELOW:.0%} (interval wholly below {RECOMMEND_BELOW}) in "
+                      f"{h['indis']} of the {h['cells']} heavy-tailed cells (INDIS-D in {h['indis_d']}) and in {lt['indis']} "
+                      f"of the {lt['cells']} others (INDIS-D in {lt['indis_d']}).")
     L += per_prior_table(rows)
     if res.get("figure"):
         L += ["", f"![scaling]({res['figure']})"]
