@@ -12,7 +12,6 @@ Nothing is trained; the cell's cached GOD and teacher sets are read.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,11 +60,7 @@ def main(folder: Path, settings: dict[str, Any] | None = None, sigmas: Sequence[
     """The jitter table of the cell in `folder` (GOD cached by the bench; its settings: the full study's unless
     given): per sigma the median, least and largest validation ratio over `reps` draws and the median shares."""
     torch.set_num_threads(1)
-    c = json.loads((folder / "result.json").read_text())["cell"]
-    s = dict(S.FULL if settings is None else settings)
-    h = S.handle_for(c)
-    exp = S._experiment(folder, h, c, s, False)
-    (_, god), _ = S._god(exp, h, c, s)
+    _, _, h, exp, (_, god) = S.open_cell(folder, settings)
     _, xv, cv, x0 = exp.data("val")
     god = god.eval()
     with torch.no_grad():

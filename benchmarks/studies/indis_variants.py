@@ -64,11 +64,7 @@ def run_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dic
 def main(folder: Path, settings: dict[str, Any] | None = None, variants: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every variant on the cell in `folder` (its bench settings: the full study's unless given); returns the results."""
     torch.set_num_threads(1)
-    c = json.loads((folder / "result.json").read_text())["cell"]
-    s = dict(S.FULL if settings is None else settings)
-    h = S.handle_for(c)
-    exp = S._experiment(folder, h, c, s, False)
-    (gsp, god), _ = S._god(exp, h, c, s)
+    c, s, h, exp, (gsp, god) = S.open_cell(folder, settings)
     print(f"{folder.name}: INDIS from its GOD; training loss (median of the first / last 10 iterations), validation "
           "teacher-MSE at each check, best iteration, test INDIS/GOD [95% CI]")
     out = {}

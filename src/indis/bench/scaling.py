@@ -232,6 +232,19 @@ def _diagnosis(h: Any, exp: Any, c: dict[str, Any], s: dict[str, Any], ratio: fl
             "reach_prediction_error": float(d.reach_ratio - ratio)}
 
 
+def open_cell(folder: Path, settings: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], Any, Any,
+                                                                          tuple[dict[str, Any], Any]]:
+    """A finished cell reopened for a study: (cell, settings, handle, experiment, (GOD's spec, GOD)), GOD from the
+    cell's cache (`settings`: the bench settings it ran under, the full study's unless given)."""
+    from ..io import load_json
+
+    c = load_json(folder / "result.json")["cell"]
+    s = dict(FULL if settings is None else settings)
+    h = handle_for(c)
+    exp = _experiment(folder, h, c, s, False)
+    return c, s, h, exp, _god(exp, h, c, s)[0]
+
+
 def cached_result(folder: Path, s: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The cell's cached result.json if it was computed under the current PROTOCOL and, given settings `s`, under their
     training budget (cap, patience, validation interval, as INDIS's run records them); others are recomputed."""
