@@ -15,6 +15,7 @@ from indis.bench import scaling as sc
 from indis.bench.scaling_models import EMBED_DIM, mixture_handle, random_mixture
 from indis.diagnose import nearest_eps, predict
 from indis.errors import InputError
+from indis.metrics.stats import tail_share
 from indis.toy.gmm import GaussianMixture
 
 
@@ -230,7 +231,8 @@ def test_god_sharpness_shares_and_cell(tmp_path):
     r = study.rise_shares(np.ones(100), new, tops=(0.01, 0.02))
     assert r["top0.01"] == pytest.approx(10 / 5.05) and r["top0.02"] == pytest.approx((10 - 0.05) / 5.05)
     assert np.isnan(study.rise_shares(np.ones(3), np.ones(3))["top0.01"])  # no rise: no share
-    assert study.top_share(np.array([0.5, 3.0, 0.5, 1.0]), 0.25) == 0.6  # the worst quarter: 3 of 5
+    assert tail_share(np.array([0.5, 3.0, 0.5, 1.0]), 0.25) == 0.6  # the worst quarter: 3 of 5
+    assert tail_share(np.array([2.0, 2.0]), 0.01) == 0.5 and tail_share(np.zeros(3)) == 0.0  # one value at least
     s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40,
          "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
     c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
@@ -301,6 +303,10 @@ def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     assert main(argv2) == 0
     out = capsys.readouterr().out
     assert "phi trained on 36 and 72 priors" in out and "endpoint groups" not in out and "phi on subsets" in out
+    # GOD's tail on the scored block, printed as context: the same fits in the same process as the --json run above
+    tail = lc["god_tail_share"]
+    assert 0 < tail <= 1 and f"worst 1% of scored priors carry {tail:.2f} of its teacher-MSE" in out
+    assert ("a few priors reach the wrong mode" in out) == (tail > 0.2)
     assert main([*argv2, "--diagnose-groups", "--json", "--train-size", "5000"]) == 0
     g = json.loads(capsys.readouterr().out)
     assert g["extra"]["groups"] and set(g["extra"]["stage_seconds"]) == set(STAGES)

@@ -21,23 +21,18 @@ import torch
 
 from indis.bench import scaling as S
 from indis.losses import mse
+from indis.metrics.stats import tail_share
 
 SIGMAS = (0.001, 0.003, 0.01, 0.03)
 
 
-def top_share(values: np.ndarray, q: float) -> float:
-    """The share of sum(values) carried by the ceil(q * n) largest values (above 1 when the others are negative; nan
-    when the sum is not positive)."""
-    v = np.sort(np.asarray(values, float))[::-1]
-    total = float(v.sum())
-    return float(v[: max(1, int(np.ceil(q * len(v))))].sum() / total) if total > 0 else float("nan")
-
-
 def rise_shares(base: np.ndarray, new: np.ndarray, tops: Sequence[float] = (0.01, 0.05)) -> dict[str, float]:
     """Mean ratio new / base and, for each fraction q in `tops`, the share of the total rise sum(new - base) carried by
-    the priors whose error rose most (`top_share`)."""
+    the round(q * n) priors whose error rose most (`tail_share`; nan where the total did not rise)."""
     delta = np.asarray(new, float) - np.asarray(base, float)
-    return {"ratio": float(np.mean(new) / np.mean(base)), **{f"top{q:g}": top_share(delta, q) for q in tops}}
+    rose = delta.sum() > 0
+    return {"ratio": float(np.mean(new) / np.mean(base)),
+            **{f"top{q:g}": tail_share(delta, q) if rose else float("nan") for q in tops}}
 
 
 def jittered(disc: Any, sigma: float, generator: torch.Generator) -> Any:
@@ -65,7 +60,7 @@ def main(folder: Path, settings: dict[str, Any] | None = None, sigmas: Sequence[
     god = god.eval()
     with torch.no_grad():
         base = mse(god.sample(h.denoiser, xv, cv), x0).cpu().numpy()
-    tail = top_share(base, 0.01)
+    tail = tail_share(base, 0.01)
     print(f"{folder.name}: GOD validation teacher-MSE {base.mean():.3g}, its worst 1% of priors carry {tail:.2f} of it")
     g = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {"god_val": float(base.mean()), "god_tail_share": tail, "sigmas": {}}

@@ -64,6 +64,9 @@ from .solvers import sample
 EPS_GRID = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.0)
 RECOMMEND_BELOW = 0.98  # recommend INDIS when the predicted ratio's whole interval is below this
 EXACT_BELOW = 1e-6  # a global schedule whose teacher-MSE is below this share of the endpoints' variance is exact
+#: GOD's worst 1% of priors carrying more than this share of its teacher-MSE: a heavy tail (a few priors reach the
+#: wrong mode; in `indis bench scaling` INDIS rarely paid there). Context beside the prediction, not part of it.
+HEAVY_TAIL = 0.2
 #: of the diagnostic's procedure (multi-start global fit, condition groups, phi's learning curve): cached diagnoses
 #: of an older version are redone
 VERSION = 6

@@ -10,6 +10,7 @@ import torch
 
 from .errors import InputError
 from .losses import mse
+from .metrics.stats import tail_share
 
 Device = str | torch.device
 GLOBAL_LRS = (5e-2, 5e-3, 5e-4)  # learning rates of the global fit (the best on its priors is kept)
@@ -110,8 +111,8 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
     and polished (`_curve_global`; `god` gives only N), phi (INDIS's own network, warm-started from that GOD, INDIS's
     learning rates and budget rule) trained on each nested subset of n priors; on the scored block r(n) = phi_n /
     GOD, and r(n) = r_inf + a / n through the two subsets gives INDIS / GOD at `train_size` priors (in [0, 1]: INDIS
-    keeps its warm start unless validation improves on it), with a paired bootstrap interval over the scored priors.
-    None when the teacher set is too small (`curve_rows`)."""
+    keeps its warm start unless validation improves on it), with a paired bootstrap interval over the scored priors, and
+    GOD's tail there (`god_tail_share`: the share of its teacher-MSE its worst 1% of scored priors carry). None when the teacher set is too small (`curve_rows`)."""
     from .methods import learned
 
     split = curve_rows(teacher.num_samples, sizes)
@@ -142,4 +143,5 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
     reps = [at(rng.integers(0, len(ref), len(ref))) for _ in range(replicates)]
     return {"ratio": at(np.arange(len(ref))), "ci": [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))],
             "sizes": [int(v) for v in n], "at_sizes": [float(p.mean() / ref.mean()) for p in per],
+            "god_tail_share": tail_share(ref),
             "scored": len(score), "train_size": int(train_size)}

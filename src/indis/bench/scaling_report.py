@@ -6,16 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from ..diagnose import RECOMMEND_BELOW
+from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
 
 PREDICTION_TOLERANCE = 0.05  # the diagnostic's target: |predicted - trained INDIS/GOD| <= 0.05
 #: GOD's teacher-MSE below this (data of unit scale; the teacher is exact to ~1e-7 relative) means a global schedule
 #: already solves the cell (e.g. one Gaussian per class): ratios of two near-zero errors say nothing, so such cells are
 #: listed but left out of the summary and of the prediction check
 GOD_FLOOR = 1e-6
-#: GOD's worst 1% of test priors carrying more than this share of its teacher-MSE: a heavy tail (a few priors that
-#: reach the wrong mode decide the mean)
-HEAVY_TAIL = 0.2
 
 
 def solved(r: dict[str, Any]) -> bool:

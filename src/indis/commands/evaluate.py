@@ -126,7 +126,7 @@ def _group_lines(x: dict[str, Any]) -> list[str]:
 
 def diagnose_run(args: argparse.Namespace) -> int:
     """`indis eval --diagnose`: the predicted gain of INDIS over GOD before either is trained (`indis.diagnose`)."""
-    from ..diagnose import EXACT_BELOW, RECOMMEND_BELOW, diagnose
+    from ..diagnose import EXACT_BELOW, HEAVY_TAIL, RECOMMEND_BELOW, diagnose
 
     if args.nfe is None:
         raise InputError("--diagnose needs --nfe N (the number of model calls to diagnose)")
@@ -155,6 +155,10 @@ def diagnose_run(args: argparse.Namespace) -> int:
             *(_group_lines(d.extra) if d.extra.get("groups") else []),
             *([f"  phi trained on {' and '.join(map(str, lc['sizes']))} priors / one shared schedule (scored on "
                f"{lc['scored']}): {', '.join(f'{v:.3f}' for v in lc['at_sizes'])}"] if lc else []),
+            *([f"  the global schedule's worst 1% of scored priors carry {lc['god_tail_share']:.2f} of its teacher-MSE"
+               + (f" (over {HEAVY_TAIL:g}: a few priors reach the wrong mode; in `indis bench scaling` INDIS rarely paid "
+                  "there, INDIS-D (--denoised-input) a little more often)" if lc["god_tail_share"] > HEAVY_TAIL else "")]
+              if lc and "god_tail_share" in lc else []),
             f"  predicted INDIS / GOD teacher-MSE at {d.train_size} training priors ("
             + ("phi's learning curve r_inf + a/n extrapolated" if lc else "the better group prediction; the teacher set "
                "is too small for phi's learning curve") + f", capped at 1): {_ci(d.predicted_ratio, d.predicted_ci)}",

@@ -47,15 +47,18 @@ def per_prior_view(a: np.ndarray, b: np.ndarray, *, tail: float = 0.01, replicat
     rng = np.random.default_rng(seed)
     meds = [np.median(r[rng.integers(0, r.size, r.size)]) for _ in range(replicates)]
     cap = np.quantile(np.concatenate([a, b]), 1.0 - tail)
-    k = max(1, int(round(tail * a.size)))
-
-    def share(x: np.ndarray) -> float:
-        return float(np.sort(x)[-k:].sum() / x.sum()) if x.sum() > 0 else 0.0
-
     return {"median_ratio": float(np.median(r)),
             "median_ratio_ci": [float(np.quantile(meds, 0.025)), float(np.quantile(meds, 0.975))],
             "winsorized_ratio": float(np.minimum(a, cap).mean() / np.minimum(b, cap).mean()),
-            "tail": tail, "tail_share": share(a), "reference_tail_share": share(b)}
+            "tail": tail, "tail_share": tail_share(a, tail), "reference_tail_share": tail_share(b, tail)}
+
+
+def tail_share(x: np.ndarray, tail: float = 0.01) -> float:
+    """The share of sum(x) carried by its round(tail * n) largest values (at least one; 0 where the sum is not
+    positive; above 1 where the others are negative, e.g. changes of error that fell elsewhere)."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    k = max(1, int(round(tail * x.size)))
+    return float(np.sort(x)[-k:].sum() / x.sum()) if x.sum() > 0 else 0.0
 
 
 def _draw(rng: np.random.Generator, x: np.ndarray, ref: np.ndarray | None, prep: Callable[[np.ndarray], Any]):
