@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-iterations", type=int, default=100, help="iterations of each start before one is chosen")
     p.add_argument("--space", choices=["time", "lambda"], default=None)
     p.add_argument("--free-last", action="store_true", help="let the last time move above t_min")
+    p.add_argument("--input-basis", type=int, default=None, metavar="K", help="indis: phi reads x_T (and with "
+                   "--denoised-input the model's first output) projected on the top K principal directions of the "
+                   "training priors' teacher endpoints instead of the whole input; in high dimension phi then learns "
+                   "where it otherwise fits its training priors (e.g. 16; see benchmarks/README.md)")
     p.add_argument("--denoised-input", action="store_true", help="indis: phi also reads the model's first output, "
                    "D(x_T, t_max) or with --afs D(x_1, t_1) after the analytic first step, which the solver then reuses (no "
                    "extra model call). Helps where x_T alone hides which mode a sample heads for (see benchmarks/README.md, "
@@ -162,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
     ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
     cfg = _config(args, h.data_shape)
-    if args.denoised_input and args.method != "indis":
-        raise InputError(f"--denoised-input is an option of phi (--method indis), not of --method {args.method}")
+    for flag, used in (("--denoised-input", args.denoised_input), ("--input-basis", args.input_basis is not None)):
+        if used and args.method != "indis":
+            raise InputError(f"{flag} is an option of phi (--method indis), not of --method {args.method}")
+    net = {k: v for k, v in (("denoised_input", args.denoised_input), ("input_basis", args.input_basis)) if v}
     n_starts = args.starts if args.starts is not None else DEFAULT_STARTS[args.method]
     if n_starts < 1 or args.probe_iterations < 1:
         raise InputError(f"--starts and --probe-iterations must be >= 1, got {n_starts} and {args.probe_iterations}")
@@ -178,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=init, space=args.space, free_last=args.free_last,
                     shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
                     learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed, num_points=args.num_points,
-                    base=args.base, net={"denoised_input": True} if args.denoised_input else None)
+                    base=args.base, net=net or None)
         d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init, "model_info": model_info(h),
                         "teacher_info": teacher_info(ts), "command": "indis " + " ".join(sys.argv[1:])})
         return d

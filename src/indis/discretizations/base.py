@@ -389,6 +389,16 @@ class InstanceSchedule(_Parameterized):
     def init_kwargs(self) -> dict[str, Any]:
         return {**self.common_kwargs(), "net": self.net_kwargs}
 
+    @property
+    def needs_basis(self) -> bool:
+        """phi reads a projection of x_T (net={'input_basis': k}) whose basis is not fitted yet (training fits it)."""
+        return self.phi.needs_basis
+
+    def fit_basis(self, endpoints: Tensor) -> "InstanceSchedule":
+        """Fit phi's projection basis to samples of the data (the training priors' teacher endpoints)."""
+        self.phi.fit_basis(endpoints, seed=int(self.net_kwargs.get("seed", 0)))
+        return self
+
     def warm_start(self, g: GlobalSchedule) -> "InstanceSchedule":
         """Start phi at a trained global schedule: its logits, shift and scale become the head's bias."""
         if g.steps != self.steps or g.free_last != self.free_last or g.space != self.space:

@@ -1,5 +1,7 @@
 """The prior-conditioning network phi(x_T, c) of INDIS (paper fig. 4): a small encoder of the starting noise
-(MLP for vectors, strided 2-D convolutions for images/latents, 3-D for videos) plus an optional condition
+(MLP for vectors, strided 2-D convolutions for images/latents, 3-D for videos; or, with input_basis = k, the
+projection of x_T on the data's top k principal directions, which in high dimension keeps phi from fitting its
+training priors through the many directions that do not decide the mode) plus an optional condition
 branch (class one-hot scaled by 1/sqrt(num_classes) then linear; or pooled prompt embeddings), an optional
 guidance-scale branch (phi trained over a range of classifier-free guidance scales), an MLP trunk and a
 zero-initialised head whose bias holds the warm-start logits."""
@@ -66,6 +68,39 @@ class _ConvEncoder(nn.Module):
         return self.net(x)
 
 
+def principal_directions(x: Tensor, k: int, seed: int = 0) -> Tensor:
+    """The top `k` principal directions [k, D] (orthonormal rows, largest variance first) of samples x [n, ...]:
+    exact SVD of the centred samples, or a seeded randomised one (torch.svd_lowrank) where both n and D exceed 1,024."""
+    x = x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64)
+    n, dim = x.shape
+    if not 1 <= k <= min(n - 1, dim):
+        raise InputError(f"input_basis needs 1 <= k <= min(samples - 1, dimension) = {min(n - 1, dim)}, got k={k} "
+                         f"from {n} samples")
+    x = x - x.mean(0)
+    if min(n, dim) <= 1024:
+        return torch.linalg.svd(x, full_matrices=False)[2][:k].contiguous()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, _, v = torch.svd_lowrank(x, q=min(k + 16, n, dim), niter=6)
+    return v[:, :k].T.contiguous()
+
+
+class _Projection(nn.Module):
+    """phi's inputs (x_T, and D(x_T, t_max) where read) stacked along dim 1, each projected on the same basis [k, D]
+    (NaN until `PriorNet.fit_basis` sets it) and concatenated: k values per input."""
+
+    def __init__(self, parts: int, k: int, dim: int):
+        super().__init__()
+        self.parts = parts
+        self.register_buffer("basis", torch.full((k, dim), math.nan))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if bool(torch.isnan(self.basis).any()):
+            raise InputError("this prior network reads x_T projected on a basis that was never fitted: call "
+                             "fit_basis(endpoints) (training does it from the training priors' teacher endpoints)")
+        return (x.reshape(x.shape[0], self.parts, -1) @ self.basis.to(x.dtype).T).flatten(1)
+
+
 class PriorNet(nn.Module):
     """phi: (x_T, c) -> out_dim raw outputs (InstanceSchedule splits them into tau, shift and scale logits)."""
 
@@ -88,6 +123,7 @@ class PriorNet(nn.Module):
         use_cond: bool = True,
         guidance_range: Sequence[float] | None = None,
         denoised_input: bool = False,
+        input_basis: int = 0,
     ):
         super().__init__()
         # ablation switches (paper fig. 5): without the instance input phi sees a constant in place of x_T (a learned
@@ -99,6 +135,10 @@ class PriorNet(nn.Module):
         self.input_scale = float(input_scale)
         # phi also reads the model's first output D(x_T, t_max), standardised by the caller, stacked on x_T's channels
         self.denoised_input = bool(denoised_input)
+        # phi reads x_T (and D) projected on the top input_basis principal directions of the data (0: the whole input)
+        self.input_basis = int(input_basis)
+        if self.input_basis < 0:
+            raise InputError(f"input_basis must be >= 0 (0: phi reads the whole x_T), got {input_basis}")
         self.guidance_range = None if guidance_range is None else [float(v) for v in guidance_range]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # phi's initial weights depend on its seed only, not on the global RNG
@@ -106,7 +146,13 @@ class PriorNet(nn.Module):
 
     def _build(self, out_dim: int, hidden: int, depth: int, channels: int, fourier_features: int, fourier_scale: float) -> None:
         k = 2 if self.denoised_input else 1
-        if len(self.data_shape) == 1:
+        if self.input_basis:
+            self.encoder = _Projection(k, self.input_basis, math.prod(self.data_shape))
+            feat = k * self.input_basis
+            if fourier_features:
+                self.register_buffer("fourier", torch.randn(feat, fourier_features) * fourier_scale)
+                feat += 2 * fourier_features
+        elif len(self.data_shape) == 1:
             d = k * self.data_shape[0]
             self.encoder: nn.Module = nn.Flatten()
             feat = d
@@ -139,6 +185,24 @@ class PriorNet(nn.Module):
         self.head = nn.Linear(hidden, out_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def needs_basis(self) -> bool:
+        """Built to read a projection of x_T whose basis is not fitted yet."""
+        return bool(self.input_basis) and bool(torch.isnan(self.encoder.basis).any())
+
+    def fit_basis(self, endpoints: Tensor, seed: int = 0) -> "PriorNet":
+        """Set the projection basis to the top `input_basis` principal directions of `endpoints` [n, *data_shape]
+        (samples of the data, e.g. the training priors' teacher endpoints)."""
+        if not self.input_basis:
+            raise InputError("fit_basis is for a prior network built with input_basis > 0")
+        if tuple(endpoints.shape[1:]) != self.data_shape:
+            raise InputError(f"fit_basis needs endpoints of shape [n, {', '.join(map(str, self.data_shape))}], got "
+                             f"{list(endpoints.shape)}")
+        with torch.no_grad():
+            b = self.encoder.basis
+            b.copy_(principal_directions(endpoints, self.input_basis, seed).to(b))
+        return self
 
     def features(self, x_T: Tensor, cond: Cond = None, denoised: Tensor | None = None) -> Tensor:
         if tuple(x_T.shape[1:]) != self.data_shape:

@@ -79,6 +79,9 @@ class NoiseBall:
             self.offsets[idx] = torch.where(keep.view(-1, *[1] * (new.dim() - 1)), new, off.detach())
 
 
+BASIS_ENDPOINTS = 4096  # at most this many training endpoints fit phi's projection basis (input_basis)
+
+
 class TrainRun:
     """One training run of `disc` against a teacher set, resumable from `out_dir`."""
 
@@ -106,6 +109,8 @@ class TrainRun:
         disc.to(device)
         self.oracle = isinstance(disc, InstanceOracle)
         self.tr, self.va = self._split()
+        if getattr(disc, "needs_basis", False):  # phi reads x_T projected on the data's principal directions
+            disc.fit_basis(self.teacher.x0()[self.tr[:BASIS_ENDPOINTS]])
         if cfg.batch_size % self.world:
             raise InputError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {self.world}")
         self.params = [p for p in disc.parameters() if p.requires_grad]
