@@ -165,6 +165,11 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     dv = r["denoised_input"]  # INDIS-D beside INDIS, both from the same GOD
     assert dv["ratio_ci"][0] <= dv["ratio"] <= dv["ratio_ci"][1] and dv["vs_indis_ci"][0] <= dv["vs_indis"] <= dv["vs_indis_ci"][1]
     assert dv["ratio"] == pytest.approx(dv["vs_indis"] * r["ratio"], rel=1e-9)  # the same test priors and GOD
+    for key in ("projected_input", "projected_denoised"):  # INDIS-P and INDIS-PD: the same checks
+        v = r[key]
+        assert v["ratio_ci"][0] <= v["ratio"] <= v["ratio_ci"][1] and v["ratio"] == pytest.approx(v["vs_indis"] * r["ratio"], rel=1e-9)
+    nets = [json.loads((f / "spec.json").read_text())["spec"].get("net") for f in (tmp_path / sc.cell_name(c) / "runs").glob("indis-*")]
+    assert {"input_basis": 2} in nets and {"input_basis": 2, "denoised_input": True} in nets  # min(16, d = 2) directions
     again = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert again == r  # cached
     folder = tmp_path / sc.cell_name(c)  # a result of another training budget is not reused as this one's
@@ -173,8 +178,13 @@ def test_one_tiny_cell_end_to_end(tmp_path):
     old = json.loads(f.read_text())
     del old["denoised_input"], old["per_prior"]
     f.write_text(json.dumps(old))
+    assert not sc.reportable(old)  # INDIS-D and the per-prior view are needed by the report
     added = sc.run_cell(c, s, tmp_path, log=lambda m: None)
     assert added["denoised_input"] == dv and added["per_prior"] == r["per_prior"]
+    late = {k: v for k, v in r.items() if k != "projected_input"}  # a cell run before INDIS-P: reported, then completed
+    assert sc.reportable(late) and sc.outdated_parts(late) == (["projected_input"], False)
+    f.write_text(json.dumps(late))
+    assert sc.run_cell(c, s, tmp_path, log=lambda m: None)["projected_input"] == r["projected_input"]
     pp = r["per_prior"]  # per-prior view of the same test priors: a median ratio inside its interval, shares in (0, 1]
     assert pp["median_ratio_ci"][0] <= pp["median_ratio"] <= pp["median_ratio_ci"][1]
     assert 0 < pp["tail_share"] <= 1 and 0 < pp["reference_tail_share"] <= 1 and "per_prior" in dv
@@ -343,7 +353,18 @@ def test_report_counts_and_columns():
     assert rep.summarize(res)["recommendation_right_at_threshold"] == "2/4"
     assert rep.summarize(res)["recommendation_right_where_decided"] == "2/3"
     res[1]["ratio_ci"] = [0.98, 1.02]
-    assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0}
+    assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0,
+                                   "median_vs_god": 1.0, "median_indis_vs_god": 0.9}  # INDIS at 0.5, 1.0, 0.9 there
+    assert s["variants"]["projected_input"] == {"cells": 0, "better_than_indis": 0, "worse_than_indis": 0,
+                                                "median_vs_indis": None}
+    assert "INDIS-P (phi reads" not in rep.to_markdown({"cells": res, "summary": s})  # no cell has it: no line
+    res[0]["projected_input"] = dv(0.6, [0.5, 0.7])  # a later variant on one cell only: counted over that cell
+    s_p = rep.summarize(res)["variants"]["projected_input"]
+    assert s_p["cells"] == 1 and s_p["better_than_indis"] == 1 and s_p["median_indis_vs_god"] == 0.5
+    md_p = rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
+    assert "INDIS-P (phi reads x_T projected" in md_p and "better beyond the interval in 1 of 1 cells, worse in 0" in md_p
+    assert "| 0.800 [0.700, 0.900] | 0.600, - |" in md_p and "| 1.100 [1.050, 1.200] | -, - |" in md_p
+    del res[0]["projected_input"]
     md = rep.to_markdown({"cells": res, "summary": s})
     assert "| 0.800 [0.700, 0.900] |" in md and "better beyond the interval in 1 of 3 cells, worse in 1" in md
     assert "beyond the interval in 2 of 4 cells, above it in 1" in md

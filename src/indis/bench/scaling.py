@@ -48,6 +48,10 @@ QUICK = dict(dims=(2, 64), components=(2, 10), conditions=(("none", None), ("cla
 GOD_LRS = (5e-2, 5e-3, 5e-4)
 INDIS_LRS = (1e-3, 1e-4)  # INDIS's learning rate is chosen per cell on validation (its warm start can be sharp)
 PROTOCOL = 2  # GOD polished, INDIS from the GOD kept (2026-12-04); results of another protocol are recomputed
+#: phi's variants trained beside INDIS in every cell, from the same GOD (result keys): INDIS-D reads D(x_T, t_max) as
+#: well; INDIS-P reads x_T projected on the top BASIS_K principal directions of the training endpoints; INDIS-PD both
+VARIANTS = {"denoised_input": "INDIS-D", "projected_input": "INDIS-P", "projected_denoised": "INDIS-PD"}
+BASIS_K = 16
 ORACLE_LRS = (5e-3, 5e-5)  # the oracle (fitted and judged on the same priors, a hindsight bound) keeps the better
 
 
@@ -209,13 +213,20 @@ def _test_mse(exp: Any, runs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str
     return {k: per_prior_mse(exp.samples(sp, d, "test"), x0).cpu().numpy() for k, (sp, d) in runs.items()}
 
 
-def denoised_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
-                     mse: dict[str, np.ndarray]) -> dict[str, Any]:
-    """INDIS whose phi also reads D(x_T, t_max) (`denoised_input`, the solver's own first call), warm-started from the
-    GOD run `gsp`: its test ratio to GOD and to INDIS (per-prior test MSE of both in `mse`), with paired intervals."""
+def variant_net(key: str, d: int) -> dict[str, Any]:
+    """phi's options of the variant `key` (one of VARIANTS) at data dimension d."""
+    k = min(BASIS_K, d)
+    return {"denoised_input": {"denoised_input": True}, "projected_input": {"input_basis": k},
+            "projected_denoised": {"input_basis": k, "denoised_input": True}}[key]
+
+
+def phi_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
+                mse: dict[str, np.ndarray], key: str) -> dict[str, Any]:
+    """INDIS with phi's options of variant `key` (`variant_net`), warm-started from the GOD run `gsp` and trained as
+    INDIS is: its test ratio to GOD and to INDIS (per-prior test MSE of both in `mse`), with paired intervals."""
     from ..metrics.stats import per_prior_view, ratio_ci
 
-    dsp, dd, dinfo = _indis(exp, h, c, s, gsp, net={"denoised_input": True})
+    dsp, dd, dinfo = _indis(exp, h, c, s, gsp, net=variant_net(key, c["d"]))
     m = _test_mse(exp, {"d": (dsp, dd)})["d"]
     return {"ratio": float(m.mean() / mse["god"].mean()), "ratio_ci": ratio_ci(m, mse["god"]),
             "vs_indis": float(m.mean() / mse["indis"].mean()), "vs_indis_ci": ratio_ci(m, mse["indis"]),
@@ -259,13 +270,22 @@ def cached_result(folder: Path, s: dict[str, Any] | None = None) -> dict[str, An
     return res
 
 
-def outdated_parts(res: dict[str, Any]) -> tuple[bool, bool]:
-    """(INDIS-D and the per-prior view missing, diagnosis by an older procedure): what run_cell adds to a cached
-    result, reusing every run."""
+def outdated_parts(res: dict[str, Any]) -> tuple[list[str], bool]:
+    """(phi's variants missing from a cached result, and "per_prior" when INDIS's per-prior view is; the diagnosis
+    made by an older procedure): what run_cell adds to a cached result, reusing every run."""
     from ..diagnose import VERSION as DIAGNOSE_VERSION
 
-    add_variant = "per_prior" not in res or "per_prior" not in (res.get("denoised_input") or {})
-    return add_variant, res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION
+    missing = [k for k in VARIANTS if "per_prior" not in (res.get(k) or {})]
+    missing += ["per_prior"] if "per_prior" not in res else []
+    return missing, res["diagnosis"]["extra"].get("version") != DIAGNOSE_VERSION
+
+
+def reportable(res: dict[str, Any] | None) -> bool:
+    """A cached result the report can use: all but the variants added after INDIS-D may be missing (left blank)."""
+    if res is None:
+        return False
+    missing, rediagnose = outdated_parts(res)
+    return not rediagnose and not {"denoised_input", "per_prior"} & set(missing)
 
 
 def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = False, log=print,
@@ -284,16 +304,16 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     folder = root / cell_name(c)
     res = cached_result(folder, s)  # older protocols' or other budgets' results are recomputed below, reusing runs
     if res is not None:
-        add_variant, rediagnose = outdated_parts(res)
-        if add_variant or rediagnose:
+        missing, rediagnose = outdated_parts(res)
+        if missing or rediagnose:
             h = handle_for(c)
             exp = _experiment(folder, h, c, s, progress, device)
-            if add_variant:
+            if missing:
                 (gsp, god), _ = _god(exp, h, c, s)
                 isp, ind, _ = _indis(exp, h, c, s, gsp)
                 mse = _test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)})
                 res["per_prior"] = per_prior_view(mse["indis"], mse["god"])
-                res["denoised_input"] = denoised_variant(exp, h, c, s, gsp, mse)
+                res.update({k: phi_variant(exp, h, c, s, gsp, mse, k) for k in VARIANTS if k in missing})
             if rediagnose:
                 res.update(_diagnosis(h, exp, c, s, res["ratio"]))
             atomic_write_json(folder / "result.json", res)
@@ -332,7 +352,8 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
            "indis_mse": float(mse["indis"].mean()), "ratio": ratio, "ratio_ci": ratio_ci(mse["indis"], mse["god"]),
            "per_prior": per_prior_view(mse["indis"], mse["god"]),
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
-           "kept": curve, "eps_half": eps_half(curve), **diag, "train": {"god": ginfo, "indis": iinfo}, "denoised_input": denoised_variant(exp, h, c, s, gsp, mse),
+           "kept": curve, "eps_half": eps_half(curve), **diag, "train": {"god": ginfo, "indis": iinfo},
+           **{k: phi_variant(exp, h, c, s, gsp, mse, k) for k in VARIANTS},
            "seconds": round(time.time() - t0, 1)}
     atomic_write_json(folder / "result.json", res)
     log(f"{cell_name(c)}: INDIS/GOD {ratio:.3f} {res['ratio_ci']}, oracle/GOD {res['oracle_over_god']:.3f}, predicted "
@@ -399,7 +420,7 @@ def main(args: argparse.Namespace) -> int:
     if args.report_only:  # a cell run_cell would recompute or complete counts as missing
         for c in todo:
             r = cached_result(out / "cells" / cell_name(c), s)
-            if r is None or any(outdated_parts(r)):
+            if not reportable(r):
                 missing.append(cell_name(c))
             else:
                 results.append(r)

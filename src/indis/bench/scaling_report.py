@@ -8,6 +8,10 @@ import numpy as np
 
 from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
 
+#: phi's variants added after INDIS-D (`indis.bench.scaling.VARIANTS`), with what they read
+NEW_VARIANTS = {"projected_input": ("INDIS-P", "x_T projected on the top 16 principal directions of the training endpoints"),
+                "projected_denoised": ("INDIS-PD", "x_T and D(x_T, t_max), both projected on those directions")}
+
 PREDICTION_TOLERANCE = 0.05  # the diagnostic's target: |predicted - trained INDIS/GOD| <= 0.05
 #: GOD's teacher-MSE below this (data of unit scale; the teacher is exact to ~1e-7 relative) means a global schedule
 #: already solves the cell (e.g. one Gaussian per class): ratios of two near-zero errors say nothing, so such cells are
@@ -55,16 +59,14 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     right_gain = [r for r in by_gain
                   if (r["diagnosis"]["recommendation"] == "INDIS") == (r["ratio_ci"][1] < RECOMMEND_BELOW)]
     told = [r for r in results if r["diagnosis"]["recommendation"] == "INDIS"]
-    dv = [r["denoised_input"] for r in results if r.get("denoised_input")]
     losses = [r for r in results if r["ratio_ci"][0] > 1.0]
     precise = np.array([(r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 <= PREDICTION_TOLERANCE for r in results])
     inside = np.array([r["ratio_ci"][0] <= r["diagnosis"]["predicted_ratio"] <= r["ratio_ci"][1] for r in results])
     pp = [r for r in results if r.get("per_prior")]
     dpp = [r["denoised_input"]["per_prior"] for r in pp if (r.get("denoised_input") or {}).get("per_prior")]
     return {"cells": len(results), "indis_beyond_interval": len(wins), "indis_worse_beyond_interval": len(losses),
-            "denoised_input": {"cells": len(dv), "better_than_indis": sum(v["vs_indis_ci"][1] < 1.0 for v in dv),
-                               "worse_than_indis": sum(v["vs_indis_ci"][0] > 1.0 for v in dv),
-                               "median_vs_indis": float(np.median([v["vs_indis"] for v in dv])) if dv else None},
+            "denoised_input": variant_counts(results, "denoised_input"),
+            "variants": {k: variant_counts(results, k) for k in NEW_VARIANTS},
             "chosen_on_validation": chosen_on_validation(results),
             "median_ratio": float(np.median([r["ratio"] for r in results])),
             "per_prior": {"cells": len(pp), "heavy_tail": sum(heavy(r) for r in pp),
@@ -85,6 +87,17 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "group_cells": len(group),
             "curve_cells": sum(bool(r["diagnosis"].get("extra", {}).get("curve")) for r in results),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
+
+
+def variant_counts(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """A phi variant (result key, e.g. "denoised_input") against INDIS over the cells that have it: better and worse
+    beyond the interval, the median ratio to INDIS and to GOD."""
+    v = [r[key] for r in results if r.get(key)]
+    return {"cells": len(v), "better_than_indis": sum(x["vs_indis_ci"][1] < 1.0 for x in v),
+            "worse_than_indis": sum(x["vs_indis_ci"][0] > 1.0 for x in v),
+            "median_vs_indis": float(np.median([x["vs_indis"] for x in v])) if v else None,
+            **({"median_vs_god": float(np.median([x["ratio"] for x in v])),
+                "median_indis_vs_god": float(np.median([r["ratio"] for r in results if r.get(key)]))} if v else {})}
 
 
 def heavy(r: dict[str, Any]) -> bool:
@@ -151,13 +164,15 @@ def to_markdown(res: dict[str, Any]) -> str:
          "freedoms), iPNDM, teacher-MSE on test priors. Ratio < 1: INDIS better; [CI]: 95% paired bootstrap.", "",
          *([f"**{len(res['missing'])} cells of the grid asked for are not computed yet and are left out** "
             f"(`--report-only`): {', '.join(res['missing'])}.", ""] if res.get("missing") else []),
-         "| model | d | K | condition | NFE | seed | INDIS/GOD [CI] | INDIS-D/INDIS [CI] | oracle/GOD | gap closed | "
-         "eps_half | predicted [CI] | by groups | by reach | recommends |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| model | d | K | condition | NFE | seed | INDIS/GOD [CI] | INDIS-D/INDIS [CI] | INDIS-P, INDIS-PD /GOD | oracle/GOD | "
+         "gap closed | eps_half | predicted [CI] | by groups | by reach | recommends |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c, dg = r["cell"], r["diagnosis"]
         note = f" (GOD exact: {r['god_mse']:.1e})" if solved(r) else ""
         L.append(f"| {c['model']} | {c['d']} | {c['K'] or 'BIC'} | {cond_label(c)} | {c['nfe']} | {c['seed']} | "
-                 f"{_fmt(r['ratio'])} [{_fmt(r['ratio_ci'][0])}, {_fmt(r['ratio_ci'][1])}]{note} | {_dv(r)} | {_fmt(r['oracle_over_god'])} | "
+                 f"{_fmt(r['ratio'])} [{_fmt(r['ratio_ci'][0])}, {_fmt(r['ratio_ci'][1])}]{note} | {_dv(r)} | "
+                 f"{', '.join(_fmt((r.get(k) or {}).get('ratio')) for k in NEW_VARIANTS)} | {_fmt(r['oracle_over_god'])} | "
                  f"{_fmt(r['gap_closed'], 2)} | {_fmt(r['eps_half'], 2)} | {_fmt(dg['predicted_ratio'])} "
                  f"[{_fmt(dg['predicted_ci'][0])}, {_fmt(dg['predicted_ci'][1])}] | {_fmt(group_prediction(r))} | "
                  f"{_fmt(dg.get('reach_ratio'))} | "
@@ -195,6 +210,13 @@ def to_markdown(res: dict[str, Any]) -> str:
             L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "
                   f"INDIS: better beyond the interval in {dv['better_than_indis']} of {dv['cells']} cells, worse in "
                   f"{dv['worse_than_indis']} (median ratio {dv['median_vs_indis']:.3f})."]
+        for key, (name, what) in NEW_VARIANTS.items():
+            v = (s.get("variants") or {}).get(key) or {}
+            if v.get("cells"):
+                L += ["", f"{name} (phi reads {what}) against INDIS: better beyond the interval in "
+                      f"{v['better_than_indis']} of {v['cells']} cells, worse in {v['worse_than_indis']} (median ratio "
+                      f"{v['median_vs_indis']:.3f}; to GOD {v['median_vs_god']:.3f} where INDIS has "
+                      f"{v['median_indis_vs_god']:.3f})."]
         cv = s.get("chosen_on_validation") or {}
         if cv.get("cells"):
             m = cv["median_ratio"]
