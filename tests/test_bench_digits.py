@@ -51,7 +51,8 @@ def test_every_row_and_column(tiny):
         assert v["fd"]["ci"][0] <= v["fd"]["ci"][1] and len(v["fd"]["per_seed"]) == 1
     assert "3" in res["oracle"] and res["oracle"]["3"]["priors"] == 8
     abl = res["ablations"]["3"]
-    assert set(abl) == {"full", "no-instance", "no-shift", "no-scale", "times-only", "plus-denoised"}  # with or without AFS
+    assert set(abl) == {"full", "no-instance", "no-shift", "no-scale", "times-only", "plus-denoised",
+                        "plus-projected"}  # with or without AFS
     for v in set(abl) - {"full"}:  # paired difference to the full INDIS on the same test priors
         d = abl[v]["vs_full"]
         assert d["mse"]["ci"][0] <= d["mse"]["diff"] <= d["mse"]["ci"][1] and d["fd"]["ci"][0] <= d["fd"]["ci"][1]

@@ -231,7 +231,9 @@ def ablations_md(res: dict[str, Any]) -> list[str]:
                     f"[{_f(1e3 * d['mse']['ci'][0], 2)}, {_f(1e3 * d['mse']['ci'][1], 2)}]") if d else "- | -"
             L.append(f"| {n} | {v} | {_pm(c, 'fd')} | {_pm(c, 'mse', 2, 1e3)} | {diff} |")
     return L + ["", "plus-denoised: phi also reads the solver's own first model call (no extra NFE): D(x_T, t_max), or under "
-                "AFS D(x_1, t_1) after the analytic first step to the warm start's t_1 (shared by all samples).", ""]
+                "AFS D(x_1, t_1) after the analytic first step to the warm start's t_1 (shared by all samples). plus-projected: "
+                "phi reads x_T and that output projected on the top 16 principal directions of the training endpoints "
+                "(INDIS-PD).", ""]
 
 
 # -- figures -------------------------------------------------------------------------------------------------------

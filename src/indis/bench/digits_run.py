@@ -49,8 +49,10 @@ SOLVER_RECIPES = {
 LONG_PASSES = 4  # the AMED/EPD winner is retrained over this many passes of the priors (kept if validation is lower)
 ABLATIONS = {"full": {}, "no-instance": {"use_instance": False}, "no-shift": {"learn_shift": False},
              "no-scale": {"learn_scale": False}, "times-only": {"learn_shift": False, "learn_scale": False},
-             "no-class": {"use_cond": False}, "plus-denoised": {"denoised_input": True}}
-PHI_SWITCHES = ("use_instance", "use_cond", "denoised_input")  # the ablation switches that are phi's options
+             "no-class": {"use_cond": False}, "plus-denoised": {"denoised_input": True},
+             "plus-projected": {"input_basis": 16, "denoised_input": True}}
+#: the ablation switches that are phi's options
+PHI_SWITCHES = ("use_instance", "use_cond", "denoised_input", "input_basis")
 
 
 def configs_for(method: str, nfe: int, table: str) -> list[tuple[str, bool]]:
