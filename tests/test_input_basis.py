@@ -71,6 +71,15 @@ def test_phi_reads_only_the_projection():
     assert torch.allclose(net(x + 3 * ortho, denoised=x - 2 * ortho), net(x, denoised=x), atol=1e-10)
     assert not torch.allclose(net(x + b[0], denoised=x), net(x, denoised=x), atol=1e-3)  # along it: it moves
     assert not torch.allclose(net(x, denoised=x + b[1]), net(x, denoised=x), atol=1e-3)  # D is projected too
+    img = PriorNet([2, 3, 3], 5, hidden=16, input_basis=3, denoised_input=True).double()  # images: C, H, W flattened
+    img.fit_basis(torch.randn(40, 2, 3, 3, dtype=DT) * torch.linspace(3, 0.2, 18, dtype=DT).reshape(2, 3, 3))
+    torch.nn.init.normal_(img.head.weight)
+    bi = img.encoder.basis.reshape(3, 2, 3, 3)
+    xi = torch.randn(4, 2, 3, 3, dtype=DT)
+    oi = torch.randn(4, 18, dtype=DT)
+    oi = (oi - oi @ img.encoder.basis.T @ img.encoder.basis).reshape(4, 2, 3, 3)
+    assert torch.allclose(img(xi + oi, denoised=xi - oi), img(xi, denoised=xi), atol=1e-10)
+    assert not torch.allclose(img(xi, denoised=xi + bi[0]), img(xi, denoised=xi), atol=1e-3)  # D's own projection
     with pytest.raises(InputError, match="fit_basis needs endpoints of shape"):
         net.fit_basis(torch.randn(10, 5))
     with pytest.raises(InputError, match="input_basis must be >= 0"):
