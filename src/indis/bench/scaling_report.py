@@ -9,7 +9,7 @@ import numpy as np
 from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
 
 #: phi's variants added after INDIS-D (`indis.bench.scaling.VARIANTS`), with what they read
-NEW_VARIANTS = {"projected_input": ("INDIS-P", "x_T projected on the top 16 principal directions of the training endpoints"),
+NEW_VARIANTS = {"projected_input": ("INDIS-P", "x_T projected on the top 16 (d if fewer) principal directions of the training endpoints"),
                 "projected_denoised": ("INDIS-PD", "x_T and D(x_T, t_max), both projected on those directions")}
 
 PREDICTION_TOLERANCE = 0.05  # the diagnostic's target: |predicted - trained INDIS/GOD| <= 0.05
