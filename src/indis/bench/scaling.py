@@ -281,7 +281,8 @@ def outdated_parts(res: dict[str, Any]) -> tuple[list[str], bool]:
 
 
 def reportable(res: dict[str, Any] | None) -> bool:
-    """A cached result the report can use: all but the variants added after INDIS-D may be missing (left blank)."""
+    """A cached result the report can use: the variants added after INDIS-D may be missing (left blank there), not
+    INDIS-D, the per-prior view or a diagnosis by the current procedure."""
     if res is None:
         return False
     missing, rediagnose = outdated_parts(res)
