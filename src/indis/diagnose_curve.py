@@ -112,7 +112,8 @@ def curve_ratio(handle: Any, teacher: Any, god: Any, train_size: int, *, seed: i
     learning rates and budget rule) trained on each nested subset of n priors; on the scored block r(n) = phi_n /
     GOD, and r(n) = r_inf + a / n through the two subsets gives INDIS / GOD at `train_size` priors (in [0, 1]: INDIS
     keeps its warm start unless validation improves on it), with a paired bootstrap interval over the scored priors, and
-    GOD's tail there (`god_tail_share`: the share of its teacher-MSE its worst 1% of scored priors carry). None when the teacher set is too small (`curve_rows`)."""
+    GOD's tail there (`god_tail_share`: the share of its teacher-MSE its worst 1% of scored priors carry). None when
+    the teacher set is too small (`curve_rows`)."""
     from .methods import learned
 
     split = curve_rows(teacher.num_samples, sizes)

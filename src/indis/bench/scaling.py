@@ -48,10 +48,12 @@ QUICK = dict(dims=(2, 64), components=(2, 10), conditions=(("none", None), ("cla
 GOD_LRS = (5e-2, 5e-3, 5e-4)
 INDIS_LRS = (1e-3, 1e-4)  # INDIS's learning rate is chosen per cell on validation (its warm start can be sharp)
 PROTOCOL = 2  # GOD polished, INDIS from the GOD kept (2026-12-04); results of another protocol are recomputed
-#: phi's variants trained beside INDIS in every cell, from the same GOD (result keys): INDIS-D reads D(x_T, t_max) as
-#: well; INDIS-P reads x_T projected on the top BASIS_K principal directions of the training endpoints; INDIS-PD both
-VARIANTS = {"denoised_input": "INDIS-D", "projected_input": "INDIS-P", "projected_denoised": "INDIS-PD"}
 BASIS_K = 16
+#: phi's variants trained beside INDIS in every cell, from the same GOD: result key -> (name, what phi reads)
+VARIANTS = {"denoised_input": ("INDIS-D", "D(x_T, t_max) as well"),
+            "projected_input": ("INDIS-P", f"x_T projected on the top {BASIS_K} (d if fewer) principal directions of "
+                                "the training endpoints"),
+            "projected_denoised": ("INDIS-PD", "x_T and D(x_T, t_max), both projected on those directions")}
 ORACLE_LRS = (5e-3, 5e-5)  # the oracle (fitted and judged on the same priors, a hindsight bound) keeps the better
 
 

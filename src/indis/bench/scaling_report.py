@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
+from .scaling import VARIANTS
 
-#: phi's variants added after INDIS-D (`indis.bench.scaling.VARIANTS`), with what they read
-NEW_VARIANTS = {"projected_input": ("INDIS-P", "x_T projected on the top 16 (d if fewer) principal directions of the training endpoints"),
-                "projected_denoised": ("INDIS-PD", "x_T and D(x_T, t_max), both projected on those directions")}
+#: phi's variants added after INDIS-D (INDIS-D has its own columns and lines), with what they read
+NEW_VARIANTS = {k: v for k, v in VARIANTS.items() if k != "denoised_input"}
 
 PREDICTION_TOLERANCE = 0.05  # the diagnostic's target: |predicted - trained INDIS/GOD| <= 0.05
 #: GOD's teacher-MSE below this (data of unit scale; the teacher is exact to ~1e-7 relative) means a global schedule
@@ -177,7 +177,16 @@ def to_markdown(res: dict[str, Any]) -> str:
                  f"[{_fmt(dg['predicted_ci'][0])}, {_fmt(dg['predicted_ci'][1])}] | {_fmt(group_prediction(r))} | "
                  f"{_fmt(dg.get('reach_ratio'))} | "
                  f"{dg['recommendation']} |")
-    s = res.get("summary", {})
+    L += _summary_lines(res.get("summary", {}))
+    L += per_prior_table(rows)
+    if res.get("figure"):
+        L += ["", f"![scaling]({res['figure']})"]
+    return "\n".join(L) + "\n"
+
+
+def _summary_lines(s: dict[str, Any]) -> list[str]:
+    """The summary's paragraphs under the table (none without counted cells)."""
+    L: list[str] = []
     if s.get("cells"):
         L += ["", f"INDIS below GOD beyond the interval in {s['indis_beyond_interval']} of {s['cells']} cells, above it in "
               f"{s.get('indis_worse_beyond_interval', 0)} (median ratio {s['median_ratio']:.3f}). The diagnostic's "
@@ -235,10 +244,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             L[-1] += (f" INDIS gains more than {1 - RECOMMEND_BELOW:.0%} (interval wholly below {RECOMMEND_BELOW}) in "
                       f"{h['indis']} of the {h['cells']} heavy-tailed cells (INDIS-D in {h['indis_d']}) and in {lt['indis']} "
                       f"of the {lt['cells']} others (INDIS-D in {lt['indis_d']}).")
-    L += per_prior_table(rows)
-    if res.get("figure"):
-        L += ["", f"![scaling]({res['figure']})"]
-    return "\n".join(L) + "\n"
+    return L
 
 
 def _view(v: dict[str, Any] | None, mean: float | None) -> str:
