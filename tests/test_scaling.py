@@ -211,15 +211,22 @@ def _study(name):
     return study
 
 
-def test_indis_variants_study_reuses_the_cell_and_validates_on_mse(tmp_path):
+@pytest.fixture(scope="module")
+def study_cell(tmp_path_factory):
+    """One tiny finished cell the study scripts reopen: (cells folder, settings, cell, result)."""
+    root = tmp_path_factory.mktemp("study-cell")
+    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40,
+         "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
+    c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
+    return root, s, c, sc.run_cell(c, s, root, log=lambda m: None)
+
+
+def test_indis_variants_study_reuses_the_cell_and_validates_on_mse(study_cell):
     """benchmarks/studies/indis_variants.py on a tiny cell: the bench's own variant is the cell's cached INDIS run (same
     test ratio), a variant with another training loss still validates on teacher-MSE (its first check is the warm
     start's MSE), and the bench's hooks are restored afterwards."""
     study = _study("indis_variants")
-    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40,
-         "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
-    c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
-    r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    tmp_path, s, c, r = study_cell
     hooks = (sc._budget, sc._tcfg, sc.INDIS_LRS)
     lr = r["train"]["indis"]["lr"]
     out = study.main(tmp_path / sc.cell_name(c), s, {"bench": (lr, 32, 0, 0.0, None, "mse"),
@@ -229,7 +236,7 @@ def test_indis_variants_study_reuses_the_cell_and_validates_on_mse(tmp_path):
     assert out["huber"]["val"][0][1] == pytest.approx(out["bench"]["val"][0][1], rel=1e-9)  # MSE of the warm start
 
 
-def test_god_sharpness_shares_and_cell(tmp_path):
+def test_god_sharpness_shares_and_cell(study_cell):
     """benchmarks/studies/god_sharpness.py: the share of a rise carried by the priors that rose most, on hand-made
     errors (a single flipped prior carries all of it, more than all where the others fell), and the study on a tiny
     cell: a jitter of 0 leaves GOD's validation error as it is."""
@@ -243,10 +250,7 @@ def test_god_sharpness_shares_and_cell(tmp_path):
     assert np.isnan(study.rise_shares(np.ones(3), np.ones(3))["top0.01"])  # no rise: no share
     assert tail_share(np.array([0.5, 3.0, 0.5, 1.0]), 0.25) == 0.6  # the worst quarter: 3 of 5
     assert tail_share(np.array([2.0, 2.0]), 0.01) == 0.5 and tail_share(np.zeros(3)) == 0.0  # one value at least
-    s = {**sc.QUICK, "train": 96, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10, "diagnose_iterations": 40,
-         "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
-    c = {"model": "random", "d": 2, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0}
-    sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    tmp_path, s, c, _ = study_cell
     out = study.main(tmp_path / sc.cell_name(c), s, sigmas=(0.0, 0.1), reps=2)
     assert out["sigmas"][0.0]["ratio_median"] == 1.0 and out["sigmas"][0.1]["ratio_median"] != 1.0
     assert 0 < out["god_tail_share"] <= 1
