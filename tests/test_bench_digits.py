@@ -409,3 +409,33 @@ def test_rows_rejects_an_unknown_row(tmp_path, capsys):
     assert main(["bench", "digits", "--out", str(tmp_path), "--quick", "--rows", "god", "ldm3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--rows" in err[0] and "ldm3" in err[0], err
+
+
+def test_digits_variant_study_without_a_finished_seed(tiny, tmp_path):
+    """benchmarks/studies/digits_variant.py on a copy of the tiny bench whose seed has no results.json: from the bench
+    arguments alone it finds the INDIS row and the plus-projected ablation the bench trained (the same runs: the same
+    test means as the bench's own records, nothing retrained), and its pooled difference is the difference of the
+    per-prior test means."""
+    import importlib.util
+    import shutil
+
+    path = Path(__file__).parents[1] / "benchmarks" / "studies" / "digits_variant.py"
+    spec = importlib.util.spec_from_file_location("digits_variant", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    out, res = tiny
+    shutil.copytree(out / "seed-0", tmp_path / "seed-0")
+    seed_res = json.loads((tmp_path / "seed-0" / "results.json").read_text())
+    (tmp_path / "seed-0" / "results.json").unlink()
+    runs = sorted(p.name for p in (tmp_path / "seed-0" / "runs").iterdir())
+    bench = [a for a in TINY if a not in ("--json", "--no-progress")]
+    study.main(3, [(tmp_path, 0)], tmp_path / "pd.json", "plus-projected", bench)
+    assert sorted(p.name for p in (tmp_path / "seed-0" / "runs").iterdir()) == runs  # nothing new trained
+    rep_ = json.loads((tmp_path / "pd.json").read_text())
+    means = rep_["per_seed"][0]["mse"]
+    # same run, same priors; the bench's record is a float32 mean of the float32 rows the study averages in float64
+    assert means["indis"] == pytest.approx(seed_res["main"]["3"]["indis"]["test"]["mse"], rel=1e-5)
+    assert means["indis-pd"] == pytest.approx(seed_res["ablations"]["3"]["plus-projected"]["test"]["mse"], rel=1e-5)
+    # the bootstrap's point estimate is the plain difference of means over the same priors: equal up to float64 rounding
+    assert rep_["pooled"]["mse"]["indis-pd - indis"]["diff"] == pytest.approx(means["indis-pd"] - means["indis"],
+                                                                              rel=1e-9, abs=1e-12)

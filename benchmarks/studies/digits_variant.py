@@ -3,18 +3,24 @@ same cache, then teacher-MSE and FD on each seed's test priors, paired bootstrap
 
 - `plus-denoised` (INDIS-D: phi also reads the solver's first model output): the bench's own ablation row,
   warm-started from the same global run as INDIS, same configuration and budget rule;
+- `plus-projected` (INDIS-PD: phi reads x_T and D(x_T, t_max) on the top 16 principal directions of the training
+  teacher endpoints): the bench's ablation row of that name, trained the same way;
 - `god-polish` (a control on GOD): GOD trained further exactly as INDIS is trained from it (warm start from the
   bench's GOD run, INDIS's learning rates, the same budget rule, the lower validation loss kept), so that INDIS's
   second stage of training is no advantage of its own.
 
-    python benchmarks/studies/digits_variant.py NFE DIR:SEED [DIR:SEED ...] [--variant V] [--out FILE]
+    python benchmarks/studies/digits_variant.py NFE DIR:SEED [DIR:SEED ...] [--variant V] [--out FILE] [-- BENCH ARGS]
 
-Each DIR is a bench output folder whose seed-SEED/results.json exists (the runs it names must still be in DIR: the
-study reuses GOD's and INDIS's cached runs and trains only the variant, cached there too, so a rerun over several
-seeds only evaluates). Prints the report as JSON and writes it to FILE (default: the first DIR's {V}-nfe{NFE}.json).
+Each DIR is a bench output folder. Where its seed-SEED/results.json exists, the study reuses the GOD and INDIS rows it
+names (their runs must still be in DIR) and trains only the variant, cached there too, so a rerun only evaluates.
+Where it does not, the main table's INDIS row (with GOD and LD3, its warm starts) is trained into DIR first, exactly as
+`indis bench digits --rows indis` trains it, under the bench settings that BENCH ARGS give (e.g. `-- --model
+zoo:digits-cond --guidance 4`; a later full bench run in DIR reuses all of it). Prints the report as JSON and writes it
+to FILE (default: the first DIR's {V}-nfe{NFE}.json).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from indis.bench.digits import load_handle
+from indis.bench.digits import add_arguments, load_handle, settings_from_args
 from indis.bench.digits_run import DigitsRun
 from indis.io import atomic_write_json
 from indis.metrics.stats import (fd_reference, paired_bootstrap_many, per_prior_view, ratio_ci, weighted_fd,
                                  weighted_mean)
 
-VARIANTS = {"plus-denoised": "indis-d", "god-polish": "god-polished"}  # variant: its name in the report
+VARIANTS = {"plus-denoised": "indis-d", "plus-projected": "indis-pd", "god-polish": "god-polished"}  # variant: its name in the report
 
 
 def polished_god(run: DigitsRun, nfe: int, god: dict) -> dict:
@@ -40,19 +46,35 @@ def polished_god(run: DigitsRun, nfe: int, god: dict) -> dict:
                             "warm_best_val": god["train"]["best_val"]}, {"by": "validation loss"})
 
 
-def seed_rows(out: Path, nfe: int, seed: int, variant: str) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, dict]:
+def bench_settings(bench_args: list[str], nfe: int, seed: int) -> dict:
+    """The settings `indis bench digits BENCH_ARGS --nfe NFE --seeds SEED` would run under."""
+    p = argparse.ArgumentParser(prog="indis bench digits")
+    add_arguments(p)
+    return settings_from_args(p.parse_args([*bench_args, "--nfe", str(nfe), "--seeds", str(seed)]))
+
+
+def seed_rows(out: Path, nfe: int, seed: int, variant: str, bench_args: list[str] | None = None
+              ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, dict]:
     """Per-prior test rows (features, teacher-MSE) of GOD, INDIS and the variant for one seed, the real features FD is
     measured against, and the three row records (the bench's own test metrics in each record's "test")."""
-    res = json.loads((out / f"seed-{seed}" / "results.json").read_text())
-    s, rows = res["settings"], res["main"][str(nfe)]
-    run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False)
+    done = out / f"seed-{seed}" / "results.json"
+    if done.exists():
+        res = json.loads(done.read_text())
+        s, rows = res["settings"], res["main"][str(nfe)]
+        run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False)
+    else:
+        s = bench_settings(bench_args or [], nfe, seed)
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False, log=log)
+        rows = run.table(nfe, "main", only={"indis"})
     d = polished_god(run, nfe, rows["god"]) if variant == "god-polish" else run.indis_row(nfe, "main", rows, variant)
     records = {"god": rows["god"], "indis": rows["indis"], VARIANTS[variant]: d}
     return {k: run.rows(r["spec"]) for k, r in records.items()}, run.real_all, records
 
 
-def main(nfe: int, runs: list[tuple[Path, int]], dest: Path, variant: str = "plus-denoised") -> None:
-    per_seed = [seed_rows(out, nfe, s, variant) for out, s in runs]
+def main(nfe: int, runs: list[tuple[Path, int]], dest: Path, variant: str = "plus-denoised",
+         bench_args: list[str] | None = None) -> None:
+    per_seed = [seed_rows(out, nfe, s, variant, bench_args) for out, s in runs]
     methods = ("god", "indis", VARIANTS[variant])
     seeds = [s for _, s in runs]
     feats = {k: [r[k]["features"] for r, _, _ in per_seed] for k in methods}
@@ -84,10 +106,12 @@ def main(nfe: int, runs: list[tuple[Path, int]], dest: Path, variant: str = "plu
 if __name__ == "__main__":
     torch.set_num_threads(1)
     argv = sys.argv[1:]
+    bench_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     dest = Path(argv.pop(argv.index("--out") + 1)) if "--out" in argv else None
     variant = argv.pop(argv.index("--variant") + 1) if "--variant" in argv else "plus-denoised"
     if variant not in VARIANTS:
         raise SystemExit(f"--variant must be one of {VARIANTS}, got {variant!r}")
     argv = [a for a in argv if a not in ("--out", "--variant")]
     pairs = [(Path(a.rsplit(":", 1)[0]), int(a.rsplit(":", 1)[1])) for a in argv[1:]]
-    main(int(argv[0]), pairs, dest or pairs[0][0] / f"{variant}-nfe{argv[0]}.json", variant)
+    main(int(argv[0]), pairs, dest or pairs[0][0] / f"{variant}-nfe{argv[0]}.json", variant, bench_args)
