@@ -34,7 +34,8 @@ from indis.io import atomic_write_json
 from indis.metrics.stats import (fd_reference, paired_bootstrap_many, per_prior_view, ratio_ci, weighted_fd,
                                  weighted_mean)
 
-VARIANTS = {"plus-denoised": "indis-d", "plus-projected": "indis-pd", "god-polish": "god-polished"}  # variant: its name in the report
+# variant: its name in the report
+VARIANTS = {"plus-denoised": "indis-d", "plus-projected": "indis-pd", "god-polish": "god-polished"}
 
 
 def polished_god(run: DigitsRun, nfe: int, god: dict) -> dict:
