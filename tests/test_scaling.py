@@ -437,6 +437,36 @@ def test_report_counts_the_choice_between_indis_and_indis_d_on_validation():
     assert rep.chosen_on_validation(res[3:]) == {"cells": 0}
 
 
+
+def test_report_counts_the_choice_among_every_phi_design_on_validation():
+    """A user who trains INDIS and every variant and keeps the lowest validation loss. Hand-made cells: a variant chosen
+    and better, one chosen and worse, INDIS kept on a tie while a variant is better, one cell missing a variant's
+    validation loss (left out); the markdown names each design's count."""
+    from indis.bench import scaling_report as rep
+
+    def cell(ratio, val_i, **v):  # v: key -> (ratio, ci against INDIS, validation loss)
+        r = {"ratio": ratio, "train": {"indis": {"best_val": val_i}}}
+        for k, (x, ci, val) in v.items():
+            r[k] = {"ratio": x, "vs_indis": x / ratio, "vs_indis_ci": ci, "train": {} if val is None else {"best_val": val}}
+        return r
+
+    keys = ("denoised_input", "projected_denoised")
+    res = [cell(0.9, 1.0, denoised_input=(0.8, [0.85, 0.95], 0.9), projected_denoised=(0.45, [0.4, 0.6], 0.5)),
+           cell(0.8, 1.0, denoised_input=(0.96, [1.1, 1.3], 0.7), projected_denoised=(0.8, [0.9, 1.1], 0.8)),
+           cell(1.0, 1.0, denoised_input=(0.7, [0.6, 0.8], 1.0), projected_denoised=(1.0, [0.99, 1.01], 1.2)),
+           cell(0.5, 1.0, denoised_input=(0.1, [0.1, 0.3], 0.1), projected_denoised=(0.5, [0.9, 1.1], None))]
+    assert [rep.validation_pick(r, keys) for r in res] == ["projected_denoised", "denoised_input", "indis", None]
+    c = rep.validation_choice(res, keys)
+    assert c["cells"] == 3 and c["picks"] == {"indis": 1, "denoised_input": 1, "projected_denoised": 1}
+    assert (c["better_than_indis"], c["worse_than_indis"], c["missed"]) == (1, 1, 1)
+    # chosen ratios 0.45, 0.96, 1.0; INDIS 0.9, 0.8, 1.0; INDIS-D 0.8, 0.96, 0.7; INDIS-PD 0.45, 0.8, 1.0
+    assert c["median_ratio"] == {"indis": 0.9, "denoised_input": 0.8, "projected_denoised": 0.8, "chosen": 0.96}
+    assert rep.validation_choice(res[3:], keys) == {"cells": 0}
+    line = "".join(rep.designs_choice_lines(c))
+    assert line.startswith("Trained INDIS, INDIS-D, INDIS-PD and kept the lowest validation loss (3 cells")
+    assert "chosen INDIS in 1, INDIS-D in 1, INDIS-PD in 1; better than INDIS beyond the interval in 1, worse in 1" in line
+    assert rep.designs_choice_lines({"cells": 0}) == []
+
 def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeypatch):
     from indis.bench import scaling_report as rep
 

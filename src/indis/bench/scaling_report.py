@@ -68,6 +68,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "denoised_input": variant_counts(results, "denoised_input"),
             "variants": {k: variant_counts(results, k) for k in NEW_VARIANTS},
             "chosen_on_validation": chosen_on_validation(results),
+            "chosen_among_designs": validation_choice(results, tuple(VARIANTS)),
             "median_ratio": float(np.median([r["ratio"] for r in results])),
             "per_prior": {"cells": len(pp), "heavy_tail": sum(heavy(r) for r in pp),
                           "gain_by_tail": gain_by_tail(pp),
@@ -117,26 +118,52 @@ def gain_by_tail(pp: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 def picks_denoised(r: dict[str, Any]) -> bool | None:
     """Whether validation chooses INDIS-D over INDIS in this cell (its best validation loss is lower), as a user who
     trains both would; None where either validation loss is not recorded."""
-    d, i = (r.get("denoised_input") or {}).get("train", {}), r.get("train", {}).get("indis", {})
-    if "best_val" not in d or "best_val" not in i:
+    pick = validation_pick(r, ("denoised_input",))
+    return None if pick is None else pick == "denoised_input"
+
+
+def validation_pick(r: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The design with the lowest best validation loss in this cell among INDIS ("indis") and the variants `keys`
+    (INDIS kept on a tie); None where any of their validation losses is not recorded."""
+    vals = {"indis": r.get("train", {}).get("indis", {}).get("best_val")}
+    vals.update({k: ((r.get(k) or {}).get("train") or {}).get("best_val") for k in keys})
+    if any(v is None for v in vals.values()):
         return None
-    return bool(d["best_val"] < i["best_val"])
+    return min(vals, key=lambda k: vals[k])
+
+
+def validation_choice(results: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A user who trains INDIS and the variants `keys` and keeps the lowest validation loss, over the cells that record
+    all of them: how often each is chosen, where the choice is better or worse than INDIS beyond the paired interval,
+    how often INDIS is kept while a variant is better, and the median ratio to GOD of each design and of the choice."""
+    rows = [(r, p) for r in results if (p := validation_pick(r, keys)) is not None]
+    if not rows:
+        return {"cells": 0}
+
+    def ratio(r: dict[str, Any], k: str) -> float:
+        return r["ratio"] if k == "indis" else r[k]["ratio"]
+
+    def beyond(r: dict[str, Any], k: str, better: bool) -> bool:
+        lo, hi = r[k]["vs_indis_ci"]
+        return hi < 1.0 if better else lo > 1.0
+
+    return {"cells": len(rows), "picks": {k: sum(p == k for _, p in rows) for k in ("indis", *keys)},
+            "better_than_indis": sum(p != "indis" and beyond(r, p, True) for r, p in rows),
+            "worse_than_indis": sum(p != "indis" and beyond(r, p, False) for r, p in rows),
+            "missed": sum(p == "indis" and any(beyond(r, k, True) for k in keys) for r, p in rows),
+            "median_ratio": {**{k: float(np.median([ratio(r, k) for r, _ in rows])) for k in ("indis", *keys)},
+                             "chosen": float(np.median([ratio(r, p) for r, p in rows]))}}
 
 
 def chosen_on_validation(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """INDIS or INDIS-D, whichever has the lower validation loss, per cell: how often INDIS-D is chosen, where the
-    choice is better or worse than INDIS beyond the interval, and the median ratio to GOD of INDIS, INDIS-D, the choice."""
-    rows = [(r, p) for r in results if (p := picks_denoised(r)) is not None]
-    if not rows:
-        return {"cells": 0}
-    ci = [r["denoised_input"]["vs_indis_ci"] for r, _ in rows]
-    return {"cells": len(rows), "picks_denoised": sum(p for _, p in rows),
-            "better_than_indis": sum(p and c[1] < 1.0 for (_, p), c in zip(rows, ci)),
-            "worse_than_indis": sum(p and c[0] > 1.0 for (_, p), c in zip(rows, ci)),
-            "missed": sum((not p) and c[1] < 1.0 for (_, p), c in zip(rows, ci)),
-            "median_ratio": {"indis": float(np.median([r["ratio"] for r, _ in rows])),
-                             "indis_d": float(np.median([r["denoised_input"]["ratio"] for r, _ in rows])),
-                             "chosen": float(np.median([r["denoised_input"]["ratio"] if p else r["ratio"] for r, p in rows]))}}
+    """INDIS or INDIS-D, whichever has the lower validation loss, per cell (`validation_choice` of INDIS-D alone)."""
+    c = validation_choice(results, ("denoised_input",))
+    if not c["cells"]:
+        return c
+    m = c["median_ratio"]
+    return {**{k: c[k] for k in ("cells", "better_than_indis", "worse_than_indis", "missed")},
+            "picks_denoised": c["picks"]["denoised_input"],
+            "median_ratio": {"indis": m["indis"], "indis_d": m["denoised_input"], "chosen": m["chosen"]}}
 
 
 def group_prediction(r: dict[str, Any]) -> float | None:
@@ -234,6 +261,7 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
                   f"{cv['better_than_indis']} of them and worse in {cv['worse_than_indis']}; INDIS-D is better but not "
                   f"chosen in {cv['missed']}. Median ratio to GOD: INDIS {m['indis']:.3f}, INDIS-D {m['indis_d']:.3f}, "
                   f"the choice {m['chosen']:.3f}."]
+        L += designs_choice_lines(s.get("chosen_among_designs") or {})
     pp = s.get("per_prior") or {}
     if pp.get("cells"):
         L += ["", f"Per prior: in {pp['heavy_tail']} of {pp['cells']} cells GOD's worst 1% of test priors carry over 20% of "
@@ -245,6 +273,19 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
                       f"{h['indis']} of the {h['cells']} heavy-tailed cells (INDIS-D in {h['indis_d']}) and in {lt['indis']} "
                       f"of the {lt['cells']} others (INDIS-D in {lt['indis_d']}).")
     return L
+
+
+def designs_choice_lines(ca: dict[str, Any]) -> list[str]:
+    """The summary paragraph of `validation_choice` over INDIS and its variants (none without such cells)."""
+    if not ca.get("cells"):
+        return []
+    names = {"indis": "INDIS", **{k: v[0] for k, v in VARIANTS.items()}}
+    m = ca["median_ratio"]
+    return ["", f"Trained {', '.join(names[k] for k in ca['picks'])} and kept the lowest validation loss "
+            f"({ca['cells']} cells that have them all): chosen " + ", ".join(f"{names[k]} in {n}" for k, n in ca["picks"].items())
+            + f"; better than INDIS beyond the interval in {ca['better_than_indis']}, worse in {ca['worse_than_indis']}; "
+            f"INDIS kept where a variant is better in {ca['missed']}. Median ratio to GOD: "
+            + ", ".join(f"{names[k]} {v:.3f}" for k, v in m.items() if k != "chosen") + f", the choice {m['chosen']:.3f}."]
 
 
 def _view(v: dict[str, Any] | None, mean: float | None) -> str:
