@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .scaling_variants import VARIANTS, variant_net
 
 DIMS, COMPONENTS = (2, 8, 64, 256, 1024), (2, 10, 100)
 CONDITIONS = (("none", None), ("class", 1.0), ("class", 4.0), ("embedding", 1.0), ("embedding", 4.0))
@@ -48,12 +49,6 @@ QUICK = dict(dims=(2, 64), components=(2, 10), conditions=(("none", None), ("cla
 GOD_LRS = (5e-2, 5e-3, 5e-4)
 INDIS_LRS = (1e-3, 1e-4)  # INDIS's learning rate is chosen per cell on validation (its warm start can be sharp)
 PROTOCOL = 2  # GOD polished, INDIS from the GOD kept (2026-12-04); results of another protocol are recomputed
-BASIS_K = 16
-#: phi's variants trained beside INDIS in every cell, from the same GOD: result key -> (name, what phi reads)
-VARIANTS = {"denoised_input": ("INDIS-D", "D(x_T, t_max) as well"),
-            "projected_input": ("INDIS-P", f"x_T projected on the top {BASIS_K} (d if fewer) principal directions of "
-                                "the training endpoints"),
-            "projected_denoised": ("INDIS-PD", "x_T and D(x_T, t_max), both projected on those directions")}
 ORACLE_LRS = (5e-3, 5e-5)  # the oracle (fitted and judged on the same priors, a hindsight bound) keeps the better
 
 
@@ -213,13 +208,6 @@ def _test_mse(exp: Any, runs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str
 
     x0 = exp.data("test")[3]
     return {k: per_prior_mse(exp.samples(sp, d, "test"), x0).cpu().numpy() for k, (sp, d) in runs.items()}
-
-
-def variant_net(key: str, d: int) -> dict[str, Any]:
-    """phi's options of the variant `key` (one of VARIANTS) at data dimension d."""
-    k = min(BASIS_K, d)
-    return {"denoised_input": {"denoised_input": True}, "projected_input": {"input_basis": k},
-            "projected_denoised": {"input_basis": k, "denoised_input": True}}[key]
 
 
 def phi_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
-from .scaling import VARIANTS
+from .scaling_variants import VARIANTS
 
 #: phi's variants added after INDIS-D (INDIS-D has its own columns and lines), with what they read
 NEW_VARIANTS = {k: v for k, v in VARIANTS.items() if k != "denoised_input"}
