@@ -437,7 +437,6 @@ def test_report_counts_the_choice_between_indis_and_indis_d_on_validation():
     assert rep.chosen_on_validation(res[3:]) == {"cells": 0}
 
 
-
 def test_report_counts_the_choice_among_every_phi_design_on_validation():
     """A user who trains INDIS and every variant and keeps the lowest validation loss. Hand-made cells: a variant chosen
     and better, one chosen and worse, INDIS kept on a tie while a variant is better, one cell missing a variant's
@@ -466,6 +465,7 @@ def test_report_counts_the_choice_among_every_phi_design_on_validation():
     assert line.startswith("Trained INDIS, INDIS-D, INDIS-PD and kept the lowest validation loss (3 cells")
     assert "chosen INDIS in 1, INDIS-D in 1, INDIS-PD in 1; better than INDIS beyond the interval in 1, worse in 1" in line
     assert rep.designs_choice_lines({"cells": 0}) == []
+
 
 def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeypatch):
     from indis.bench import scaling_report as rep

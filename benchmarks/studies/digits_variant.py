@@ -59,15 +59,11 @@ def seed_rows(out: Path, nfe: int, seed: int, variant: str, bench_args: list[str
     """Per-prior test rows (features, teacher-MSE) of GOD, INDIS and the variant for one seed, the real features FD is
     measured against, and the three row records (the bench's own test metrics in each record's "test")."""
     done = out / f"seed-{seed}" / "results.json"
-    if done.exists():
-        res = json.loads(done.read_text())
-        s, rows = res["settings"], res["main"][str(nfe)]
-        run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False)
-    else:
-        s = bench_settings(bench_args or [], nfe, seed)
-        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False, log=log)
-        rows = run.table(nfe, "main", only={"indis"})
+    res = json.loads(done.read_text()) if done.exists() else None
+    s = res["settings"] if res else bench_settings(bench_args or [], nfe, seed)
+    log = None if res else lambda m: print(m, file=sys.stderr, flush=True)  # the bench's stage lines where it trains
+    run = DigitsRun(s, seed, out, load_handle(s["model"], s["guidance"]), progress=False, log=log)
+    rows = res["main"][str(nfe)] if res else run.table(nfe, "main", only={"indis"})
     d = polished_god(run, nfe, rows["god"]) if variant == "god-polish" else run.indis_row(nfe, "main", rows, variant)
     records = {"god": rows["god"], "indis": rows["indis"], VARIANTS[variant]: d}
     return {k: run.rows(r["spec"]) for k, r in records.items()}, run.real_all, records
