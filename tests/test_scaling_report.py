@@ -32,6 +32,12 @@ def test_report_counts_and_columns():
     assert rep.summarize(res)["recommendation_right_at_threshold"] == "2/4"
     assert rep.summarize(res)["recommendation_right_where_decided"] == "2/3"
     res[1]["ratio_ci"] = [0.98, 1.02]
+    res[2]["diagnosis"]["recommendation"] = "GOD"  # d = 64 gains 10%: a GOD recommendation is wrong in both readings
+    t = rep.summarize(res)
+    assert t["recommendation_right_where_decided"] == "1/3" and t["recommendation_right_at_threshold"] == "1/3"
+    assert t["always_indis_right_where_decided"] == "2/3" and t["always_indis_right_at_threshold"] == "2/3"
+    assert "naming INDIS everywhere would be right in 2/3 and 2/3" in rep.to_markdown({"cells": res, "summary": t})
+    res[2]["diagnosis"]["recommendation"] = "INDIS"
     assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0,
                                    "median_vs_god": 1.0, "median_indis_vs_god": 0.9}  # INDIS at 0.5, 1.0, 0.9 there
     assert s["variants"]["projected_input"] == {"cells": 0, "better_than_indis": 0, "worse_than_indis": 0,
