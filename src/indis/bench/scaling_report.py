@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
 
 
-def rule_right(results: list[dict[str, Any]], says_indis) -> tuple[str, str]:
+def rule_right(results: list[dict[str, Any]], says_indis: Callable[[dict[str, Any]], bool]) -> tuple[str, str]:
     """How often a recommendation rule (`says_indis(cell)`: does it name INDIS) is right, as "right/decided": where the
     trained difference is beyond its interval, and asked as the diagnostic asks (does INDIS gain more than
     1 - RECOMMEND_BELOW: decided where the trained interval lies wholly on one side of RECOMMEND_BELOW; a gain of 1e-8
