@@ -5,22 +5,31 @@ from __future__ import annotations
 import json
 
 from indis.bench import scaling as sc
+from indis.bench import scaling_report as rep
 
 
-def test_report_counts_and_columns():
-    from indis.bench import scaling_report as rep
+def _cell(d, ratio, ci, dv, god=1e-3, pred=0.9):
+    return {"cell": {"model": "random", "d": d, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0},
+            "name": f"c{d}", "god_mse": god, "ratio": ratio, "ratio_ci": ci, "oracle_over_god": 0.5, "gap_closed": 0.1,
+            "eps_half": 0.2, "prediction_error": pred - ratio, "reach_prediction_error": 0.0,
+            "diagnosis": {"predicted_ratio": pred, "predicted_ci": [pred - 0.1, pred + 0.1], "reach_ratio": ratio,
+                          "recommendation": "INDIS"},
+            "denoised_input": dv}
 
-    def cell(d, ratio, ci, dv, god=1e-3, pred=0.9):
-        return {"cell": {"model": "random", "d": d, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0},
-                "name": f"c{d}", "god_mse": god, "ratio": ratio, "ratio_ci": ci, "oracle_over_god": 0.5, "gap_closed": 0.1,
-                "eps_half": 0.2, "prediction_error": pred - ratio, "reach_prediction_error": 0.0,
-                "diagnosis": {"predicted_ratio": pred, "predicted_ci": [pred - 0.1, pred + 0.1], "reach_ratio": ratio,
-                              "recommendation": "INDIS"},
-                "denoised_input": dv}
-    dv = lambda r, ci: {"ratio": r, "ratio_ci": ci, "vs_indis": r, "vs_indis_ci": ci, "mse": 0.0, "train": {}}  # noqa: E731
-    res = [cell(2, 0.5, [0.4, 0.6], dv(0.8, [0.7, 0.9])), cell(8, 1.0, [0.98, 1.02], dv(1.1, [1.05, 1.2])),
-           cell(64, 0.9, [0.85, 0.95], dv(1.0, [0.9, 1.1])), cell(256, 1.0, [1.0, 1.0], None, god=1e-9),
-           cell(1024, 1.4, [1.1, 2.0], None)]
+
+def _dv(r, ci):
+    return {"ratio": r, "ratio_ci": ci, "vs_indis": r, "vs_indis_ci": ci, "mse": 0.0, "train": {}}
+
+
+def _five():
+    """Five hand-made cells: d = 2 and 64 gain, d = 8 ties, d = 256 is solved by GOD, d = 1024 loses."""
+    return [_cell(2, 0.5, [0.4, 0.6], _dv(0.8, [0.7, 0.9])), _cell(8, 1.0, [0.98, 1.02], _dv(1.1, [1.05, 1.2])),
+            _cell(64, 0.9, [0.85, 0.95], _dv(1.0, [0.9, 1.1])), _cell(256, 1.0, [1.0, 1.0], None, god=1e-9),
+            _cell(1024, 1.4, [1.1, 2.0], None)]
+
+
+def test_report_counts_and_recommendation():
+    res = _five()
     s = rep.summarize(res)
     assert s["cells"] == 4 and s["solved_by_god"] == ["c256"] and s["indis_beyond_interval"] == 2
     assert s["indis_worse_beyond_interval"] == 1  # an INDIS worse than GOD beyond its interval is counted, not hidden
@@ -37,13 +46,16 @@ def test_report_counts_and_columns():
     assert t["recommendation_right_where_decided"] == "1/3" and t["recommendation_right_at_threshold"] == "1/3"
     assert t["always_indis_right_where_decided"] == "2/3" and t["always_indis_right_at_threshold"] == "2/3"
     assert "naming INDIS everywhere would be right in 2/3 and 2/3" in rep.to_markdown({"cells": res, "summary": t})
-    res[2]["diagnosis"]["recommendation"] = "INDIS"
+
+def test_report_variant_columns():
+    res = _five()
+    s = rep.summarize(res)
     assert s["denoised_input"] == {"cells": 3, "better_than_indis": 1, "worse_than_indis": 1, "median_vs_indis": 1.0,
                                    "median_vs_god": 1.0, "median_indis_vs_god": 0.9}  # INDIS at 0.5, 1.0, 0.9 there
     assert s["variants"]["projected_input"] == {"cells": 0, "better_than_indis": 0, "worse_than_indis": 0,
                                                 "median_vs_indis": None}
     assert "INDIS-P (phi reads" not in rep.to_markdown({"cells": res, "summary": s})  # no cell has it: no line
-    res[0]["projected_input"] = dv(0.6, [0.5, 0.7])  # a later variant on one cell only: counted over that cell
+    res[0]["projected_input"] = _dv(0.6, [0.5, 0.7])  # a later variant on one cell only: counted over that cell
     s_p = rep.summarize(res)["variants"]["projected_input"]
     assert s_p["cells"] == 1 and s_p["better_than_indis"] == 1 and s_p["median_indis_vs_god"] == 0.5
     md_p = rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
@@ -60,6 +72,11 @@ def test_report_counts_and_columns():
     assert s["precise_cells"] == 2 and s["prediction_within_tolerance_precise"] == 0.5
     assert s["prediction_within_tolerance_or_interval"] == 0.25
     assert "(its interval's half-width; 2 of 4 cells) the prediction is within +-0.05 in 50%" in md
+
+
+def test_report_group_predictions():
+    res = _five()
+    s = rep.summarize(res)
     # cells whose diagnosis skipped the group fits count only in the other predictions' records, not as group hits
     assert s["group_cells"] == 4 and s["group_prediction_within_tolerance"] == 0.25  # |0.9 - ratio| <= 0.05: d = 64
     res[2]["diagnosis"]["extra"] = {"groups": False}
@@ -72,10 +89,12 @@ def test_report_counts_and_columns():
         r["diagnosis"]["extra"] = {"groups": False}
     md = rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
     assert "nan" not in md and "the group prediction" not in md and "the reach prediction in" in md
-    for r in res:
-        del r["diagnosis"]["extra"]
-    more = [dict(cell(2, 0.53, [0.4, 0.6], None), cell={**res[0]["cell"], "seed": 1}),
-            dict(cell(2, 0.70, [0.6, 0.8], None), cell={**res[0]["cell"], "seed": 2})]
+
+
+def test_report_per_prior_views_and_seed_agreement():
+    res = _five()
+    more = [dict(_cell(2, 0.53, [0.4, 0.6], None), cell={**res[0]["cell"], "seed": 1}),
+            dict(_cell(2, 0.70, [0.6, 0.8], None), cell={**res[0]["cell"], "seed": 2})]
     view = {"median_ratio": 0.25, "median_ratio_ci": [0.2, 0.3], "winsorized_ratio": 0.4, "tail": 0.01, "tail_share": 0.1,
             "reference_tail_share": 0.5}
     res[0]["per_prior"] = view
