@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-BASIS_K = 16
+from ..discretizations.prior_net import BASIS_K, design_net
+
 #: result key -> (name, what phi reads)
 VARIANTS = {"denoised_input": ("INDIS-D", "D(x_T, t_max) as well"),
             "projected_input": ("INDIS-P", f"x_T projected on the top {BASIS_K} (d if fewer) principal directions of "
@@ -14,6 +15,4 @@ VARIANTS = {"denoised_input": ("INDIS-D", "D(x_T, t_max) as well"),
 
 def variant_net(key: str, d: int) -> dict[str, Any]:
     """phi's options of the variant `key` (one of VARIANTS) at data dimension d."""
-    k = min(BASIS_K, d)
-    return {"denoised_input": {"denoised_input": True}, "projected_input": {"input_basis": k},
-            "projected_denoised": {"input_basis": k, "denoised_input": True}}[key]
+    return design_net(VARIANTS[key][0].lower(), d)

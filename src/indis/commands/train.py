@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..discretizations.heuristics import HEURISTICS
+from ..discretizations.prior_net import BASIS_K, DESIGNS, design_net
 from ..discretizations.persist import model_info
 from ..errors import InputError
 from ..io import claim_output
@@ -64,6 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "D(x_T, t_max) or with --afs D(x_1, t_1) after the analytic first step, which the solver then reuses (no "
                    "extra model call). Helps where x_T alone hides which mode a sample heads for (see benchmarks/README.md, "
                    "'When does instance-awareness pay?')")
+    p.add_argument("--designs", nargs="+", default=None, choices=DESIGNS + ("all",), metavar="DESIGN",
+                   help="indis: train phi in each of these designs (indis: x_T; indis-d: x_T and D; indis-p, indis-pd: "
+                   "the same projected on --input-basis directions, default 16; all: the four) from the same start and "
+                   "validation priors, each into OUT/designs/NAME, and keep the one with the lowest validation loss in "
+                   "OUT/best (costs one training per design; see benchmarks/README.md for how often each wins)")
     p.add_argument("--shift-bound", type=float, default=0.5)
     p.add_argument("--scale-bound", type=float, default=0.1)
     p.add_argument("--no-shift", action="store_true")
@@ -166,9 +172,7 @@ def run(args: argparse.Namespace) -> int:
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
     ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
     cfg = _config(args, h.data_shape)
-    for flag, used in (("--denoised-input", args.denoised_input), ("--input-basis", args.input_basis is not None)):
-        if used and args.method != "indis":
-            raise InputError(f"{flag} is an option of phi (--method indis), not of --method {args.method}")
+    _check_phi_flags(args)
     net = {k: v for k, v in (("denoised_input", args.denoised_input), ("input_basis", args.input_basis)) if v}
     n_starts = args.starts if args.starts is not None else DEFAULT_STARTS[args.method]
     if n_starts < 1 or args.probe_iterations < 1:
@@ -179,24 +183,33 @@ def run(args: argparse.Namespace) -> int:
     else:
         starts = global_starts(h, n_starts, first=args.init)
 
-    def build(init: str | None):
+    def build(init: str | None, net: dict[str, Any] | None = net or None):
         torch.manual_seed(args.seed)  # parameter init (e.g. phi's layers) depends only on --seed
         d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=init, space=args.space, free_last=args.free_last,
                     shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
                     learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed, num_points=args.num_points,
-                    base=args.base, net=net or None)
+                    base=args.base, net=net)
         d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init, "model_info": model_info(h),
                         "teacher_info": teacher_info(ts), "command": "indis " + " ".join(sys.argv[1:])})
         return d
 
-    d, res = train_with_starts(build, starts, h.denoiser, ts, cfg, probe_iterations=args.probe_iterations, out_dir=args.out,
-                               device=args.device, dtype=dtype_of(args), progress=show_progress(args),
-                               describe=lambda s: str(s or h.default_heuristic))
+    def fit(builder: Any, out: str | Path) -> tuple[Any, Any]:
+        return train_with_starts(builder, starts, h.denoiser, ts, cfg, probe_iterations=args.probe_iterations, out_dir=out,
+                                 device=args.device, dtype=dtype_of(args), progress=show_progress(args),
+                                 describe=lambda s: str(s or h.default_heuristic))
+
+    designs: list[dict[str, Any]] = []
+    if args.designs:
+        d, res, designs = _train_designs(args, build, fit, math.prod(h.data_shape), save=rank == 0)
+    else:
+        d, res = fit(build, args.out)
     if rank == 0:
         data = {"method": args.method, "steps": args.steps, "best_val": res.best_val, "best_iter": res.best_iter,
                 "iterations": res.iterations, "stop_reason": res.stop_reason, "seconds": round(res.seconds, 1),
                 "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best",
                 "start_val": next((r["val"] for r in res.history if "val" in r), None)}
+        if designs:
+            data.update(designs=designs, seconds=round(sum(r["seconds"] for r in designs), 1))
         emit(args, data, lambda: _summary(args, d, data, cfg.loss))
         if res.reused:
             print(f"indis: '{args.out}' already holds this finished run; reused it (raise --iterations to train on)",
@@ -210,6 +223,10 @@ def _summary(args: argparse.Namespace, d: Any, r: dict[str, Any], loss: str) -> 
         r["stop_reason"], r["stop_reason"])
     L = [f"{'Reused the finished' if r['reused'] else 'Trained'} {args.method} for {args.model}: N={d.steps} steps, "
          f"{d.solver}{' + AFS' if d.afs else ''}, {d.nfe} model calls per sample"]
+    if r.get("designs"):
+        rows = [[x["design"], fmt_float(x["best_val"]), f"{x['seconds']:.0f}", "chosen" if x["chosen"] else ""]
+                for x in r["designs"]]
+        L += ["", table(["phi design", f"best validation {loss}", "seconds", ""], rows, [False, True, True, False]), ""]
     if len(r["starts"]) > 1:
         rows = [[s["start"], fmt_float(s["val"]), "chosen" if s["chosen"] else ""] for s in r["starts"]]
         L += ["", table(["start", f"validation {loss} after the probe", ""], rows, [False, True, False]), ""]
@@ -228,6 +245,45 @@ def _summary(args: argparse.Namespace, d: Any, r: dict[str, Any], loss: str) -> 
           "  " + command_line("indis", "eval", *model_argv(args), "--teacher", "HELD_OUT_TEACHER", "--discretization",
                               r["saved"]) + "   (a teacher set made with another --seed)"]
     return "\n".join(L)
+
+
+def _check_phi_flags(args: argparse.Namespace) -> None:
+    """phi's options apply to --method indis only; --designs sets what phi reads itself."""
+    for flag, used in (("--denoised-input", args.denoised_input), ("--input-basis", args.input_basis is not None),
+                       ("--designs", bool(args.designs))):
+        if used and args.method != "indis":
+            raise InputError(f"{flag} is an option of phi (--method indis), not of --method {args.method}")
+    if args.designs and args.denoised_input:
+        raise InputError("--denoised-input and --designs both say what phi reads; name the designs with --designs "
+                         "(indis-d, indis-pd read D)")
+    if args.input_basis is not None and args.input_basis < 1:
+        raise InputError(f"--input-basis must be >= 1, got {args.input_basis}")
+    out = Path(args.out)
+    single, multi = (out / "train_state.safetensors").is_file(), (out / "designs").is_dir()
+    if (args.designs and single) or (not args.designs and multi):
+        raise InputError(f"--out '{args.out}' holds a training run {'of one design' if single else 'with --designs'}; "
+                         f"{'add' if multi else 'drop'} --designs to resume it, or choose another folder")
+
+
+def _train_designs(args: argparse.Namespace, build: Any, fit: Any, dim: int, save: bool) -> tuple[Any, Any, list]:
+    """--designs: phi trained in each design into OUT/designs/NAME (resumable each); the one with the lowest best
+    validation loss (the first named on a tie) is saved to OUT/best. Returns it, its run and a row per design."""
+    names = list(DESIGNS) if "all" in args.designs else list(dict.fromkeys(args.designs))
+    runs = []
+    for name in names:
+        net = design_net(name, dim, args.input_basis or BASIS_K) or None
+        d, res = fit(lambda init, net=net: build(init, net), Path(args.out) / "designs" / name)
+        runs.append((name, d, res))
+    key = [r.best_val if math.isfinite(r.best_val) else math.inf for _, _, r in runs]
+    best = min(range(len(runs)), key=lambda i: (key[i], i))
+    name, d, res = runs[best]
+    if save:
+        d.extra["design"] = name
+        d.save(Path(args.out) / "best")
+    rows = [{"design": n, "best_val": r.best_val, "best_iter": r.best_iter, "seconds": round(r.seconds, 1),
+             "saved": str(Path(args.out) / "designs" / n / "best"), "chosen": i == best}
+            for i, (n, _, r) in enumerate(runs)]
+    return d, res, rows
 
 
 def _noise_radius(args: argparse.Namespace, data_shape: tuple[int, ...]) -> float:

@@ -18,6 +18,23 @@ from ..errors import InputError
 
 Cond = Tensor | Mapping[str, Tensor] | None
 
+#: phi's designs, what each reads: INDIS (x_T), INDIS-D (x_T and the model's first output D), INDIS-P and INDIS-PD
+#: (the same projected on the top principal directions of the training endpoints); `design_net` gives their options
+DESIGNS = ("indis", "indis-d", "indis-p", "indis-pd")
+BASIS_K = 16  # principal directions of the projected designs (the data dimension where that is fewer)
+
+
+def design_net(name: str, dim: int, basis: int = BASIS_K) -> dict[str, int | bool]:
+    """phi's options (`learned(..., net=...)`) of the design `name` (one of DESIGNS) at data dimension `dim`."""
+    if name not in DESIGNS:
+        raise InputError(f"unknown phi design '{name}'; choose from {', '.join(DESIGNS)}")
+    if basis < 1:
+        raise InputError(f"the projected designs' basis size must be >= 1, got {basis}")
+    net: dict[str, int | bool] = {"input_basis": min(basis, dim)} if name.endswith(("-p", "-pd")) else {}
+    if name.endswith(("-d", "-pd")):
+        net["denoised_input"] = True
+    return net
+
 
 def pool_condition(cond: Cond, keys: Sequence[str] | None = None) -> Tensor | None:
     """Turn a float condition into one vector per sample: [B, L, D] sequences are mean-pooled (T5), [B, D]
