@@ -166,3 +166,21 @@ def test_torchrun_ctrl_c_saves_on_all_ranks_and_resumes(teachers, single_runs, t
     lb = [r["loss"] for r in json.loads(mb["meta"])["history"] if "loss" in r]
     assert len(la) == len(lb) == 30
     torch.testing.assert_close(torch.tensor(lb), torch.tensor(la), rtol=1e-9, atol=1e-12)
+
+
+def test_torchrun_designs_match_single_process(teachers, tmp_path):
+    """--designs under DDP: each design trains as in one process (float64, same global batch: the validation losses
+    agree to the reassociation tolerance of the INDIS case above) and rank 0 alone prints and saves the choice."""
+    args = [*_train_args(teachers[0], "indis"), "--designs", "indis", "indis-d", "--json"]
+    ra = json.loads(run_indis(*args, "--out", str(tmp_path / "single")).stdout)["designs"]
+    rb = json.loads(run_indis(*args, "--out", str(tmp_path / "ddp"), nproc=2).stdout)["designs"]
+    assert [r["design"] for r in rb] == ["indis", "indis-d"]
+    torch.testing.assert_close(torch.tensor([r["best_val"] for r in rb]), torch.tensor([r["best_val"] for r in ra]),
+                               rtol=1e-4, atol=1e-12)
+    va, vb = (sorted(r["best_val"] for r in rows) for rows in (ra, rb))
+    if va[1] > va[0] * (1 + 1e-3):  # a clear winner: both runs must keep it
+        assert [r["chosen"] for r in rb] == [r["chosen"] for r in ra]
+    from indis.discretizations.base import load_discretization
+
+    chosen = next(r["design"] for r in rb if r["chosen"])
+    assert load_discretization(tmp_path / "ddp" / "best").extra["design"] == chosen
