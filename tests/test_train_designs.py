@@ -85,6 +85,7 @@ def test_cli_designs_refuses_what_does_not_fit(tmp_path, capsys):
     capsys.readouterr()
     for bad, msg in ((["--method", "god", "--designs", "all"], "--designs is an option of phi"),
                      (["--method", "indis", "--designs", "indis-d", "--denoised-input"], "name the designs with --designs"),
+                     (["--method", "indis", "--designs", "indis-d", "--input-basis", "2"], "--designs names none"),
                      (["--method", "indis", "--designs", "all", "--out", str(tmp_path / "one")],
                       "holds a training run of one design; drop --designs"),
                      (["--method", "indis", "--out", str(tmp_path / "two")], "holds a training run with --designs; add")):

@@ -258,6 +258,8 @@ def _check_phi_flags(args: argparse.Namespace) -> None:
                          "(indis-d, indis-pd read D)")
     if args.input_basis is not None and args.input_basis < 1:
         raise InputError(f"--input-basis must be >= 1, got {args.input_basis}")
+    if args.designs and args.input_basis is not None and not {"all", "indis-p", "indis-pd"} & set(args.designs):
+        raise InputError("--input-basis sets the projected designs' basis, but --designs names none (indis-p, indis-pd)")
     out = Path(args.out)
     single, multi = (out / "train_state.safetensors").is_file(), (out / "designs").is_dir()
     if (args.designs and single) or (not args.designs and multi):
