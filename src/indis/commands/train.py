@@ -168,11 +168,11 @@ def run(args: argparse.Namespace) -> int:
     rank, _ = maybe_init_distributed(args.dist_timeout)
     _steps_and_solver(args)
     claim_output(args.out, "train", create=False)  # created once the inputs are checked
+    _check_phi_flags(args)  # flags alone: refused before the model and teacher set are loaded
     h = load(args)
     ts = TeacherSet(args.teacher, cond_table=h.cond_table)
     ts.check_model(h.denoiser, h.data_shape, h.spec, args.device, cond_kind=h.cond_kind)
     cfg = _config(args, h.data_shape)
-    _check_phi_flags(args)
     net = {k: v for k, v in (("denoised_input", args.denoised_input), ("input_basis", args.input_basis)) if v}
     n_starts = args.starts if args.starts is not None else DEFAULT_STARTS[args.method]
     if n_starts < 1 or args.probe_iterations < 1:
