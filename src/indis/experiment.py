@@ -36,6 +36,7 @@ from .training import TrainConfig, train_with_starts
 
 SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = {"train": 11, "val": 12, "test": 13}
+ADOPTED = "adopted-from.txt"  # in a teacher folder copied from another experiment: where from
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -80,6 +81,11 @@ class ExperimentConfig:
         return self
 
 
+def teacher_folder(root: Path, cfg: ExperimentConfig, split: str) -> Path:
+    """Folder of the teacher set of `split` in the experiment at `root` (keyed by its data settings and the split)."""
+    return root / "teachers" / f"{split}-{settings_hash([asdict(cfg), split])}"
+
+
 class Experiment:
     """Teacher sets of three disjoint prior splits and a cache of trained / sampled runs under `root`."""
 
@@ -96,22 +102,62 @@ class Experiment:
         self._data: dict[str, tuple[Tensor, Tensor, Any, Tensor]] = {}
 
     # -- data ---------------------------------------------------------------------------------------------------
-    def teacher(self, split: str) -> TeacherSet:
-        """The teacher set of `split` (generated on first use; shards resume after an interruption)."""
-        if split not in self._teachers:
-            from .discretizations.heuristics import heuristic
+    def teacher_path(self, split: str) -> Path:
+        """Folder of the teacher set of `split`."""
+        return teacher_folder(self.root, self.cfg, split)
 
-            c = self.cfg
-            n = int(c.sizes[split])
-            folder = self.root / "teachers" / f"{split}-{settings_hash([asdict(c), split])}"
-            times = heuristic(c.teacher_schedule, c.teacher_steps, self.h.schedule)
+    def teacher(self, split: str) -> TeacherSet:
+        """The teacher set of `split` (generated on first use; shards resume after an interruption). A set adopted
+        from another experiment (`adopt_teachers`) that fails the resume checks is dropped and made afresh."""
+        if split not in self._teachers:
+            folder = self.teacher_path(split)
             t0 = time.time()
-            self._teachers[split] = generate_teacher(
-                self.h.denoiser, folder, self.h.data_shape, n, times=times, solver=c.teacher_solver, seed=split_seed(c.seed, split),
-                shard_size=min(n, 2000), batch_size=self.teacher_batch, cond=self.h.cond_spec(), cond_table=self.h.cond_table,
-                model=self.h.spec, device=self.device, dtype=self.dtype, progress=self.progress)
-            self.log(f"teacher {split}: {n} pairs ({time.time() - t0:.0f} s) -> {folder}")
+            try:
+                self._teachers[split] = self._generate(split, folder)
+            except InputError:
+                if not (folder / ADOPTED).is_file():
+                    raise
+                self.log(f"teacher {split}: the adopted set does not match this model or its settings; made afresh")
+                shutil.rmtree(folder)
+                self._teachers[split] = self._generate(split, folder)
+            self.log(f"teacher {split}: {self.cfg.sizes[split]} pairs ({time.time() - t0:.0f} s) -> {folder}")
         return self._teachers[split]
+
+    def _generate(self, split: str, folder: Path) -> TeacherSet:
+        from .discretizations.heuristics import heuristic
+
+        c, n = self.cfg, int(self.cfg.sizes[split])
+        times = heuristic(c.teacher_schedule, c.teacher_steps, self.h.schedule)
+        return generate_teacher(
+            self.h.denoiser, folder, self.h.data_shape, n, times=times, solver=c.teacher_solver, seed=split_seed(c.seed, split),
+            shard_size=min(n, 2000), batch_size=self.teacher_batch, cond=self.h.cond_spec(), cond_table=self.h.cond_table,
+            model=self.h.spec, device=self.device, dtype=self.dtype, progress=self.progress)
+
+    def adopt_teachers(self, root: str | Path, cfg: ExperimentConfig) -> list[str]:
+        """Copy in the complete teacher sets of the experiment (`root`, `cfg`) that differs from this one only in its
+        model's name (a study's cells that share a model and priors, e.g. the same mixture at another NFE): the
+        splits adopted. Only the manifest's model name is rewritten; the first use checks every other setting and the
+        model's outputs against the copy as for any resumed set (see `teacher`)."""
+        if asdict(cfg) != {**asdict(self.cfg), "model": cfg.model} or cfg.model == self.cfg.model:
+            return []
+        adopted = []
+        for split in SPLITS:
+            src, dst = teacher_folder(Path(root), cfg, split), self.teacher_path(split)
+            man = load_json(src / "manifest.json") if (src / "manifest.json").is_file() else None
+            if dst.exists() or man is None or (src / ".indis.lock").exists():
+                continue
+            tc = man["config"]
+            shards = [src / f"shard-{k:05d}.safetensors" for k in range(-(-tc["num_samples"] // tc["shard_size"]))]
+            if not all(f.is_file() for f in shards):
+                continue
+            tmp = dst.with_name(dst.name + ".adopting")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            atomic_write_json(tmp / "manifest.json", {**man, "config": {**tc, "model": self.h.spec}})
+            (tmp / ADOPTED).write_text(str(src) + "\n")
+            os.replace(tmp, dst)
+            adopted.append(split)
+        return adopted
 
     def data(self, split: str) -> tuple[Tensor, Tensor, Any, Tensor]:
         """(index, x_T, cond, teacher endpoint) of every prior of `split`, on the experiment's device."""

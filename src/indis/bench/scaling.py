@@ -71,10 +71,14 @@ def cell_name(c: dict[str, Any]) -> str:
     return f"{c['model']}-d{c['d']}-{k}-{c['condition']}{g}-nfe{c['nfe']}-s{c['seed']}"
 
 
+def handle_spec(c: dict[str, Any]) -> str:
+    return f"scaling:{cell_name(c)}"
+
+
 def handle_for(c: dict[str, Any]) -> Any:
     from .scaling_models import digits_mixture, mixture_handle, random_mixture
 
-    spec = f"scaling:{cell_name(c)}"
+    spec = handle_spec(c)
     if c["model"] == "random":
         return mixture_handle(random_mixture(c["d"], c["K"]), c["condition"], c["guidance"], spec)
     return _fitted_handle(digits_mixture()[0], c["condition"], c["guidance"], spec)
@@ -128,13 +132,37 @@ def eps_half(curve: dict[str, float]) -> float | None:
     return None  # never falls to half within the grid
 
 
-def _experiment(folder: Path, h: Any, c: dict[str, Any], s: dict[str, Any], progress: bool, device: str = "cpu") -> Any:
-    from ..experiment import Experiment, ExperimentConfig
+def _exp_config(c: dict[str, Any], s: dict[str, Any]) -> Any:
+    from ..experiment import ExperimentConfig
 
-    cfg = ExperimentConfig(model=h.spec, seed=c["seed"], sizes={k: s[k] for k in ("train", "val", "test")},
-                           teacher_steps=1, teacher_solver="exact", dtype="float64")
-    return Experiment(folder, h, cfg, device=device, dtype=torch.float64, progress=progress, log=lambda m: None,
-                      teacher_batch=250)
+    return ExperimentConfig(model=handle_spec(c), seed=c["seed"], sizes={k: s[k] for k in ("train", "val", "test")},
+                            teacher_steps=1, teacher_solver="exact", dtype="float64")
+
+
+def _experiment(folder: Path, h: Any, c: dict[str, Any], s: dict[str, Any], progress: bool, device: str = "cpu") -> Any:
+    from ..experiment import Experiment
+
+    return Experiment(folder, h, _exp_config(c, s), device=device, dtype=torch.float64, progress=progress,
+                      log=lambda m: None, teacher_batch=250)
+
+
+def _siblings(c: dict[str, Any], s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The study's other cells of the same model (mixture, condition, guidance): other NFEs and seeds."""
+    seeds = sorted(set(s["seeds"]) | set(s["multi_seeds"]))
+    return [dict(c, nfe=n, seed=k) for n in s["nfes"] for k in seeds if (n, k) != (c["nfe"], c["seed"])]
+
+
+def _adopt(exp: Any, root: Path, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """What this cell can take from its siblings instead of computing it: the teacher's accuracy (a property of the
+    model alone) and the teacher sets of the same seed at another NFE (same mixture, same priors, same exact ODE)."""
+    from ..io import load_json
+
+    sib = _siblings(c, s)
+    acc = next((n for n in map(cell_name, sib) if (root / n / "teacher_accuracy.json").is_file()), None)
+    teachers = [f"{cell_name(b)}/{sp}" for b in sib if b["seed"] == c["seed"]
+                for sp in exp.adopt_teachers(root / cell_name(b), _exp_config(b, s))]
+    info = load_json(root / acc / "teacher_accuracy.json") if acc else None
+    return info, {"teacher_accuracy": acc, "teachers": teachers}
 
 
 def _tcfg(c: dict[str, Any], s: dict[str, Any], lr: float) -> Any:
@@ -311,10 +339,11 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
         return res
     t0 = time.time()
     h = handle_for(c)
-    acc_file = folder / "teacher_accuracy.json"
-    ts_info = load_json(acc_file) if acc_file.is_file() else teacher_accuracy(h)
-    atomic_write_json(acc_file, ts_info)
     exp = _experiment(folder, h, c, s, progress, device)
+    sib_acc, adopted = _adopt(exp, root, c, s)
+    acc_file = folder / "teacher_accuracy.json"
+    ts_info = load_json(acc_file) if acc_file.is_file() else sib_acc or teacher_accuracy(h)
+    atomic_write_json(acc_file, ts_info)
     N = steps_for_nfe("ipndm", c["nfe"], False)
     (gsp, god), ginfo = _god(exp, h, c, s)
     isp, ind, iinfo = _indis(exp, h, c, s, gsp)
@@ -345,7 +374,7 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
            "oracle_over_god": float(o / g), "gap_closed": float((g - i) / (g - o)) if g > o else None,
            "kept": curve, "eps_half": eps_half(curve), **diag, "train": {"god": ginfo, "indis": iinfo},
            **{k: phi_variant(exp, h, c, s, gsp, mse, k) for k in VARIANTS},
-           "seconds": round(time.time() - t0, 1)}
+           "adopted": adopted, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(folder / "result.json", res)
     log(f"{cell_name(c)}: INDIS/GOD {ratio:.3f} {res['ratio_ci']}, oracle/GOD {res['oracle_over_god']:.3f}, predicted "
         f"{diag['diagnosis']['predicted_ratio']:.3f} ({res['seconds']:.0f} s)")
