@@ -31,7 +31,7 @@ from .io import atomic_write_json, ensure_dir, load_json, load_tensors, save_ten
 from .models import ModelHandle
 from .discretizations.persist import model_info
 from .priors import MAX_SEED, check_seed
-from .teacher import TeacherSet, generate_teacher, teacher_info
+from .teacher import MANIFEST, TeacherSet, generate_teacher, teacher_info
 from .training import TrainConfig, train_with_starts
 
 SPLITS = ("train", "val", "test")
@@ -143,17 +143,14 @@ class Experiment:
         adopted = []
         for split in SPLITS:
             src, dst = teacher_folder(Path(root), cfg, split), self.teacher_path(split)
-            man = load_json(src / "manifest.json") if (src / "manifest.json").is_file() else None
-            if dst.exists() or man is None or (src / ".indis.lock").exists():
-                continue
-            tc = man["config"]
-            shards = [src / f"shard-{k:05d}.safetensors" for k in range(-(-tc["num_samples"] // tc["shard_size"]))]
-            if not all(f.is_file() for f in shards):
+            # shards are written atomically: a complete set is safe to copy even while its maker is still running
+            if dst.exists() or not (src / MANIFEST).is_file() or not TeacherSet(src).is_complete():
                 continue
             tmp = dst.with_name(dst.name + ".adopting")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src, tmp)
-            atomic_write_json(tmp / "manifest.json", {**man, "config": {**tc, "model": self.h.spec}})
+            man = load_json(tmp / MANIFEST)
+            atomic_write_json(tmp / MANIFEST, {**man, "config": {**man["config"], "model": self.h.spec}})
             (tmp / ADOPTED).write_text(str(src) + "\n")
             os.replace(tmp, dst)
             adopted.append(split)
