@@ -132,3 +132,32 @@ def test_patience_option_sets_the_budget_of_every_trained_method():
     assert sc.settings_from_args(p.parse_args([]))["patience"] == sc.FULL["patience"]
     assert sc.settings_from_args(p.parse_args(["--patience", "40"]))["patience"] == 40
     assert sc.settings_from_args(p.parse_args(["--quick", "--patience", "9"]))["patience"] == 9
+
+
+def test_cells_vs_rev_pairs_only_changed_cells(tmp_path):
+    """benchmarks/studies/cells_vs_rev.py: a cell recomputed since the revision is paired with its committed earlier
+    result; an unchanged cell and one that did not exist then are left out."""
+    import json
+    import subprocess
+
+    study = _study("cells_vs_rev")
+    cells = tmp_path / "cells"
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    def res(r):
+        return {"ratio": r, "ratio_ci": [r - 0.1, r + 0.1], "diagnosis": {"predicted_ratio": 1.0}}
+
+    for name, r in (("a", 0.5), ("b", 0.9)):
+        (cells / name).mkdir(parents=True)
+        (cells / name / "result.json").write_text(json.dumps(res(r)))
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "old")
+    (cells / "a" / "result.json").write_text(json.dumps(res(0.7)))
+    (cells / "c").mkdir()
+    (cells / "c" / "result.json").write_text(json.dumps(res(0.3)))
+    pairs = study.compare("HEAD", cells)
+    assert [(n, o["ratio"], w["ratio"]) for n, o, w in pairs] == [("a", 0.5, 0.7)]
