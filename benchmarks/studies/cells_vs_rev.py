@@ -19,10 +19,8 @@ import numpy as np
 CELLS = Path(__file__).resolve().parents[1] / "results" / "scaling" / "cells"
 
 
-def at_rev(rev: str, path: Path) -> dict | None:
-    """The file `path` as committed at `rev`, parsed (None where it did not exist)."""
-    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True, text=True,
-                          check=True).stdout.strip()
+def at_rev(rev: str, root: Path, path: Path) -> dict | None:
+    """The file `path` of the git work tree `root` as committed at `rev`, parsed (None where it did not exist)."""
     rel = path.resolve().relative_to(root)
     out = subprocess.run(["git", "show", f"{rev}:{rel.as_posix()}"], cwd=root, capture_output=True, text=True)
     return json.loads(out.stdout) if out.returncode == 0 else None
@@ -30,9 +28,11 @@ def at_rev(rev: str, path: Path) -> dict | None:
 
 def compare(rev: str, cells: Path) -> list[tuple[str, dict, dict]]:
     """(cell name, result at rev, result now) for every cell whose result.json changed since rev."""
+    root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cells, capture_output=True, text=True,
+                               check=True).stdout.strip()).resolve()
     pairs = []
     for f in sorted(cells.glob("*/result.json")):
-        old, new = at_rev(rev, f), json.loads(f.read_text())
+        old, new = at_rev(rev, root, f), json.loads(f.read_text())
         if old is not None and old != new:
             pairs.append((f.parent.name, old, new))
     return pairs
