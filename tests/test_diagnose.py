@@ -134,6 +134,8 @@ def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     tail = lc["god_tail_share"]
     assert 0 < tail <= 1 and f"worst 1% of scored priors carry {tail:.2f} of its teacher-MSE" in out
     assert ("a few priors reach the wrong mode" in out) == (tail > 0.2)
+    from indis.diagnose_curve import stalled
+    assert ("phi did not leave the shared schedule" in out) == stalled(lc)  # the caveat only where phi stayed at GOD
     assert main([*argv2, "--diagnose-groups", "--json", "--train-size", "5000"]) == 0
     g = json.loads(capsys.readouterr().out)
     assert g["extra"]["groups"] and set(g["extra"]["stage_seconds"]) == set(STAGES)
@@ -199,6 +201,14 @@ def test_learning_curve_extrapolation_by_hand():
     assert extrapolate([0.9, 0.3], [250, 500], 10**6) == 0.0  # a steep curve would extrapolate to -0.3
     with pytest.raises(InputError, match="one ratio per positive size"):
         extrapolate([0.9, 0.8], [250], 2000)
+
+
+def test_a_stalled_learning_curve_is_one_where_phi_stayed_at_its_warm_start():
+    from indis.diagnose_curve import STALLED, stalled
+
+    assert stalled({"at_sizes": [1.0, 1.0 - STALLED / 2]}) and stalled({"at_sizes": [1.0 + 1e-9, 1.0]})
+    assert not stalled({"at_sizes": [1.0, 0.99]}) and not stalled({"at_sizes": [0.95, 1.0]})  # phi moved on one subset
+    assert not stalled(None) and not stalled({})  # no curve (a small teacher set): nothing stalled
 
 
 def test_learning_curve_rows_are_nested_and_disjoint_from_validation_and_scoring():

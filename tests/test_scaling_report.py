@@ -47,6 +47,20 @@ def test_report_counts_and_recommendation():
     assert t["always_indis_right_where_decided"] == "2/3" and t["always_indis_right_at_threshold"] == "2/3"
     assert "naming INDIS everywhere would be right in 2/3 and 2/3" in rep.to_markdown({"cells": res, "summary": t})
 
+def test_report_curve_states_and_interval_coverage():
+    res = _five()  # predicted 0.9 [0.8, 1.0] everywhere: trained 0.5 (d 2), 1.0 (d 8) and 0.9 (d 64) of the four counted
+    assert rep.summarize(res)["trained_inside_predicted"] == 0.5  # 1.0 and 0.9 inside; 0.5 and 1.4 outside
+    assert rep.summarize(res)["curve_states"]["stalled"]["cells"] == 0  # no cell has a learning curve
+    for r, at in zip(res, ([1.0, 1.0], [1.0, 0.9995], [0.95, 0.9], None, [1.0, 1.0])):
+        r["diagnosis"]["extra"] = {"curve": {"at_sizes": at}} if at else {}
+    cs = rep.summarize(res)["curve_states"]  # d = 256 (solved by GOD) is not counted
+    # stalled: d = 2 (gains, error 0.4), d = 8 (no gain, error 0.1), d = 1024 (loses, error 0.5); moved: d = 64
+    assert cs == {"stalled": {"cells": 3, "within_tolerance": 0, "gained": 1},
+                  "moved": {"cells": 1, "within_tolerance": 1, "gained": 1}}
+    md = rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
+    assert "contains the trained ratio in 50% of the cells. In 3 cells phi did not leave GOD" in md
+
+
 def test_report_variant_columns():
     res = _five()
     s = rep.summarize(res)

@@ -20,6 +20,14 @@ CURVE_SIZES = (500, 1000)  # the learning-curve prediction trains phi on this ma
 CURVE_LRS = (1e-3, 1e-4)  # INDIS's learning rates in `indis bench scaling`, chosen on the validation block
 CURVE_SCORE, CURVE_MIN, CURVE_CAP = 300, 100, 3000  # validation block (and least scored), smallest set, iteration cap
 CURVE_SCORE_MAX = 2000  # the scored block takes the priors left after the fits and validation, up to this many
+STALLED = 1e-3  # phi within this share of the shared schedule on every subset: it did not learn there
+
+
+def stalled(curve: dict[str, Any] | None) -> bool:
+    """Whether phi stayed at its GOD warm start (ratio within STALLED of 1) on every subset of a learning curve
+    (`curve_ratio`'s result): its prediction 1 then says that no gain was seen on up to max(sizes) priors, not that
+    none exists, and its interval (scoring noise of that one result) cannot say more."""
+    return bool(curve) and min(curve["at_sizes"]) >= 1 - STALLED
 
 
 def curve_rows(total: int, sizes: Sequence[int] = CURVE_SIZES) -> tuple[list[list[int]], list[int], list[int]] | None:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
+from ..diagnose_curve import stalled
 from .scaling_variants import VARIANTS
 
 #: phi's variants added after INDIS-D (INDIS-D has its own columns and lines), with what they read
@@ -72,6 +73,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "precise_cells": int(precise.sum()),
             "prediction_within_tolerance_precise": float(np.mean(err[precise] <= PREDICTION_TOLERANCE)) if precise.any() else None,
             "prediction_within_tolerance_or_interval": float(np.mean((err <= PREDICTION_TOLERANCE) | inside)),
+            "trained_inside_predicted": float(np.mean([p[0] <= r["ratio"] <= p[1] for r in results
+                                                       for p in [r["diagnosis"]["predicted_ci"]]])),
+            "curve_states": curve_states(results),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": right, "recommendation_right_at_threshold": right_gain,
             "always_indis_right_where_decided": always, "always_indis_right_at_threshold": always_gain,
@@ -82,6 +86,18 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "group_cells": len(group),
             "curve_cells": sum(bool(r["diagnosis"].get("extra", {}).get("curve")) for r in results),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
+
+
+def curve_states(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Cells with a learning-curve prediction, split by whether phi left GOD on its subsets (`stalled`): in each, how
+    many, how often the prediction is within PREDICTION_TOLERANCE of the trained ratio, and in how many the trained
+    INDIS gains more than 1 - RECOMMEND_BELOW (its interval wholly below RECOMMEND_BELOW)."""
+    out = {}
+    for key, want in (("stalled", True), ("moved", False)):
+        g = [r for r in results if (c := r["diagnosis"].get("extra", {}).get("curve")) and stalled(c) == want]
+        out[key] = {"cells": len(g), "within_tolerance": sum(abs(r["prediction_error"]) <= PREDICTION_TOLERANCE for r in g),
+                    "gained": sum(r["ratio_ci"][1] < RECOMMEND_BELOW for r in g)}
+    return out
 
 
 def rule_right(results: list[dict[str, Any]], says_indis: Callable[[dict[str, Any]], bool]) -> tuple[str, str]:
@@ -247,6 +263,7 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
                   f"{s['precise_cells']} of {s['cells']} cells) the prediction is within +-{s['tolerance']} in "
                   f"{'-' if wp is None else f'{100 * wp:.0f}%'}; within +-{s['tolerance']} or inside the trained "
                   f"interval in {100 * s['prediction_within_tolerance_or_interval']:.0f}% of all cells."]
+        L += _curve_state_lines(s)
         sa = s.get("seed_agreement") or {}
         if sa.get("pairs"):
             L += ["", f"Seed to seed: in {sa['cells']} cells run with several seeds, two seeds' trained ratios lie within "
@@ -284,6 +301,22 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
                       f"{h['indis']} of the {h['cells']} heavy-tailed cells (INDIS-D in {h['indis_d']}) and in {lt['indis']} "
                       f"of the {lt['cells']} others (INDIS-D in {lt['indis_d']}).")
     return L
+
+
+def _curve_state_lines(s: dict[str, Any]) -> list[str]:
+    """The paragraph on the predicted interval's coverage and on the cells where phi's learning curve stalled."""
+    cs = s.get("curve_states") or {}
+    st, mv = cs.get("stalled") or {}, cs.get("moved") or {}
+    if s.get("trained_inside_predicted") is None or not (st.get("cells") or mv.get("cells")):
+        return []
+    return ["", f"The predicted interval (a bootstrap over the diagnostic's scored priors: the scoring noise of one "
+            f"learning curve, not the spread of training runs) contains the trained ratio in "
+            f"{100 * s['trained_inside_predicted']:.0f}% of the cells. In {st['cells']} cells phi did not leave GOD on any "
+            f"subset of its learning curve (prediction 1.000, `indis eval --diagnose` says so); the trained INDIS still "
+            f"gained more than {1 - RECOMMEND_BELOW:.0%} in {st['gained']} of them, and the prediction is within "
+            f"+-{s['tolerance']} in {st['within_tolerance']}. In the {mv['cells']} cells where phi moved, INDIS gained more "
+            f"than {1 - RECOMMEND_BELOW:.0%} in {mv['gained']} and the prediction is within +-{s['tolerance']} in "
+            f"{mv['within_tolerance']}."]
 
 
 def designs_choice_lines(ca: dict[str, Any]) -> list[str]:

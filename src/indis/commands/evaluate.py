@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..diagnose_curve import CURVE_SIZES
+from ..diagnose_curve import CURVE_SIZES, stalled
 from ..discretizations.base import Discretizer, load_discretization
 from ..errors import InputError
 from ..metrics.stats import bootstrap_ci, paired_bootstrap, weighted_mean
@@ -161,7 +161,12 @@ def diagnose_run(args: argparse.Namespace) -> int:
               if lc and "god_tail_share" in lc else []),
             f"  predicted INDIS / GOD teacher-MSE at {d.train_size} training priors ("
             + ("phi's learning curve r_inf + a/n extrapolated" if lc else "the better group prediction; the teacher set "
-               "is too small for phi's learning curve") + f", capped at 1): {_ci(d.predicted_ratio, d.predicted_ci)}",
+               "is too small for phi's learning curve") + f", capped at 1): {_ci(d.predicted_ratio, d.predicted_ci)}"
+            + (" (the interval: scoring noise of this one curve, not the spread between training runs)" if lc else ""),
+            *([f"  phi did not leave the shared schedule on any subset: 1.000 means no gain seen on up to "
+               f"{max(lc['sizes'])} priors, not that none exists (INDIS, trained on all {d.train_size}, starts at GOD and "
+               "keeps it unless validation improves; how often such cells still gained: benchmarks/README.md)"]
+              if stalled(lc) else []),
             *([f"  the global schedule is already exact (teacher-MSE {d.extra['global_over_variance']:.1e} of the endpoints' "
                "variance): nothing is left to gain"] if d.extra["global_over_variance"] < EXACT_BELOW else []),
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
