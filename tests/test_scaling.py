@@ -161,3 +161,28 @@ def test_cells_vs_rev_pairs_only_changed_cells(tmp_path):
     (cells / "c" / "result.json").write_text(json.dumps(res(0.3)))
     pairs = study.compare("HEAD", cells)
     assert [(n, o["ratio"], w["ratio"]) for n, o, w in pairs] == [("a", 0.5, 0.7)]
+
+
+def test_curve_forms_study_by_hand():
+    """benchmarks/studies/curve_forms.py: each form through r(500) = 0.9, r(1000) = 0.8 at 2,000 priors by hand, the
+    log form never below 0 where 1/n clips, and the table scores a hand-made cell per dimension group."""
+    import math
+
+    study = _study("curve_forms")
+    r, n = [0.9, 0.8], [500, 1000]
+    assert study.FORMS["1/n"](r, n, 2000) == pytest.approx(0.75, abs=1e-12)  # 0.8 - 100 * (1/1000 - 1/2000)
+    a = math.log(0.9 / 0.8) / (1 / 500 - 1 / 1000)
+    assert study.FORMS["log 1/n"](r, n, 2000) == pytest.approx(0.8 * math.exp(-a / 2000), rel=1e-12)  # 0.754
+    assert study.FORMS["power"](r, n, 2000) == pytest.approx(0.8 * (0.8 / 0.9), rel=1e-12)  # halves n: one more factor
+    assert study.FORMS["last"](r, n, 2000) == 0.8
+    assert study.FORMS["1/n"]([0.9, 0.3], n, 10**6) == 0.0 and study.FORMS["log 1/n"]([0.9, 0.3], n, 10**6) > 0.0
+    assert study.FORMS["power"]([0.9, 1.2], n, 2000) == 1.0  # worse with more priors: capped at 1
+
+    def cell(d, ratio, god=1e-3):
+        return {"cell": {"d": d}, "god_mse": god, "ratio": ratio,
+                "diagnosis": {"extra": {"curve": {"at_sizes": r, "sizes": n, "train_size": 2000}}}}
+
+    rows = {(x["form"], x["group"]): x for x in study.table([cell(2, 0.76), cell(64, 0.9), cell(64, 0.5, god=1e-9)])}
+    assert rows[("1/n", "all")]["cells"] == 2  # the cell GOD solves is not counted
+    assert rows[("1/n", "d <= 8")]["within"] == 1.0 and rows[("1/n", "d >= 64")]["within"] == 0.0  # 0.75 vs 0.76, 0.9
+    assert rows[("last", "d >= 64")]["mean_abs_error"] == pytest.approx(0.1)
