@@ -59,6 +59,13 @@ def test_report_curve_states_and_interval_coverage():
                   "moved": {"cells": 1, "within_tolerance": 1, "gained": 1}}
     md = rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
     assert "contains the trained ratio in 50% of the cells. In 3 cells phi did not leave GOD" in md
+    assert rep.summarize(res)["stayed_at_god"] == {"cells": 0, "variant_gains": 0}  # no cell records INDIS's run
+    for r, it in zip(res, (0, 0, 25, 0, 0)):
+        r["train"] = {"indis": {"best_iter": it}}
+    # stayed at GOD: d = 2, 8, 1024 (d = 256 not counted); of these only d = 2's INDIS-D gains beyond 0.98 ([0.7, 0.9])
+    assert rep.summarize(res)["stayed_at_god"] == {"cells": 3, "variant_gains": 1}
+    assert "kept its GOD warm start (best validation at iteration 0) in 3 cells; a variant of phi (INDIS-D, -P or -PD) " \
+           "gained more than 2% in 1 of them." in rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
 
 
 def test_report_variant_columns():

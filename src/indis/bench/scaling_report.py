@@ -75,7 +75,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "prediction_within_tolerance_or_interval": float(np.mean((err <= PREDICTION_TOLERANCE) | inside)),
             "trained_inside_predicted": float(np.mean([p[0] <= r["ratio"] <= p[1] for r in results
                                                        for p in [r["diagnosis"]["predicted_ci"]]])),
-            "curve_states": curve_states(results),
+            "curve_states": curve_states(results), "stayed_at_god": stayed_at_god(results),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": right, "recommendation_right_at_threshold": right_gain,
             "always_indis_right_where_decided": always, "always_indis_right_at_threshold": always_gain,
@@ -98,6 +98,15 @@ def curve_states(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         out[key] = {"cells": len(g), "within_tolerance": sum(abs(r["prediction_error"]) <= PREDICTION_TOLERANCE for r in g),
                     "gained": sum(r["ratio_ci"][1] < RECOMMEND_BELOW for r in g)}
     return out
+
+
+def stayed_at_god(results: list[dict[str, Any]]) -> dict[str, int]:
+    """Cells whose INDIS run kept its GOD warm start (best validation at iteration 0), and in how many of them one of
+    phi's variants, trained the same way from the same GOD, gains more than 1 - RECOMMEND_BELOW (interval wholly below
+    RECOMMEND_BELOW): where x_T alone gave phi nothing it could learn and another input did."""
+    stuck = [r for r in results if (r.get("train", {}).get("indis") or {}).get("best_iter") == 0]
+    return {"cells": len(stuck), "variant_gains": sum(any((r.get(k) or {}).get("ratio_ci", [1, 1])[1] < RECOMMEND_BELOW
+                                                          for k in VARIANTS) for r in stuck)}
 
 
 def rule_right(results: list[dict[str, Any]], says_indis: Callable[[dict[str, Any]], bool]) -> tuple[str, str]:
@@ -304,19 +313,26 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
 
 
 def _curve_state_lines(s: dict[str, Any]) -> list[str]:
-    """The paragraph on the predicted interval's coverage and on the cells where phi's learning curve stalled."""
+    """Paragraphs on the predicted interval's coverage and the cells where phi's learning curve stalled, and on the
+    cells where the bench's INDIS kept its GOD start (none where the summary has no such counts)."""
     cs = s.get("curve_states") or {}
     st, mv = cs.get("stalled") or {}, cs.get("moved") or {}
-    if s.get("trained_inside_predicted") is None or not (st.get("cells") or mv.get("cells")):
-        return []
-    return ["", f"The predicted interval (a bootstrap over the diagnostic's scored priors: the scoring noise of one "
-            f"learning curve, not the spread of training runs) contains the trained ratio in "
-            f"{100 * s['trained_inside_predicted']:.0f}% of the cells. In {st['cells']} cells phi did not leave GOD on any "
-            f"subset of its learning curve (prediction 1.000, `indis eval --diagnose` says so); the trained INDIS still "
-            f"gained more than {1 - RECOMMEND_BELOW:.0%} in {st['gained']} of them, and the prediction is within "
-            f"+-{s['tolerance']} in {st['within_tolerance']}. In the {mv['cells']} cells where phi moved, INDIS gained more "
-            f"than {1 - RECOMMEND_BELOW:.0%} in {mv['gained']} and the prediction is within +-{s['tolerance']} in "
-            f"{mv['within_tolerance']}."]
+    sg = s.get("stayed_at_god") or {}
+    L: list[str] = []
+    if s.get("trained_inside_predicted") is not None and (st.get("cells") or mv.get("cells")):
+        L += ["", f"The predicted interval (a bootstrap over the diagnostic's scored priors: the scoring noise of one "
+              f"learning curve, not the spread of training runs) contains the trained ratio in "
+              f"{100 * s['trained_inside_predicted']:.0f}% of the cells. In {st['cells']} cells phi did not leave GOD on "
+              f"any subset of its learning curve (prediction 1.000, `indis eval --diagnose` says so); the trained INDIS "
+              f"still gained more than {1 - RECOMMEND_BELOW:.0%} in {st['gained']} of them, and the prediction is within "
+              f"+-{s['tolerance']} in {st['within_tolerance']}. In the {mv['cells']} cells where phi moved, INDIS gained "
+              f"more than {1 - RECOMMEND_BELOW:.0%} in {mv['gained']} and the prediction is within +-{s['tolerance']} in "
+              f"{mv['within_tolerance']}."]
+    if sg.get("cells"):
+        L += ["", f"The bench's INDIS kept its GOD warm start (best validation at iteration 0) in {sg['cells']} cells; a "
+              f"variant of phi (INDIS-D, -P or -PD) gained more than {1 - RECOMMEND_BELOW:.0%} in "
+              f"{sg['variant_gains']} of them."]
+    return L
 
 
 def designs_choice_lines(ca: dict[str, Any]) -> list[str]:
