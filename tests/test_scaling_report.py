@@ -66,6 +66,15 @@ def test_report_curve_states_and_interval_coverage():
     assert rep.summarize(res)["stayed_at_god"] == {"cells": 3, "variant_gains": 1}
     assert "kept its GOD warm start (best validation at iteration 0) in 3 cells; a variant of phi (INDIS-D, -P or -PD) " \
            "gained more than 2% in 1 of them." in rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
+    # misses (|error| > 0.05): d = 2 (0.4; trained [0.4, 0.6] imprecise), d = 8 (0.1; [0.98, 1.02] precise, curve
+    # stalled, INDIS kept GOD: none of the named causes), d = 1024 (0.5; [1.1, 2.0] imprecise); d = 64 is hit
+    assert rep.summarize(res)["prediction_misses"] == {"imprecise": 2, "indis_kept_god": 0, "curve_stalled": 0, "other": 1}
+    res[1]["diagnosis"]["extra"]["curve"]["at_sizes"] = [0.95, 0.9]  # now phi moved on the subsets, INDIS did not
+    assert rep.summarize(res)["prediction_misses"]["indis_kept_god"] == 1
+    res[1]["train"]["indis"]["best_iter"], res[1]["diagnosis"]["extra"]["curve"]["at_sizes"] = 50, [1.0, 1.0]
+    assert rep.summarize(res)["prediction_misses"]["curve_stalled"] == 1  # the reverse
+    assert "The 3 predictions off by more than +-0.05: the trained ratio itself not known to +-0.05 in 2" in \
+        rep.to_markdown({"cells": res, "summary": rep.summarize(res)})
 
 
 def test_report_variant_columns():

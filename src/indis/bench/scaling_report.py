@@ -76,6 +76,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "trained_inside_predicted": float(np.mean([p[0] <= r["ratio"] <= p[1] for r in results
                                                        for p in [r["diagnosis"]["predicted_ci"]]])),
             "curve_states": curve_states(results), "stayed_at_god": stayed_at_god(results),
+            "prediction_misses": prediction_misses(results),
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": right, "recommendation_right_at_threshold": right_gain,
             "always_indis_right_where_decided": always, "always_indis_right_at_threshold": always_gain,
@@ -97,6 +98,23 @@ def curve_states(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         g = [r for r in results if (c := r["diagnosis"].get("extra", {}).get("curve")) and stalled(c) == want]
         out[key] = {"cells": len(g), "within_tolerance": sum(abs(r["prediction_error"]) <= PREDICTION_TOLERANCE for r in g),
                     "gained": sum(r["ratio_ci"][1] < RECOMMEND_BELOW for r in g)}
+    return out
+
+
+def prediction_misses(results: list[dict[str, Any]]) -> dict[str, int]:
+    """The cells whose prediction is off by more than PREDICTION_TOLERANCE, by first matching cause: the trained ratio
+    itself not known to +-PREDICTION_TOLERANCE ("imprecise": its interval's half-width); phi moved on the curve's
+    subsets while the bench's INDIS kept its GOD start ("indis_kept_god"); phi stalled on the subsets while INDIS
+    left GOD ("curve_stalled"); the rest ("other")."""
+    out = {"imprecise": 0, "indis_kept_god": 0, "curve_stalled": 0, "other": 0}
+    for r in results:
+        if abs(r["prediction_error"]) <= PREDICTION_TOLERANCE:
+            continue
+        curve, kept = r["diagnosis"].get("extra", {}).get("curve"), (r.get("train", {}).get("indis") or {}).get("best_iter") == 0
+        key = ("imprecise" if (r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 > PREDICTION_TOLERANCE else
+               "indis_kept_god" if curve and not stalled(curve) and kept else
+               "curve_stalled" if stalled(curve) and not kept else "other")
+        out[key] += 1
     return out
 
 
@@ -328,6 +346,12 @@ def _curve_state_lines(s: dict[str, Any]) -> list[str]:
               f"+-{s['tolerance']} in {st['within_tolerance']}. In the {mv['cells']} cells where phi moved, INDIS gained "
               f"more than {1 - RECOMMEND_BELOW:.0%} in {mv['gained']} and the prediction is within +-{s['tolerance']} in "
               f"{mv['within_tolerance']}."]
+    pm = s.get("prediction_misses") or {}
+    if sum(pm.values()):
+        L += ["", f"The {sum(pm.values())} predictions off by more than +-{s['tolerance']}: the trained ratio itself not "
+              f"known to +-{s['tolerance']} in {pm['imprecise']}; phi learned on the curve's subsets while the bench's "
+              f"INDIS kept its GOD start in {pm['indis_kept_god']}; phi stalled on the subsets while INDIS left GOD in "
+              f"{pm['curve_stalled']}; other misses {pm['other']}."]
     if sg.get("cells"):
         L += ["", f"The bench's INDIS kept its GOD warm start (best validation at iteration 0) in {sg['cells']} cells; a "
               f"variant of phi (INDIS-D, -P or -PD) gained more than {1 - RECOMMEND_BELOW:.0%} in "
