@@ -47,6 +47,7 @@ def test_report_counts_and_recommendation():
     assert t["always_indis_right_where_decided"] == "2/3" and t["always_indis_right_at_threshold"] == "2/3"
     assert "naming INDIS everywhere would be right in 2/3 and 2/3" in rep.to_markdown({"cells": res, "summary": t})
 
+
 def test_report_curve_states_and_interval_coverage():
     res = _five()  # predicted 0.9 [0.8, 1.0] everywhere: trained 0.5 (d 2), 1.0 (d 8) and 0.9 (d 64) of the four counted
     assert rep.summarize(res)["trained_inside_predicted"] == 0.5  # 1.0 and 0.9 inside; 0.5 and 1.4 outside

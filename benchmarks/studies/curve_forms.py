@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from indis.bench.scaling_report import PREDICTION_TOLERANCE, solved
+from indis.bench.scaling_report import PREDICTION_TOLERANCE, curve, solved
 from indis.diagnose_curve import extrapolate
 
 FLOOR = 1e-6  # ratios are floored here before a logarithm (a ratio of 0 would have no log)
@@ -49,15 +49,14 @@ FORMS: dict[str, Callable[[Sequence[float], Sequence[int], int], float]] = {
 def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per form and dimension group (all, d <= 8, d >= 64): cells, share within PREDICTION_TOLERANCE, mean |error|;
     over the counted cells (GOD not exact) with a two-point learning curve."""
-    cells = [r for r in results if not solved(r) and len((r["diagnosis"].get("extra", {}).get("curve") or {})
-                                                         .get("at_sizes", [])) == 2]
+    cells = [r for r in results if not solved(r) and len((curve(r) or {}).get("at_sizes", [])) == 2]
     groups = {"all": lambda d: True, "d <= 8": lambda d: d <= 8, "d >= 64": lambda d: d >= 64}
     rows = []
     for name, f in FORMS.items():
         for g, keep in groups.items():
             sel = [r for r in cells if keep(r["cell"]["d"])]
             err = np.array([abs(f(c["at_sizes"], c["sizes"], c["train_size"]) - r["ratio"])
-                            for r in sel for c in [r["diagnosis"]["extra"]["curve"]]])
+                            for r in sel for c in [curve(r)]])
             rows.append({"form": name, "group": g, "cells": len(sel),
                          "within": float(np.mean(err <= PREDICTION_TOLERANCE)) if len(err) else None,
                          "mean_abs_error": float(err.mean()) if len(err) else None})

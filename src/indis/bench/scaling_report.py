@@ -24,6 +24,21 @@ def solved(r: dict[str, Any]) -> bool:
     return r["god_mse"] < GOD_FLOOR
 
 
+def curve(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The cell's stored learning curve of the diagnostic (None where it has none)."""
+    return r["diagnosis"].get("extra", {}).get("curve")
+
+
+def precise(r: dict[str, Any]) -> bool:
+    """Whether the cell's trained ratio is known to +-PREDICTION_TOLERANCE (its interval's half-width)."""
+    return (r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 <= PREDICTION_TOLERANCE
+
+
+def kept_god(r: dict[str, Any]) -> bool:
+    """Whether the cell's INDIS run kept its GOD warm start (best validation at iteration 0)."""
+    return (r.get("train", {}).get("indis") or {}).get("best_iter") == 0
+
+
 def cond_label(c: dict[str, Any]) -> str:
     return c["condition"] + ("" if c["guidance"] in (None, 1.0) else f" CFG {c['guidance']:g}")
 
@@ -55,7 +70,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     always, always_gain = rule_right(results, lambda r: True)
     told = [r for r in results if r["diagnosis"]["recommendation"] == "INDIS"]
     losses = [r for r in results if r["ratio_ci"][0] > 1.0]
-    precise = np.array([(r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 <= PREDICTION_TOLERANCE for r in results])
+    exact = np.array([precise(r) for r in results])
     inside = np.array([r["ratio_ci"][0] <= r["diagnosis"]["predicted_ratio"] <= r["ratio_ci"][1] for r in results])
     pp = [r for r in results if r.get("per_prior")]
     dpp = [r["denoised_input"]["per_prior"] for r in pp if (r.get("denoised_input") or {}).get("per_prior")]
@@ -70,8 +85,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                           "indis_median_below": sum(r["per_prior"]["median_ratio_ci"][1] < 1.0 for r in pp),
                           "denoised_median_below": sum(v["median_ratio_ci"][1] < 1.0 for v in dpp)},
             "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
-            "precise_cells": int(precise.sum()),
-            "prediction_within_tolerance_precise": float(np.mean(err[precise] <= PREDICTION_TOLERANCE)) if precise.any() else None,
+            "precise_cells": int(exact.sum()),
+            "prediction_within_tolerance_precise": float(np.mean(err[exact] <= PREDICTION_TOLERANCE)) if exact.any() else None,
             "prediction_within_tolerance_or_interval": float(np.mean((err <= PREDICTION_TOLERANCE) | inside)),
             "trained_inside_predicted": float(np.mean([p[0] <= r["ratio"] <= p[1] for r in results
                                                        for p in [r["diagnosis"]["predicted_ci"]]])),
@@ -85,7 +100,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "reach_prediction_mean_abs_error": float(np.nanmean(reach)),
             "group_prediction_within_tolerance": float(np.mean(group <= PREDICTION_TOLERANCE)) if len(group) else None,
             "group_cells": len(group),
-            "curve_cells": sum(bool(r["diagnosis"].get("extra", {}).get("curve")) for r in results),
+            "curve_cells": sum(bool(curve(r)) for r in results),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
 
 
@@ -95,7 +110,7 @@ def curve_states(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     INDIS gains more than 1 - RECOMMEND_BELOW (its interval wholly below RECOMMEND_BELOW)."""
     out = {}
     for key, want in (("stalled", True), ("moved", False)):
-        g = [r for r in results if (c := r["diagnosis"].get("extra", {}).get("curve")) and stalled(c) == want]
+        g = [r for r in results if curve(r) and stalled(curve(r)) == want]
         out[key] = {"cells": len(g), "within_tolerance": sum(abs(r["prediction_error"]) <= PREDICTION_TOLERANCE for r in g),
                     "gained": sum(r["ratio_ci"][1] < RECOMMEND_BELOW for r in g)}
     return out
@@ -110,10 +125,9 @@ def prediction_misses(results: list[dict[str, Any]]) -> dict[str, int]:
     for r in results:
         if abs(r["prediction_error"]) <= PREDICTION_TOLERANCE:
             continue
-        curve, kept = r["diagnosis"].get("extra", {}).get("curve"), (r.get("train", {}).get("indis") or {}).get("best_iter") == 0
-        key = ("imprecise" if (r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 > PREDICTION_TOLERANCE else
-               "indis_kept_god" if curve and not stalled(curve) and kept else
-               "curve_stalled" if stalled(curve) and not kept else "other")
+        c, kept = curve(r), kept_god(r)
+        key = ("imprecise" if not precise(r) else "indis_kept_god" if c and not stalled(c) and kept else
+               "curve_stalled" if stalled(c) and not kept else "other")
         out[key] += 1
     return out
 
@@ -122,7 +136,7 @@ def stayed_at_god(results: list[dict[str, Any]]) -> dict[str, int]:
     """Cells whose INDIS run kept its GOD warm start (best validation at iteration 0), and in how many of them one of
     phi's variants, trained the same way from the same GOD, gains more than 1 - RECOMMEND_BELOW (interval wholly below
     RECOMMEND_BELOW): where x_T alone gave phi nothing it could learn and another input did."""
-    stuck = [r for r in results if (r.get("train", {}).get("indis") or {}).get("best_iter") == 0]
+    stuck = [r for r in results if kept_god(r)]
     return {"cells": len(stuck), "variant_gains": sum(any((r.get(k) or {}).get("ratio_ci", [1, 1])[1] < RECOMMEND_BELOW
                                                           for k in VARIANTS) for r in stuck)}
 
