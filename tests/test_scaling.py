@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from indis.bench import scaling as sc
+from indis.errors import InputError
 from indis.metrics.stats import tail_share
 
 
@@ -122,6 +123,34 @@ def test_god_sharpness_shares_and_cell(study_cell):
     out = study.main(tmp_path / sc.cell_name(c), s, sigmas=(0.0, 0.1), reps=2)
     assert out["sigmas"][0.0]["ratio_median"] == 1.0 and out["sigmas"][0.1]["ratio_median"] != 1.0
     assert 0 < out["god_tail_share"] <= 1
+
+
+def test_training_runs_add_runs_to_a_finished_cell(study_cell):
+    """`--train-runs`: run 0 is the cell's own training (same test ratio), run 1 a GOD and INDIS of their own under
+    another training seed; the block is stored, reused on a rerun, and a cache that no longer gives the stored ratio
+    is refused."""
+    root, s, c, r = study_cell
+    out = sc.training_runs(c, s, root, 2, log=lambda m: None)
+    b = out["training_runs"]
+    assert b["count"] == 2 and b["ratios"][0] == pytest.approx(r["ratio"], rel=1e-9)
+    assert b["ratio_ci"][0] <= b["ratio"] <= b["ratio_ci"][1] and min(b["ratios"]) <= b["ratio"] <= max(b["ratios"])
+    assert b["prediction_error"] == pytest.approx(r["diagnosis"]["predicted_ratio"] - b["ratio"], rel=1e-12)
+    specs = [json.loads((f / "spec.json").read_text())["spec"] for f in (root / sc.cell_name(c) / "runs").iterdir()]
+    assert {sp["method"] for sp in specs if sp.get("run") == 1} == {"god", "indis"}  # run 1 trained its own
+    f = root / sc.cell_name(c) / "result.json"
+    assert json.loads(f.read_text())["training_runs"] == b
+    assert sc.training_runs(c, s, root, 2, log=lambda m: None) == out  # cached
+    stale = {k: v for k, v in out.items() if k != "training_runs"}
+    stale["ratio"] = r["ratio"] * 1.1
+    f.write_text(json.dumps(stale))
+    with pytest.raises(InputError, match="recompute the cell"):
+        sc.training_runs(c, s, root, 2, log=lambda m: None)
+    f.write_text(json.dumps(out))
+    p = __import__("argparse").ArgumentParser()
+    sc.add_arguments(p)
+    assert sc.settings_from_args(p.parse_args(["--train-runs", "3"]))["train_runs"] == 3
+    with pytest.raises(InputError, match="--train-runs"):
+        sc.settings_from_args(p.parse_args(["--train-runs", "0"]))
 
 
 def test_patience_option_sets_the_budget_of_every_trained_method():

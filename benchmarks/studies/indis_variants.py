@@ -46,7 +46,7 @@ def run_variant(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dic
     extra = {k: x for k, x in (("warmup", warm), ("wd", wd), ("loss", loss if loss != "mse" else 0)) if x}
     budget, tcfg, evaluate, lrs = S._budget, S._tcfg, loop.evaluate_loss, S.INDIS_LRS
     S._budget = lambda s_: {**budget(s_), **extra}
-    S._tcfg = lambda c_, s_, lr_: dataclasses.replace(tcfg(c_, s_, lr_), warmup=warm, weight_decay=wd, loss=loss)
+    S._tcfg = lambda c_, s_, lr_, run_=0: dataclasses.replace(tcfg(c_, s_, lr_, run_), warmup=warm, weight_decay=wd, loss=loss)
     loop.evaluate_loss = lambda disc, den, ts, idx, _fn, *a, **k: evaluate(disc, den, ts, idx, mse, *a, **k)
     S.INDIS_LRS = (lr,)
     try:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -436,10 +437,18 @@ def teacher_info(ts: TeacherSet) -> dict[str, Any]:
             "model": c.model, "seeding": c.seeding}
 
 
+def _batch_key(seed: int, epoch: int) -> int:
+    """The generator seed of one epoch's shuffle. torch's CPU generator keeps only the low 32 bits of a seed, so keys of
+    2^32 or more are hashed from (seed, epoch); smaller ones (seeds below ~42,900) keep the historical seed * 100,003 +
+    epoch, so every cached and committed run keeps its batch order."""
+    key = seed * 100_003 + epoch
+    return key if 0 <= key < 2**32 else int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
 def iter_batches(indices: Tensor, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> Iterator[Tensor]:
     """Deterministic mini-batches of sample indices for one epoch (same order on resume)."""
     if shuffle:
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(_batch_key(seed, epoch))
         indices = indices[torch.randperm(len(indices), generator=g)]
     for i in range(0, len(indices), batch_size):
         yield indices[i : i + batch_size]

@@ -4,20 +4,15 @@ condition kind and guidance, with the per-instance oracle, its reach in x_T, and
 (`indis.diagnose`) checked against the trained ratio in every cell.
 
 Per cell (d, K, condition, guidance, NFE, seed), on the experiment layer (disjoint train / validation / test priors):
-- teacher: the exact probability-flow ODE of the mixture's ideal denoiser, solved by adaptive DOP853 (rtol 1e-7; its
-  error against a 100x tighter solve is recorded per cell, about 1e-7 relative);
-- GOD: three starts (logSNR, EDM, DMN) probed, the best trained under the budget rule (validation every 25
-  iterations, plateau learning rate, patience 6, cap 3,000) at each of three learning rates, the best on validation,
-  then polished as INDIS is trained (below) and the polish kept where validation prefers it; INDIS: warm-started
-  from that GOD, the same rule, the better of two learning rates; iPNDM without AFS for both (one
-  solver for the whole study);
-- test priors: teacher-MSE of both, INDIS/GOD with a paired bootstrap interval; the oracle (from GOD) on the first
-  `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half (the neighbour
-  distance at which half of the oracle's gain survives);
-- the diagnostic on the training priors, as a user would run it (`indis.diagnose`: the reach prediction from an
-  oracle on `diagnose_priors` priors and the learning-curve prediction from phi trained on 500 and 1,000 of them;
-  cells cached before 2026-12-04 also hold the group-schedule prediction from 200, which is now fitted only when
-  asked), and the prediction errors.
+- teacher: the mixture's exact probability-flow ODE by adaptive DOP853 (rtol 1e-7; its error against a 100x tighter
+  solve is recorded per cell);
+- GOD: starts logSNR, EDM, DMN probed, the best trained under the budget rule (validation every 25 iterations,
+  plateau rate, patience 6, cap 3,000) at three learning rates, the best on validation, then polished as INDIS is
+  trained and the polish kept where validation prefers it; INDIS: warm-started from that GOD, the same rule, the better
+  of two rates; iPNDM without AFS for both; `--train-runs R` trains both R times (`scaling_runs`);
+- test priors: INDIS/GOD teacher-MSE with a paired bootstrap interval; the oracle (from GOD) on the first
+  `oracle_priors` test priors: oracle/GOD, the share of the gap INDIS closes, and the reach eps_half;
+- the diagnostic on the training priors, as a user would run it (`indis.diagnose`), and its prediction errors.
 Every cell is cached in its own folder; a rerun computes only what is missing.
 """
 from __future__ import annotations
@@ -33,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .scaling_runs import runs_block, train_seed
 from .scaling_variants import VARIANTS, variant_net
 
 DIMS, COMPONENTS = (2, 8, 64, 256, 1024), (2, 10, 100)
@@ -165,22 +161,23 @@ def _adopt(exp: Any, root: Path, c: dict[str, Any], s: dict[str, Any]) -> tuple[
     return info, {"teacher_accuracy": acc, "teachers": teachers}
 
 
-def _tcfg(c: dict[str, Any], s: dict[str, Any], lr: float) -> Any:
+def _tcfg(c: dict[str, Any], s: dict[str, Any], lr: float, run: int = 0) -> Any:
     from ..training import TrainConfig
 
     return TrainConfig(iterations=s["cap"], batch_size=s["batch"], lr=lr, patience=s["patience"], val_every=s["val_every"],
-                       seed=c["seed"], val_indices=list(range(s["val"])), ckpt_every=max(50, s["val_every"]))
+                       seed=train_seed(c["seed"], run), val_indices=list(range(s["val"])), ckpt_every=max(50, s["val_every"]))
 
 
 def _budget(s: dict[str, Any]) -> dict[str, Any]:
     return {k: s[k] for k in ("cap", "patience", "val_every", "batch", "probe")}  # in every spec: a new budget retrains
 
 
-def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], run: int = 0) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """GOD: at each of GOD_LRS three starts probed and the best trained under the budget rule; the lowest validation
     loss wins; then polished as INDIS is trained (warm-started from it at INDIS_LRS, the same rule), so that INDIS's
     second stage of training is no advantage of its own: the polish is kept where its validation loss is lower, and
-    INDIS and the oracle start from the GOD kept. Returns (its spec, GOD, info) (cached)."""
+    INDIS and the oracle start from the GOD kept. Returns (its spec, GOD, info) (cached). `run`: training run
+    (`scaling_runs.train_seed`; run 0 is the cell's own)."""
     from ..experiment import best_rate
     from ..methods import global_starts, learned
     from ..solvers import steps_for_nfe
@@ -188,20 +185,21 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any]) -> tuple[dict[s
     N = steps_for_nfe("ipndm", c["nfe"], False)
 
     def train(lr: float):  # the first rate's spec has no "lr" key: runs cached before the choice existed stay valid
-        gsp = {"method": "god", "steps": N, "nfe": c["nfe"], "train": _budget(s), **({"lr": lr} if lr != GOD_LRS[0] else {})}
-        god, ginfo = exp.train(gsp, lambda init: learned(h, "god", N, "ipndm", init=init), _tcfg(c, s, lr),
+        gsp = {"method": "god", "steps": N, "nfe": c["nfe"], "train": _budget(s), **({"lr": lr} if lr != GOD_LRS[0] else {}),
+               **({"run": run} if run else {})}
+        god, ginfo = exp.train(gsp, lambda init: learned(h, "god", N, "ipndm", init=init), _tcfg(c, s, lr, run),
                                global_starts(h, 3, first="logsnr"), probe_iterations=s["probe"])
         return gsp, god, ginfo
 
     gsp, god, ginfo, choice = best_rate(GOD_LRS, train)
-    psp, pol, pinfo, pchoice = _from_god(exp, h, c, s, gsp, "god")
+    psp, pol, pinfo, pchoice = _from_god(exp, h, c, s, gsp, "god", run=run)
     kept = pinfo["best_val"] < ginfo["best_val"]
     polish = {"lr_choice": pchoice, "kept": kept, **{k: pinfo[k] for k in ("best_val", "best_iter", "iterations")}}
     return (psp, pol) if kept else (gsp, god), {**ginfo, "lr_choice": choice, "polish": polish}
 
 
 def _from_god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any], method: str = "indis",
-              net: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict[str, Any], dict[str, float]]:
+              net: dict[str, Any] | None = None, run: int = 0) -> tuple[dict[str, Any], Any, dict[str, Any], dict[str, float]]:
     """`method` ("indis", or "god": GOD's polish) warm-started from the GOD run `gsp` at each of INDIS_LRS under the
     budget rule; the lowest validation loss wins (cached). `net`: phi options (a variant gets its own runs)."""
     from ..experiment import best_rate
@@ -209,13 +207,14 @@ def _from_god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[
     from ..solvers import steps_for_nfe
 
     N = steps_for_nfe("ipndm", c["nfe"], False)
-    kw = {"seed": c["seed"], "net": net} if method == "indis" else {}
+    seed = train_seed(c["seed"], run)
+    kw = {"seed": seed, "net": net} if method == "indis" else {}
 
     def train(lr: float):
         sp = {"method": method, "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(gsp).name, "lr": lr, "train": _budget(s),
-              **({"net": net} if net else {})}
-        torch.manual_seed(c["seed"])
-        d, info = exp.train(sp, lambda init: learned(h, method, N, "ipndm", init=init, **kw), _tcfg(c, s, lr),
+              **({"net": net} if net else {}), **({"run": run} if run else {})}
+        torch.manual_seed(seed)
+        d, info = exp.train(sp, lambda init: learned(h, method, N, "ipndm", init=init, **kw), _tcfg(c, s, lr, run),
                             [str(exp.run_dir(gsp) / "disc")])
         return sp, d, info
 
@@ -223,10 +222,10 @@ def _from_god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[
 
 
 def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any],
-           net: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+           net: dict[str, Any] | None = None, run: int = 0) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """INDIS warm-started from GOD at each of INDIS_LRS; the lowest validation loss wins (cached). `net`: phi options
-    (a variant gets its own runs)."""
-    isp, ind, info, _ = _from_god(exp, h, c, s, gsp, "indis", net)
+    (a variant gets its own runs); `run`: training run."""
+    isp, ind, info, _ = _from_god(exp, h, c, s, gsp, "indis", net, run)
     return isp, ind, info
 
 
@@ -381,6 +380,36 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
     return res
 
 
+def training_runs(c: dict[str, Any], s: dict[str, Any], root: Path, runs: int, progress: bool = False, log=print,
+                  device: str = "cpu") -> dict[str, Any]:
+    """The finished cell's GOD and INDIS trained in `runs` runs (run 0 its own; others under `train_seed`) and scored on
+    its test priors: `scaling_runs.runs_block` stored in its result.json as "training_runs" (each run cached)."""
+    from ..io import atomic_write_json, load_json
+
+    folder = root / cell_name(c)
+    res = load_json(folder / "result.json")
+    if (res.get("training_runs") or {}).get("count") == runs:
+        return res
+    h = handle_for(c)
+    exp = _experiment(folder, h, c, s, progress, device)
+    errs, kept = [], []
+    for run in range(runs):
+        (gsp, god), _ = _god(exp, h, c, s, run)
+        isp, ind, info = _indis(exp, h, c, s, gsp, run=run)
+        errs.append(list(_test_mse(exp, {"indis": (isp, ind), "god": (gsp, god)}).values()))
+        kept.append(info["best_iter"] == 0)
+    first = float(errs[0][0].mean() / errs[0][1].mean())
+    if abs(first - res["ratio"]) > 1e-6 * abs(res["ratio"]):  # run 0's samples are cached: only a stale cache differs
+        raise InputError(f"{folder}: run 0 gives INDIS/GOD {first:.6g}, result.json {res['ratio']:.6g}; the cell's cached "
+                         "runs are not the ones its result came from: recompute the cell (move result.json away)")
+    res["training_runs"] = runs_block(np.stack([e[0] for e in errs]), np.stack([e[1] for e in errs]), kept,
+                                      res["diagnosis"]["predicted_ratio"])
+    atomic_write_json(folder / "result.json", res)
+    log(f"{cell_name(c)}: INDIS/GOD in {runs} runs {np.round(res['training_runs']['ratios'], 3)}, pooled "
+        f"{res['training_runs']['ratio']:.3f} {np.round(res['training_runs']['ratio_ci'], 3)}")
+    return res
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="d in {2, 64}, K in {2, 10}, no condition and class with CFG 4, NFE "
                    "3, small sets and budgets: every table and figure in under 10 minutes (not the study's numbers)")
@@ -394,6 +423,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=None, help="validation checks without improvement before a training "
                    "stops, for every trained method (GOD, its polish, INDIS, INDIS-D; default 6, --quick 3): a sensitivity "
                    "check of the budget rule; use its own --out (cells of another patience are recomputed)")
+    p.add_argument("--train-runs", type=int, default=1, help="train GOD and INDIS this many times per cell (other "
+                   "training seeds, same priors) and report the ratio pooled over runs beside run 0's (default 1)")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-scaling[-quick])")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--device", default="cpu", help="torch device for the mixtures and every fit, e.g. cuda")
@@ -421,7 +452,9 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         s["multi_seed_dims"] = ()
     if args.patience is not None:
         s["patience"] = args.patience
-    s["quick"] = bool(args.quick)
+    if args.train_runs < 1:
+        raise InputError(f"--train-runs must be >= 1, got {args.train_runs}")
+    s["quick"], s["train_runs"] = bool(args.quick), args.train_runs
     return s
 
 
@@ -447,8 +480,11 @@ def main(args: argparse.Namespace) -> int:
     else:
         for k, c in enumerate(todo):
             print(f"[{k + 1}/{len(todo)}] {cell_name(c)}", file=sys.stderr, flush=True)
-            results.append(run_cell(c, s, out / "cells", progress=show_progress(args),
-                                    log=lambda m: print(m, file=sys.stderr, flush=True), device=args.device))
+            log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+            r = run_cell(c, s, out / "cells", progress=show_progress(args), log=log, device=args.device)
+            if s["train_runs"] > 1 and not rep.solved(r):
+                r = training_runs(c, s, out / "cells", s["train_runs"], show_progress(args), log, args.device)
+            results.append(r)
     if missing:
         print(f"--report-only: {len(missing)} of {len(todo)} cells not computed yet (left out): {' '.join(missing)}",
               file=sys.stderr, flush=True)

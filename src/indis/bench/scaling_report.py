@@ -8,6 +8,7 @@ import numpy as np
 
 from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
 from ..diagnose_curve import stalled
+from .scaling_runs import runs_summary
 from .scaling_variants import VARIANTS
 
 #: phi's variants added after INDIS-D (INDIS-D has its own columns and lines), with what they read
@@ -101,7 +102,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "group_prediction_within_tolerance": float(np.mean(group <= PREDICTION_TOLERANCE)) if len(group) else None,
             "group_cells": len(group),
             "curve_cells": sum(bool(curve(r)) for r in results),
-            "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results)}
+            "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results),
+            "training_runs": runs_summary(results, PREDICTION_TOLERANCE, RECOMMEND_BELOW)}
 
 
 def curve_states(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -275,6 +277,22 @@ def to_markdown(res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def _runs_lines(s: dict[str, Any]) -> list[str]:
+    """The paragraph on cells trained in several runs (`--train-runs`), if any."""
+    t, tol = s.get("training_runs"), s["tolerance"]
+    if not t:
+        return []
+    return ["", f"Training runs: {t['cells']} cells were trained {'/'.join(map(str, t['runs']))} times (GOD and INDIS, "
+            f"other training seeds, the same test priors). Two runs' ratios lie within +-{tol} of each other in "
+            f"{t['pairs_within']} of {t['pairs']} pairs. The prediction is within +-{tol} of run 0 (the ratio above) in "
+            f"{t['first_within']} of these cells and of the ratio pooled over runs in {t['pooled_within']}; the pooled "
+            f"ratio is known to +-{tol} (its interval resamples runs and priors) in {t['pooled_precise']}, and the "
+            f"prediction is within +-{tol} of it in {t['pooled_within_precise']} of those. Pooled, INDIS gains beyond "
+            f"the interval in {t['pooled_gain']} and loses in {t['pooled_loss']}; the recommendation is right in "
+            f"{t['recommendation_right'][0]} cells decided beyond the pooled interval and {t['recommendation_right'][1]} "
+            f"asked the {1 - RECOMMEND_BELOW:.0%} way."]
+
+
 def _summary_lines(s: dict[str, Any]) -> list[str]:
     """The summary's paragraphs under the table (none without counted cells)."""
     L: list[str] = []
@@ -310,6 +328,7 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
             L += ["", f"Seed to seed: in {sa['cells']} cells run with several seeds, two seeds' trained ratios lie within "
                   f"+-{s['tolerance']} of each other in {100 * sa['within_tolerance']:.0f}% of {sa['pairs']} pairs (median gap "
                   f"{sa['median_gap']:.3f}): no prediction can be checked more closely than that."]
+        L += _runs_lines(s)
         dv = s.get("denoised_input") or {}
         if dv.get("cells"):
             L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "

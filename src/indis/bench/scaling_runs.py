@@ -1,0 +1,81 @@
+"""Several training runs of one scaling cell: the trained INDIS/GOD ratio as a mean over runs, not one run's draw.
+
+A cell's GOD and INDIS are trained once per run; run r > 0 differs from run 0 only in its training seed (minibatch
+order and phi's initial weights), with the same model, teacher, priors and budget. The pooled ratio is
+mean(INDIS error over runs and test priors) / mean(GOD error over them): the expected error of an INDIS from a random
+training run against that of a GOD from one. Its interval resamples runs and priors (paired), so it holds the spread
+between training runs as well as the scoring noise.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def train_seed(seed: int, run: int) -> int:
+    """The training seed of run `run` of a cell of seed `seed`: the cell's own seed for run 0 (its cached runs stay
+    valid), else a hash of (seed, run) below 2^63 (torch keeps only part of a large seed, so no seed + run)."""
+    if run < 0 or seed < 0:
+        raise InputError(f"train_seed: seed and run must be >= 0, got seed={seed}, run={run}")
+    if run == 0:
+        return int(seed)
+    hi, lo = np.random.SeedSequence([int(seed), int(run)]).generate_state(2, dtype=np.uint32)
+    return int(((int(hi) << 32) | int(lo)) & (2**63 - 1))
+
+
+def pooled_ratio(indis: np.ndarray, god: np.ndarray, *, replicates: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """mean(indis) / mean(god) over runs x priors ([R, P] per-prior errors of the same test priors in every run), with a
+    95% percentile interval from a two-level paired bootstrap: runs drawn with replacement, then priors."""
+    indis, god = np.asarray(indis, dtype=np.float64), np.asarray(god, dtype=np.float64)
+    if indis.shape != god.shape or indis.ndim != 2 or indis.shape[1] < 2:
+        raise InputError(f"pooled_ratio needs two [runs, priors] arrays of one shape with >= 2 priors, got {indis.shape} "
+                         f"and {god.shape}")
+    R, P = indis.shape
+    rng = np.random.default_rng(seed)
+    reps = np.empty(replicates)
+    for k in range(replicates):
+        r, p = rng.integers(0, R, R), rng.integers(0, P, P)
+        reps[k] = indis[np.ix_(r, p)].mean() / god[np.ix_(r, p)].mean()
+    return {"ratio": float(indis.mean() / god.mean()), "ratio_ci": [float(np.quantile(reps, 0.025)),
+                                                                   float(np.quantile(reps, 0.975))]}
+
+
+def runs_block(indis: np.ndarray, god: np.ndarray, kept_god: list[bool], predicted: float) -> dict[str, Any]:
+    """What a cell stores about its R training runs: each run's ratio and whether its INDIS kept the GOD start, the
+    pooled ratio with its interval, and the diagnostic's error against the pooled ratio."""
+    pooled = pooled_ratio(indis, god)
+    return {"count": int(indis.shape[0]), "ratios": [float(a.mean() / b.mean()) for a, b in zip(indis, god)],
+            "kept_god": [bool(k) for k in kept_god], **pooled, "prediction_error": float(predicted - pooled["ratio"])}
+
+
+def runs_summary(results: list[dict[str, Any]], tol: float, below: float) -> dict[str, Any] | None:
+    """Over the cells trained in several runs: how often two runs' ratios agree within `tol`, how often the
+    diagnostic's prediction is within `tol` of run 0 (the ratio the grid reports) and of the pooled ratio, how often
+    the pooled ratio is itself known to `tol` (its interval's half-width), and the recommendation against the pooled
+    interval ("right/decided" where it lies wholly on one side of 1, and of `below`). None where no cell has runs."""
+    rs = [r for r in results if (r.get("training_runs") or {}).get("count", 1) > 1]
+    if not rs:
+        return None
+    pairs = [abs(a - b) <= tol for r in rs for a, b in combinations(r["training_runs"]["ratios"], 2)]
+    blocks = [r["training_runs"] for r in rs]
+    precise = [(b["ratio_ci"][1] - b["ratio_ci"][0]) / 2 <= tol for b in blocks]
+    pooled_hit = [abs(b["prediction_error"]) <= tol for b in blocks]
+    return {"cells": len(rs), "runs": sorted({b["count"] for b in blocks}), "pairs": len(pairs),
+            "pairs_within": int(sum(pairs)), "first_within": int(sum(abs(r["prediction_error"]) <= tol for r in rs)),
+            "pooled_within": int(sum(pooled_hit)), "pooled_precise": int(sum(precise)),
+            "pooled_within_precise": int(sum(h for h, p in zip(pooled_hit, precise) if p)),
+            "pooled_gain": int(sum(b["ratio_ci"][1] < 1.0 for b in blocks)),
+            "pooled_loss": int(sum(b["ratio_ci"][0] > 1.0 for b in blocks)),
+            "recommendation_right": [_right(rs, line) for line in (1.0, below)]}
+
+
+def _right(rs: list[dict[str, Any]], line: float) -> str:
+    """"right/decided": the cells whose pooled interval lies wholly on one side of `line`, and how many of them the
+    diagnostic's recommendation gets right (INDIS where the interval is below)."""
+    decided = [r for r in rs if r["training_runs"]["ratio_ci"][1] < line or r["training_runs"]["ratio_ci"][0] > line]
+    right = sum((r["diagnosis"]["recommendation"] == "INDIS") == (r["training_runs"]["ratio_ci"][1] < line) for r in decided)
+    return f"{right}/{len(decided)}"
