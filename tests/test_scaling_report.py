@@ -219,6 +219,24 @@ def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeyp
     assert rep.figure([res[-1]], tmp_path / "t.png") is None  # nothing to draw: no file
 
 
+def test_prediction_figure_adds_the_pooled_panel_only_with_training_runs(tmp_path, monkeypatch):
+    import indis.plots
+    from indis.bench import scaling_plots as sp
+
+    def cell(d, ratio, pred, god=1e-3):
+        return {"cell": {"model": "random", "d": d, "K": 2, "condition": "none", "guidance": None, "nfe": 3, "seed": 0},
+                "god_mse": god, "ratio": ratio, "ratio_ci": [ratio - 0.1, ratio + 0.1],
+                "diagnosis": {"predicted_ratio": pred}}
+    res = [cell(2, 0.5, 0.0), cell(64, 1.0, 1.0), cell(8, 1.0, 0.9, god=1e-12)]  # a prediction of 0 and an exact cell
+    made, new = [], indis.plots.new_figure
+    monkeypatch.setattr(indis.plots, "new_figure", lambda *a, **k: made.append(a) or new(*a, **k))
+    assert sp.prediction_figure(res, tmp_path / "p.png") == "p.png" and (tmp_path / "p.png").stat().st_size > 0
+    res[0]["training_runs"] = {"count": 3, "ratios": [0.5, 0.3, 0.7], "ratio": 0.5, "ratio_ci": [0.2, 0.9]}
+    assert sp.prediction_figure(res, tmp_path / "q.png") == "q.png"
+    assert [a[0] for a in made] == [1, 2]  # one panel, then the pooled one beside it
+    assert sp.prediction_figure(res[-1:], tmp_path / "r.png") is None and not (tmp_path / "r.png").exists()
+
+
 def test_report_only_reads_the_cells_there_and_lists_the_missing(tmp_path, capsys):
     from indis.cli import main
 
