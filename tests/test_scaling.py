@@ -215,3 +215,19 @@ def test_curve_forms_study_by_hand():
     assert rows[("1/n", "all")]["cells"] == 2  # the cell GOD solves is not counted
     assert rows[("1/n", "d <= 8")]["within"] == 1.0 and rows[("1/n", "d >= 64")]["within"] == 0.0  # 0.75 vs 0.76, 0.9
     assert rows[("last", "d >= 64")]["mean_abs_error"] == pytest.approx(0.1)
+
+
+def test_curve_on_test_study_reproduces_the_stored_curve(tmp_path):
+    """benchmarks/studies/curve_on_test.py refits the diagnostic's GOD and phi on a tiny cell with a learning curve
+    (150 training priors: subsets of 45 and 90) and reproduces the curve the cell stored before scoring the same fits on
+    the test priors (the fits are deterministic given their seeds; 1e-9 leaves room for summation order only)."""
+    study = _study("curve_on_test")
+    s = {**sc.QUICK, "train": 150, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10,
+         "diagnose_iterations": 40, "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
+    c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
+    r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
+    out = study.main(tmp_path / sc.cell_name(c), s)
+    assert out["sizes"] == r["diagnosis"]["extra"]["curve"]["sizes"] == [45, 90]
+    assert out["at_sizes_block"] == pytest.approx(out["at_sizes_stored"], rel=1e-9)
+    assert len(out["at_sizes_test"]) == 2 and all(v > 0 for v in out["at_sizes_test"] + out["phi_over_bench_god"])
+    assert out["bench_ratio"] == r["ratio"] and out["diag_god_over_bench_god"] > 0

@@ -1,0 +1,73 @@
+"""Where the learning-curve prediction misses a well-measured ratio: is it the diagnostic's scored priors, its GOD, or
+phi trained on fewer priors? For finished cells of `indis bench scaling` (their cached bench runs are reused), the
+diagnostic's GOD and its phi on each subset are fitted again exactly as `indis.diagnose` fits them (same rows, seeds,
+budget: the stored ratios at each subset size are reproduced) and scored on the cell's test priors as well:
+
+- `at_sizes_stored` / `at_sizes_block`: phi_n / its GOD on the diagnostic's scored block (stored, and recomputed);
+- `at_sizes_test`: the same fits on the test priors;
+- `diag_god_over_bench_god`: the diagnostic's GOD (fitted on the largest subset) against the bench's on the test priors;
+- `phi_over_bench_god`: phi_n against the bench's GOD on the test priors; `bench_ratio`: the bench's INDIS / GOD.
+
+    python benchmarks/studies/curve_on_test.py OUT/cells/NAME [OUT/cells/NAME ...] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from indis.bench import scaling as S
+from indis.diagnose_curve import CURVE_LRS, _curve_global, _fit_from, curve_rows
+from indis.losses import mse
+from indis.methods import learned
+
+
+def main(folder: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decomposition above for one finished cell (`settings`: the bench settings it ran under, FULL unless given)."""
+    res = json.loads((folder / "result.json").read_text())
+    c, s, h, exp, (gsp, god) = S.open_cell(folder, settings)
+    seed, teacher = c["seed"], exp.teacher("train")
+    fits, val, score = curve_rows(teacher.num_samples)
+    _, xs, cs, x0s = teacher.batch(torch.tensor(score), torch.float64, "cpu")
+    _, xT, cond, x0 = exp.data("test")
+
+    def errors(d: Any, x: Any, cnd: Any, ref: Any) -> np.ndarray:
+        with torch.no_grad():
+            return mse(d.eval().sample(h.denoiser, x, cnd), ref).cpu().numpy()
+
+    shared = _curve_global(h, teacher, god, fits[-1], val, seed, s["cap"])
+    ref_block, ref_test, bench_test = errors(shared, xs, cs, x0s), errors(shared, xT, cond, x0), errors(god, xT, cond, x0)
+    block, test = [], []
+    for rows in fits:
+        def phi() -> Any:
+            return learned(h, "indis", shared.steps, shared.solver, afs=shared.afs, space=shared.space,
+                           free_last=shared.free_last, seed=seed).warm_start(shared)
+        fit = min((_fit_from(phi(), h, teacher, rows, val, lr, seed, s["cap"]) for lr in CURVE_LRS), key=lambda r: r[0])[1]
+        block.append(errors(fit, xs, cs, x0s))
+        test.append(errors(fit, xT, cond, x0))
+    return {"cell": res["name"], "sizes": [len(f) for f in fits],
+            "at_sizes_stored": res["diagnosis"]["extra"]["curve"]["at_sizes"],
+            "at_sizes_block": [float(b.mean() / ref_block.mean()) for b in block],
+            "at_sizes_test": [float(t.mean() / ref_test.mean()) for t in test],
+            "diag_god_over_bench_god": float(ref_test.mean() / bench_test.mean()),
+            "phi_over_bench_god": [float(t.mean() / bench_test.mean()) for t in test],
+            "bench_ratio": res["ratio"], "predicted": res["diagnosis"]["predicted_ratio"],
+            "pooled": (res.get("training_runs") or {}).get("ratio")}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cells", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for f in a.cells:
+        rows.append(main(f))
+        print(json.dumps(rows[-1]), flush=True)
+    if a.out:
+        a.out.write_text(json.dumps(rows, indent=1))
