@@ -47,17 +47,18 @@ def test_runs_block_and_summary_by_hand():
 
     def cell(ratios, err_first, ci, says):
         pooled = float(np.mean(ratios))
-        return {"prediction_error": err_first, "diagnosis": {"recommendation": says},
+        return {"prediction_error": err_first, "diagnosis": {"recommendation": says, "predicted_ratio": 0.5},
                 "training_runs": {"count": len(ratios), "ratios": ratios, "ratio": pooled, "ratio_ci": ci,
                                   "prediction_error": 0.5 - pooled}}
 
+    # the prediction is 0.5 in every cell; median runs 0.52, 0.95, 0.96
     cells = [cell([0.50, 0.52, 0.60], 0.0, [0.45, 0.62], "INDIS"),  # 1 of 3 pairs; pooled 0.54 (|err| 0.04), a gain
              cell([0.90, 1.00], 0.3, [0.98, 1.02], "INDIS"),  # 0 of 1 pair; pooled 0.95 (|err| 0.45), precise, level
              cell([0.96, 0.96], 0.0, [0.95, 0.97], "GOD"),  # a gain of 3-5% the recommendation missed
              {"prediction_error": 0.0}]  # no runs: left out
     s = runs_summary(cells, 0.05, 0.98)
     assert s == {"cells": 3, "runs": [2, 3], "pairs": 5, "pairs_within": 2, "first_within": 2, "pooled_within": 1,
-                 "pooled_precise": 2, "pooled_within_precise": 0, "pooled_gain": 2, "pooled_loss": 0,
+                 "pooled_precise": 2, "pooled_within_precise": 0, "median_within": 1, "pooled_gain": 2, "pooled_loss": 0,
                  "recommendation_right": ["1/2", "1/2"]}  # decided at 1 and at 0.98: the first and third cells
     assert runs_summary([{"prediction_error": 0.0}], 0.05, 0.98) is None
 

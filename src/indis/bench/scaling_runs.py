@@ -54,7 +54,8 @@ def runs_block(indis: np.ndarray, god: np.ndarray, kept_god: list[bool], predict
 
 def runs_summary(results: list[dict[str, Any]], tol: float, below: float) -> dict[str, Any] | None:
     """Over the cells trained in several runs: how often two runs' ratios agree within `tol`, how often the
-    diagnostic's prediction is within `tol` of run 0 (the ratio the grid reports) and of the pooled ratio, how often
+    diagnostic's prediction is within `tol` of run 0 (the ratio the grid reports), of the pooled ratio and of the
+    median run's ratio (what a typical run gives: one failed run can decide the pooled one), how often
     the pooled ratio is itself known to `tol` (its interval's half-width), and the recommendation against the pooled
     interval ("right/decided" where it lies wholly on one side of 1, and of `below`). None where no cell has runs."""
     rs = [r for r in results if (r.get("training_runs") or {}).get("count", 1) > 1]
@@ -67,6 +68,8 @@ def runs_summary(results: list[dict[str, Any]], tol: float, below: float) -> dic
     return {"cells": len(rs), "runs": sorted({b["count"] for b in blocks}), "pairs": len(pairs),
             "pairs_within": int(sum(pairs)), "first_within": int(sum(abs(r["prediction_error"]) <= tol for r in rs)),
             "pooled_within": int(sum(pooled_hit)), "pooled_precise": int(sum(precise)),
+            "median_within": int(sum(abs(r["diagnosis"]["predicted_ratio"] - float(np.median(r["training_runs"]["ratios"])))
+                                     <= tol for r in rs)),
             "pooled_within_precise": int(sum(h for h, p in zip(pooled_hit, precise) if p)),
             "pooled_gain": int(sum(b["ratio_ci"][1] < 1.0 for b in blocks)),
             "pooled_loss": int(sum(b["ratio_ci"][0] > 1.0 for b in blocks)),
