@@ -145,6 +145,8 @@ def test_training_runs_add_runs_to_a_finished_cell(study_cell):
     f.write_text(json.dumps(stale))
     with pytest.raises(InputError, match="recompute the cell"):
         sc.training_runs(c, s, root, 2, log=lambda m: None)
+    loose = sc.training_runs(c, s, root, 2, log=lambda m: None, strict=False)["training_runs"]  # runs deleted: a new draw
+    assert loose["run0_is_result"] is False and loose["ratios"] == b["ratios"] and b["run0_is_result"] is True
     f.write_text(json.dumps(out))
     p = __import__("argparse").ArgumentParser()
     sc.add_arguments(p)

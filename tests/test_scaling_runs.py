@@ -57,7 +57,7 @@ def test_runs_block_and_summary_by_hand():
              cell([0.96, 0.96], 0.0, [0.95, 0.97], "GOD"),  # a gain of 3-5% the recommendation missed
              {"prediction_error": 0.0}]  # no runs: left out
     s = runs_summary(cells, 0.05, 0.98)
-    assert s == {"cells": 3, "runs": [2, 3], "pairs": 5, "pairs_within": 2, "first_within": 2, "pooled_within": 1,
+    assert s == {"cells": 3, "runs": [2, 3], "pairs": 5, "run0_retrained": 0, "pairs_within": 2, "first_within": 2, "pooled_within": 1,
                  "pooled_precise": 2, "pooled_within_precise": 0, "median_within": 1, "pooled_gain": 2, "pooled_loss": 0,
                  "recommendation_right": ["1/2", "1/2"]}  # decided at 1 and at 0.98: the first and third cells
     assert runs_summary([{"prediction_error": 0.0}], 0.05, 0.98) is None

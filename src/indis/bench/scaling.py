@@ -225,8 +225,7 @@ def _indis(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str
            net: dict[str, Any] | None = None, run: int = 0) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """INDIS warm-started from GOD at each of INDIS_LRS; the lowest validation loss wins (cached). `net`: phi options
     (a variant gets its own runs); `run`: training run."""
-    isp, ind, info, _ = _from_god(exp, h, c, s, gsp, "indis", net, run)
-    return isp, ind, info
+    return _from_god(exp, h, c, s, gsp, "indis", net, run)[:3]
 
 
 def _test_mse(exp: Any, runs: dict[str, tuple[dict[str, Any], Any]]) -> dict[str, np.ndarray]:
@@ -381,9 +380,10 @@ def run_cell(c: dict[str, Any], s: dict[str, Any], root: Path, progress: bool = 
 
 
 def training_runs(c: dict[str, Any], s: dict[str, Any], root: Path, runs: int, progress: bool = False, log=print,
-                  device: str = "cpu") -> dict[str, Any]:
-    """The finished cell's GOD and INDIS trained in `runs` runs (run 0 its own; others under `train_seed`) and scored on
-    its test priors: `scaling_runs.runs_block` stored in its result.json as "training_runs" (each run cached)."""
+                  device: str = "cpu", strict: bool = True) -> dict[str, Any]:
+    """The finished cell's GOD and INDIS trained in `runs` runs (run 0 its own, others under `train_seed`), scored on its
+    test priors: `scaling_runs.runs_block` stored in result.json as "training_runs" (runs cached). Run 0 must give the
+    stored ratio unless not `strict` (runs deleted: run 0 retrained is a draw of its own, "run0_is_result" False)."""
     from ..io import atomic_write_json, load_json
 
     folder = root / cell_name(c)
@@ -399,14 +399,14 @@ def training_runs(c: dict[str, Any], s: dict[str, Any], root: Path, runs: int, p
         errs.append(list(_test_mse(exp, {"indis": (isp, ind), "god": (gsp, god)}).values()))
         kept.append(info["best_iter"] == 0)
     first = float(errs[0][0].mean() / errs[0][1].mean())
-    if abs(first - res["ratio"]) > 1e-6 * abs(res["ratio"]):  # run 0's samples are cached: only a stale cache differs
+    same = abs(first - res["ratio"]) <= 1e-6 * abs(res["ratio"])  # run 0's samples are cached: only a stale cache differs
+    if strict and not same:
         raise InputError(f"{folder}: run 0 gives INDIS/GOD {first:.6g}, result.json {res['ratio']:.6g}; the cell's cached "
                          "runs are not the ones its result came from: recompute the cell (move result.json away)")
-    res["training_runs"] = runs_block(np.stack([e[0] for e in errs]), np.stack([e[1] for e in errs]), kept,
-                                      res["diagnosis"]["predicted_ratio"])
+    res["training_runs"] = {**runs_block(np.stack([e[0] for e in errs]), np.stack([e[1] for e in errs]), kept,
+                                         res["diagnosis"]["predicted_ratio"]), "run0_is_result": same}
     atomic_write_json(folder / "result.json", res)
-    log(f"{cell_name(c)}: INDIS/GOD in {runs} runs {np.round(res['training_runs']['ratios'], 3)}, pooled "
-        f"{res['training_runs']['ratio']:.3f} {np.round(res['training_runs']['ratio_ci'], 3)}")
+    log(f"{cell_name(c)}: INDIS/GOD in {runs} runs {np.round(res['training_runs']['ratios'], 3)}")
     return res
 
 

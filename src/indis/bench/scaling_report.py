@@ -277,13 +277,18 @@ def to_markdown(res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def _retrained(t: dict[str, Any]) -> str:
+    n = t.get("run0_retrained", 0)
+    return f"; in {n} the cell's own runs were gone and run 0 was retrained, so the ratio above is one more draw" if n else ""
+
+
 def _runs_lines(s: dict[str, Any]) -> list[str]:
     """The paragraph on cells trained in several runs (`--train-runs`), if any."""
     t, tol = s.get("training_runs"), s["tolerance"]
     if not t:
         return []
     return ["", f"Training runs: {t['cells']} cells were trained {'/'.join(map(str, t['runs']))} times (GOD and INDIS, "
-            f"other training seeds, the same test priors). Two runs' ratios lie within +-{tol} of each other in "
+            f"other training seeds, the same test priors{_retrained(t)}). Two runs' ratios lie within +-{tol} of each other in "
             f"{t['pairs_within']} of {t['pairs']} pairs. The prediction is within +-{tol} of run 0 (the ratio above) in "
             f"{t['first_within']} of these cells, of the ratio pooled over runs in {t['pooled_within']} and of the median "
             f"run's in {t['median_within']}; the pooled "

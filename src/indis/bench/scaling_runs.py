@@ -66,6 +66,7 @@ def runs_summary(results: list[dict[str, Any]], tol: float, below: float) -> dic
     precise = [(b["ratio_ci"][1] - b["ratio_ci"][0]) / 2 <= tol for b in blocks]
     pooled_hit = [abs(b["prediction_error"]) <= tol for b in blocks]
     return {"cells": len(rs), "runs": sorted({b["count"] for b in blocks}), "pairs": len(pairs),
+            "run0_retrained": sum(not b.get("run0_is_result", True) for b in blocks),
             "pairs_within": int(sum(pairs)), "first_within": int(sum(abs(r["prediction_error"]) <= tol for r in rs)),
             "pooled_within": int(sum(pooled_hit)), "pooled_precise": int(sum(precise)),
             "median_within": int(sum(abs(r["diagnosis"]["predicted_ratio"] - float(np.median(r["training_runs"]["ratios"])))
