@@ -130,6 +130,7 @@ def test_eval_diagnose_cli(tmp_path, capsys, monkeypatch):
     assert main(argv2) == 0
     out = capsys.readouterr().out
     assert "phi trained on 36 and 72 priors" in out and "endpoint groups" not in out and "phi on subsets" in out
+    assert "not the spread between training runs" in out  # the printed interval says what it is not
     # GOD's tail on the scored block, printed as context: the same fits in the same process as the --json run above
     tail = lc["god_tail_share"]
     assert 0 < tail <= 1 and f"worst 1% of scored priors carry {tail:.2f} of its teacher-MSE" in out

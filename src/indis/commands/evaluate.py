@@ -162,7 +162,8 @@ def diagnose_run(args: argparse.Namespace) -> int:
             f"  predicted INDIS / GOD teacher-MSE at {d.train_size} training priors ("
             + ("phi's learning curve r_inf + a/n extrapolated" if lc else "the better group prediction; the teacher set "
                "is too small for phi's learning curve") + f", capped at 1): {_ci(d.predicted_ratio, d.predicted_ci)}"
-            + (" (the interval: scoring noise of this one curve, not the spread between training runs)" if lc else ""),
+            + (" (the interval: scoring noise of this one curve, not the spread between training runs, which on exact "
+               "models often exceeds 0.05: `indis bench scaling --train-runs`)" if lc else ""),
             *([f"  phi did not leave the shared schedule on any subset: 1.000 means no gain seen on up to "
                f"{max(lc['sizes'])} priors, not that none exists (INDIS, trained on all {d.train_size}, starts at GOD and "
                "keeps it unless validation improves; how often such cells still gained: benchmarks/README.md)"]
