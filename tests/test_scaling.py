@@ -148,6 +148,10 @@ def test_training_runs_add_runs_to_a_finished_cell(study_cell):
     loose = sc.training_runs(c, s, root, 2, log=lambda m: None, strict=False)["training_runs"]  # runs deleted: a new draw
     assert loose["run0_is_result"] is False and loose["ratios"] == b["ratios"] and b["run0_is_result"] is True
     f.write_text(json.dumps(out))
+    bo = _study("best_of_runs").main(root / sc.cell_name(c), s)  # keeping the lowest validation loss of the runs
+    assert bo["best_god_run"] == int(np.argmin(bo["god_val"])) and bo["best_indis_run"] == int(np.argmin(bo["indis_val"]))
+    assert bo["best_ratio"] == pytest.approx(bo["indis_test"][bo["best_indis_run"]] / bo["god_test"][bo["best_god_run"]])
+    assert bo["indis_test"][0] / bo["god_test"][0] == pytest.approx(r["ratio"], rel=1e-9)  # run 0 is the cell's own
     p = __import__("argparse").ArgumentParser()
     sc.add_arguments(p)
     assert sc.settings_from_args(p.parse_args(["--train-runs", "3"]))["train_runs"] == 3
