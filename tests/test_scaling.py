@@ -148,7 +148,7 @@ def test_training_runs_add_runs_to_a_finished_cell(study_cell):
     loose = sc.training_runs(c, s, root, 2, log=lambda m: None, strict=False)["training_runs"]  # runs deleted: a new draw
     assert loose["run0_is_result"] is False and loose["ratios"] == b["ratios"] and b["run0_is_result"] is True
     f.write_text(json.dumps(out))
-    bo = _study("best_of_runs").main(root / sc.cell_name(c), s)  # keeping the lowest validation loss of the runs
+    bo = _study("rescore_cells").best_of_runs(root / sc.cell_name(c), s)  # keeping the lowest validation loss of the runs
     assert bo["best_god_run"] == int(np.argmin(bo["god_val"])) and bo["best_indis_run"] == int(np.argmin(bo["indis_val"]))
     assert bo["best_ratio"] == pytest.approx(bo["indis_test"][bo["best_indis_run"]] / bo["god_test"][bo["best_god_run"]])
     assert bo["indis_test"][0] / bo["god_test"][0] == pytest.approx(r["ratio"], rel=1e-9)  # run 0 is the cell's own
@@ -223,16 +223,16 @@ def test_curve_forms_study_by_hand():
     assert rows[("last", "d >= 64")]["mean_abs_error"] == pytest.approx(0.1)
 
 
-def test_curve_on_test_study_reproduces_the_stored_curve(tmp_path):
-    """benchmarks/studies/curve_on_test.py refits the diagnostic's GOD and phi on a tiny cell with a learning curve
+def test_rescore_curve_study_reproduces_the_stored_curve(tmp_path):
+    """benchmarks/studies/rescore_cells.py curve refits the diagnostic's GOD and phi on a tiny cell with a learning curve
     (150 training priors: subsets of 45 and 90) and reproduces the curve the cell stored before scoring the same fits on
     the test priors (the fits are deterministic given their seeds; 1e-9 leaves room for summation order only)."""
-    study = _study("curve_on_test")
+    study = _study("rescore_cells")
     s = {**sc.QUICK, "train": 150, "val": 32, "test": 48, "oracle_priors": 12, "diagnose_priors": 10,
          "diagnose_iterations": 40, "cap": 40, "patience": 2, "val_every": 10, "probe": 10, "batch": 32}
     c = {"model": "random", "d": 2, "K": 2, "condition": "class", "guidance": 4.0, "nfe": 3, "seed": 0}
     r = sc.run_cell(c, s, tmp_path, log=lambda m: None)
-    out = study.main(tmp_path / sc.cell_name(c), s)
+    out = study.curve_on_test(tmp_path / sc.cell_name(c), s)
     assert out["sizes"] == r["diagnosis"]["extra"]["curve"]["sizes"] == [45, 90]
     assert out["at_sizes_block"] == pytest.approx(out["at_sizes_stored"], rel=1e-9)
     assert len(out["at_sizes_test"]) == 2 and all(v > 0 for v in out["at_sizes_test"] + out["phi_over_bench_god"])

@@ -1,0 +1,102 @@
+"""Finished cells of `indis bench scaling` rescored from their cached runs, for two questions about the diagnostic
+and the trained ratio (nothing of the bench is retrained):
+
+- `curve`: where does a learning-curve prediction miss a well-measured ratio? The diagnostic's GOD and its phi on each
+  subset are fitted again exactly as `indis.diagnose` fits them (same rows, seeds, budget: the stored ratios at each
+  subset size are reproduced) and scored on the cell's test priors as well: `at_sizes_stored` / `at_sizes_block`
+  (phi_n / its GOD on the diagnostic's scored block, stored and recomputed), `at_sizes_test` (the same fits on the
+  test priors), `diag_god_over_bench_god` (the diagnostic's GOD against the bench's on the test priors),
+  `phi_over_bench_god`, and `bench_ratio` (the bench's INDIS / GOD);
+- `best-of-runs`: is keeping the lowest validation loss of several training runs a remedy for unstable training? For
+  cells of `--train-runs R`: per run, GOD's and INDIS's validation loss and test teacher-MSE, and the ratio a user
+  gets by keeping the GOD and the INDIS with the lowest validation loss over the R runs.
+
+    python benchmarks/studies/rescore_cells.py {curve,best-of-runs} OUT/cells/NAME [OUT/cells/NAME ...] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from indis.bench import scaling as S
+from indis.diagnose_curve import CURVE_LRS, _curve_global, _fit_from, curve_rows
+from indis.losses import mse
+from indis.methods import learned
+from indis.metrics.stats import ratio_ci
+
+
+def curve_on_test(folder: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`curve` (module docstring) for one finished cell (`settings`: the bench settings it ran under, FULL unless given)."""
+    res = json.loads((folder / "result.json").read_text())
+    c, s, h, exp, (gsp, god) = S.open_cell(folder, settings)
+    seed, teacher = c["seed"], exp.teacher("train")
+    fits, val, score = curve_rows(teacher.num_samples)
+    _, xs, cs, x0s = teacher.batch(torch.tensor(score), torch.float64, "cpu")
+    _, xT, cond, x0 = exp.data("test")
+
+    def errors(d: Any, x: Any, cnd: Any, ref: Any) -> np.ndarray:
+        with torch.no_grad():
+            return mse(d.eval().sample(h.denoiser, x, cnd), ref).cpu().numpy()
+
+    shared = _curve_global(h, teacher, god, fits[-1], val, seed, s["cap"])
+    ref_block, ref_test, bench_test = errors(shared, xs, cs, x0s), errors(shared, xT, cond, x0), errors(god, xT, cond, x0)
+    block, test = [], []
+    for rows in fits:
+        def phi() -> Any:
+            return learned(h, "indis", shared.steps, shared.solver, afs=shared.afs, space=shared.space,
+                           free_last=shared.free_last, seed=seed).warm_start(shared)
+        fit = min((_fit_from(phi(), h, teacher, rows, val, lr, seed, s["cap"]) for lr in CURVE_LRS), key=lambda r: r[0])[1]
+        block.append(errors(fit, xs, cs, x0s))
+        test.append(errors(fit, xT, cond, x0))
+    return {"cell": res["name"], "sizes": [len(f) for f in fits],
+            "at_sizes_stored": res["diagnosis"]["extra"]["curve"]["at_sizes"],
+            "at_sizes_block": [float(b.mean() / ref_block.mean()) for b in block],
+            "at_sizes_test": [float(t.mean() / ref_test.mean()) for t in test],
+            "diag_god_over_bench_god": float(ref_test.mean() / bench_test.mean()),
+            "phi_over_bench_god": [float(t.mean() / bench_test.mean()) for t in test],
+            "bench_ratio": res["ratio"], "predicted": res["diagnosis"]["predicted_ratio"],
+            "pooled": (res.get("training_runs") or {}).get("ratio")}
+
+
+def best_of_runs(folder: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per-run validation and test errors of one cell with "training_runs", and the best-by-validation ratio."""
+    res = json.loads((folder / "result.json").read_text())
+    R = res["training_runs"]["count"]
+    c, s, h, exp, _ = S.open_cell(folder, settings)
+    runs = []
+    for run in range(R):
+        (gsp, god), ginfo = S._god(exp, h, c, s, run)
+        isp, ind, iinfo = S._indis(exp, h, c, s, gsp, run=run)
+        m = S._test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)})
+        gval = min(ginfo["best_val"], ginfo["polish"]["best_val"])  # the GOD kept: the polish where validation preferred it
+        runs.append({"god_val": gval, "indis_val": iinfo["best_val"], "god": m["god"], "indis": m["indis"]})
+    g = min(runs, key=lambda r: r["god_val"])
+    i = min(runs, key=lambda r: r["indis_val"])
+    return {"cell": res["name"], "ratios": res["training_runs"]["ratios"], "pooled": res["training_runs"]["ratio"],
+            "predicted": res["diagnosis"]["predicted_ratio"],
+            "god_val": [r["god_val"] for r in runs], "indis_val": [r["indis_val"] for r in runs],
+            "god_test": [float(r["god"].mean()) for r in runs], "indis_test": [float(r["indis"].mean()) for r in runs],
+            "best_god_run": runs.index(g), "best_indis_run": runs.index(i),
+            "best_ratio": float(i["indis"].mean() / g["god"].mean()), "best_ratio_ci": ratio_ci(i["indis"], g["god"])}
+
+
+STUDIES = {"curve": curve_on_test, "best-of-runs": best_of_runs}
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", choices=sorted(STUDIES))
+    ap.add_argument("cells", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for f in a.cells:
+        rows.append(STUDIES[a.study](f))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("god_test", "indis_test")}), flush=True)
+    if a.out:
+        a.out.write_text(json.dumps(rows, indent=1))
