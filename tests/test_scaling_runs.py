@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from indis.bench.scaling_report import _runs
 from indis.bench.scaling_runs import pooled_ratio, runs_block, runs_summary, train_seed
 from indis.errors import InputError
 from indis.metrics.stats import ratio_ci
@@ -56,13 +57,13 @@ def test_runs_block_and_summary_by_hand():
              cell([0.90, 1.00], 0.3, [0.98, 1.02], "INDIS"),  # 0 of 1 pair; pooled 0.95 (|err| 0.45), precise, level
              cell([0.96, 0.96], 0.0, [0.95, 0.97], "GOD"),  # a gain of 3-5% the recommendation missed
              {"prediction_error": 0.0}]  # no runs: left out
-    s = runs_summary(cells, 0.05, 0.98)
+    s = _runs(cells)  # runs_summary at +-0.05, and the recommendation judged on the pooled intervals at 1 and 0.98
     assert s == {"cells": 3, "runs": [2, 3], "pairs": 5, "run0_retrained": 0, "pairs_within": 2, "first_within": 2, "pooled_within": 1,
                  "pooled_precise": 2, "pooled_within_precise": 0, "median_within": 1, "pooled_gain": 2, "pooled_loss": 0,
                  "recommendation_right": ["1/2", "1/2"]}  # decided at 1 and at 0.98: the first and third cells
     cells[1]["training_runs"]["run0_is_result"] = False  # its runs were gone: run 0 retrained
-    assert runs_summary(cells, 0.05, 0.98)["run0_retrained"] == 1
-    assert runs_summary([{"prediction_error": 0.0}], 0.05, 0.98) is None
+    assert runs_summary(cells, 0.05)["run0_retrained"] == 1
+    assert runs_summary([{"prediction_error": 0.0}], 0.05) is None and _runs([{"prediction_error": 0.0}]) is None
 
 
 def test_epoch_shuffle_keeps_small_seeds_and_separates_large_ones():

@@ -396,14 +396,14 @@ def training_runs(c: dict[str, Any], s: dict[str, Any], root: Path, runs: int, p
     for run in range(runs):
         (gsp, god), _ = _god(exp, h, c, s, run)
         isp, ind, info = _indis(exp, h, c, s, gsp, run=run)
-        errs.append(list(_test_mse(exp, {"indis": (isp, ind), "god": (gsp, god)}).values()))
+        errs.append(_test_mse(exp, {"indis": (isp, ind), "god": (gsp, god)}))
         kept.append(info["best_iter"] == 0)
-    first = float(errs[0][0].mean() / errs[0][1].mean())
+    first = float(errs[0]["indis"].mean() / errs[0]["god"].mean())
     same = abs(first - res["ratio"]) <= 1e-6 * abs(res["ratio"])  # run 0's samples are cached: only a stale cache differs
     if strict and not same:
         raise InputError(f"{folder}: run 0 gives INDIS/GOD {first:.6g}, result.json {res['ratio']:.6g}; the cell's cached "
                          "runs are not the ones its result came from: recompute the cell (move result.json away)")
-    res["training_runs"] = {**runs_block(np.stack([e[0] for e in errs]), np.stack([e[1] for e in errs]), kept,
+    res["training_runs"] = {**runs_block(np.stack([e["indis"] for e in errs]), np.stack([e["god"] for e in errs]), kept,
                                          res["diagnosis"]["predicted_ratio"]), "run0_is_result": same}
     atomic_write_json(folder / "result.json", res)
     log(f"{cell_name(c)}: INDIS/GOD in {runs} runs {np.round(res['training_runs']['ratios'], 3)}")

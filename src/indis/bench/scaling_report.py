@@ -8,7 +8,7 @@ import numpy as np
 
 from ..diagnose import HEAVY_TAIL, RECOMMEND_BELOW
 from ..diagnose_curve import stalled
-from .scaling_runs import runs_summary
+from .scaling_runs import known_to, runs_lines, runs_summary, with_runs
 from .scaling_variants import VARIANTS
 
 #: phi's variants added after INDIS-D (INDIS-D has its own columns and lines), with what they read
@@ -32,7 +32,7 @@ def curve(r: dict[str, Any]) -> dict[str, Any] | None:
 
 def precise(r: dict[str, Any]) -> bool:
     """Whether the cell's trained ratio is known to +-PREDICTION_TOLERANCE (its interval's half-width)."""
-    return (r["ratio_ci"][1] - r["ratio_ci"][0]) / 2 <= PREDICTION_TOLERANCE
+    return known_to(r["ratio_ci"], PREDICTION_TOLERANCE)
 
 
 def kept_god(r: dict[str, Any]) -> bool:
@@ -103,7 +103,14 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "group_cells": len(group),
             "curve_cells": sum(bool(curve(r)) for r in results),
             "tolerance": PREDICTION_TOLERANCE, "solved_by_god": skipped, "seed_agreement": seed_agreement(results),
-            "training_runs": runs_summary(results, PREDICTION_TOLERANCE, RECOMMEND_BELOW)}
+            "training_runs": _runs(results)}
+
+
+def _runs(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`runs_summary`, and the recommendation judged against the interval pooled over the runs (`rule_right`)."""
+    s = runs_summary(results, PREDICTION_TOLERANCE)
+    return s and {**s, "recommendation_right": list(rule_right(
+        with_runs(results), lambda r: r["diagnosis"]["recommendation"] == "INDIS", lambda r: r["training_runs"]["ratio_ci"]))}
 
 
 def curve_states(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -143,16 +150,17 @@ def stayed_at_god(results: list[dict[str, Any]]) -> dict[str, int]:
                                                           for k in VARIANTS) for r in stuck)}
 
 
-def rule_right(results: list[dict[str, Any]], says_indis: Callable[[dict[str, Any]], bool]) -> tuple[str, str]:
+def rule_right(results: list[dict[str, Any]], says_indis: Callable[[dict[str, Any]], bool],
+               ci: Callable[[dict[str, Any]], list[float]] = lambda r: r["ratio_ci"]) -> tuple[str, str]:
     """How often a recommendation rule (`says_indis(cell)`: does it name INDIS) is right, as "right/decided": where the
     trained difference is beyond its interval, and asked as the diagnostic asks (does INDIS gain more than
     1 - RECOMMEND_BELOW: decided where the trained interval lies wholly on one side of RECOMMEND_BELOW; a gain of 1e-8
     relative beyond its interval counts in the first as a win a GOD recommendation missed, here as no gain worth
-    INDIS's training)."""
+    INDIS's training). `ci(cell)`: the trained interval judged against (default the cell's own)."""
     out = []
     for line in (1.0, RECOMMEND_BELOW):
-        decided = [r for r in results if r["ratio_ci"][1] < line or r["ratio_ci"][0] > line]
-        out.append(f"{sum(bool(says_indis(r)) == (r['ratio_ci'][1] < line) for r in decided)}/{len(decided)}")
+        decided = [r for r in results if ci(r)[1] < line or ci(r)[0] > line]
+        out.append(f"{sum(bool(says_indis(r)) == (ci(r)[1] < line) for r in decided)}/{len(decided)}")
     return out[0], out[1]
 
 
@@ -277,28 +285,6 @@ def to_markdown(res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
-def _retrained(t: dict[str, Any]) -> str:
-    n = t.get("run0_retrained", 0)
-    return f"; in {n} the cell's own runs were gone and run 0 was retrained, so the ratio above is one more draw" if n else ""
-
-
-def _runs_lines(s: dict[str, Any]) -> list[str]:
-    """The paragraph on cells trained in several runs (`--train-runs`), if any."""
-    t, tol = s.get("training_runs"), s["tolerance"]
-    if not t:
-        return []
-    return ["", f"Training runs: {t['cells']} cells were trained {'/'.join(map(str, t['runs']))} times (GOD and INDIS, "
-            f"other training seeds, the same test priors{_retrained(t)}). Two runs' ratios lie within +-{tol} of each other in "
-            f"{t['pairs_within']} of {t['pairs']} pairs. The prediction is within +-{tol} of run 0 (the ratio above) in "
-            f"{t['first_within']} of these cells, of the ratio pooled over runs in {t['pooled_within']} and of the median "
-            f"run's in {t['median_within']}; the pooled "
-            f"ratio is known to +-{tol} (its interval resamples runs and priors) in {t['pooled_precise']}, and the "
-            f"prediction is within +-{tol} of it in {t['pooled_within_precise']} of those. Pooled, INDIS gains beyond "
-            f"the interval in {t['pooled_gain']} and loses in {t['pooled_loss']}; the recommendation is right in "
-            f"{t['recommendation_right'][0]} cells decided beyond the pooled interval and {t['recommendation_right'][1]} "
-            f"asked the {1 - RECOMMEND_BELOW:.0%} way."]
-
-
 def _summary_lines(s: dict[str, Any]) -> list[str]:
     """The summary's paragraphs under the table (none without counted cells)."""
     L: list[str] = []
@@ -334,7 +320,7 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
             L += ["", f"Seed to seed: in {sa['cells']} cells run with several seeds, two seeds' trained ratios lie within "
                   f"+-{s['tolerance']} of each other in {100 * sa['within_tolerance']:.0f}% of {sa['pairs']} pairs (median gap "
                   f"{sa['median_gap']:.3f}): no prediction can be checked more closely than that."]
-        L += _runs_lines(s)
+        L += runs_lines(s)
         dv = s.get("denoised_input") or {}
         if dv.get("cells"):
             L += ["", f"INDIS-D (phi also reads D(x_T, t_max), the solver's first model output, at no extra NFE) against "

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..diagnose import RECOMMEND_BELOW
 from ..errors import InputError
 
 
@@ -52,18 +53,27 @@ def runs_block(indis: np.ndarray, god: np.ndarray, kept_god: list[bool], predict
             "kept_god": [bool(k) for k in kept_god], **pooled, "prediction_error": float(predicted - pooled["ratio"])}
 
 
-def runs_summary(results: list[dict[str, Any]], tol: float, below: float) -> dict[str, Any] | None:
+def known_to(ci: list[float], tol: float) -> bool:
+    """Whether an interval pins its ratio to +-`tol` (its half-width)."""
+    return (ci[1] - ci[0]) / 2 <= tol
+
+
+def with_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells trained in several runs."""
+    return [r for r in results if (r.get("training_runs") or {}).get("count", 1) > 1]
+
+
+def runs_summary(results: list[dict[str, Any]], tol: float) -> dict[str, Any] | None:
     """Over the cells trained in several runs: how often two runs' ratios agree within `tol`, how often the
     diagnostic's prediction is within `tol` of run 0 (the ratio the grid reports), of the pooled ratio and of the
-    median run's ratio (what a typical run gives: one failed run can decide the pooled one), how often
-    the pooled ratio is itself known to `tol` (its interval's half-width), and the recommendation against the pooled
-    interval ("right/decided" where it lies wholly on one side of 1, and of `below`). None where no cell has runs."""
-    rs = [r for r in results if (r.get("training_runs") or {}).get("count", 1) > 1]
+    median run's ratio (what a typical run gives: one failed run can decide the pooled one), and how often the pooled
+    ratio is itself known to `tol` (its interval's half-width). None where no cell has runs."""
+    rs = with_runs(results)
     if not rs:
         return None
     pairs = [abs(a - b) <= tol for r in rs for a, b in combinations(r["training_runs"]["ratios"], 2)]
     blocks = [r["training_runs"] for r in rs]
-    precise = [(b["ratio_ci"][1] - b["ratio_ci"][0]) / 2 <= tol for b in blocks]
+    precise = [known_to(b["ratio_ci"], tol) for b in blocks]
     pooled_hit = [abs(b["prediction_error"]) <= tol for b in blocks]
     return {"cells": len(rs), "runs": sorted({b["count"] for b in blocks}), "pairs": len(pairs),
             "run0_retrained": sum(not b.get("run0_is_result", True) for b in blocks),
@@ -73,13 +83,27 @@ def runs_summary(results: list[dict[str, Any]], tol: float, below: float) -> dic
                                      <= tol for r in rs)),
             "pooled_within_precise": int(sum(h for h, p in zip(pooled_hit, precise) if p)),
             "pooled_gain": int(sum(b["ratio_ci"][1] < 1.0 for b in blocks)),
-            "pooled_loss": int(sum(b["ratio_ci"][0] > 1.0 for b in blocks)),
-            "recommendation_right": [_right(rs, line) for line in (1.0, below)]}
+            "pooled_loss": int(sum(b["ratio_ci"][0] > 1.0 for b in blocks))}
 
 
-def _right(rs: list[dict[str, Any]], line: float) -> str:
-    """"right/decided": the cells whose pooled interval lies wholly on one side of `line`, and how many of them the
-    diagnostic's recommendation gets right (INDIS where the interval is below)."""
-    decided = [r for r in rs if r["training_runs"]["ratio_ci"][1] < line or r["training_runs"]["ratio_ci"][0] > line]
-    right = sum((r["diagnosis"]["recommendation"] == "INDIS") == (r["training_runs"]["ratio_ci"][1] < line) for r in decided)
-    return f"{right}/{len(decided)}"
+def _retrained(t: dict[str, Any]) -> str:
+    n = t.get("run0_retrained", 0)
+    return f"; in {n} the cell's own runs were gone and run 0 was retrained, so the ratio above is one more draw" if n else ""
+
+
+def runs_lines(s: dict[str, Any]) -> list[str]:
+    """The report's paragraph on cells trained in several runs (summary `s` with `runs_summary` under "training_runs", and
+    its "tolerance"), if any."""
+    t, tol = s.get("training_runs"), s["tolerance"]
+    if not t:
+        return []
+    return ["", f"Training runs: {t['cells']} cells were trained {'/'.join(map(str, t['runs']))} times (GOD and INDIS, "
+            f"other training seeds, the same test priors{_retrained(t)}). Two runs' ratios lie within +-{tol} of each other in "
+            f"{t['pairs_within']} of {t['pairs']} pairs. The prediction is within +-{tol} of run 0 (the ratio above) in "
+            f"{t['first_within']} of these cells, of the ratio pooled over runs in {t['pooled_within']} and of the median "
+            f"run's in {t['median_within']}; the pooled "
+            f"ratio is known to +-{tol} (its interval resamples runs and priors) in {t['pooled_precise']}, and the "
+            f"prediction is within +-{tol} of it in {t['pooled_within_precise']} of those. Pooled, INDIS gains beyond "
+            f"the interval in {t['pooled_gain']} and loses in {t['pooled_loss']}; the recommendation is right in "
+            f"{t['recommendation_right'][0]} cells decided beyond the pooled interval and {t['recommendation_right'][1]} "
+            f"asked the {1 - RECOMMEND_BELOW:.0%} way."]
