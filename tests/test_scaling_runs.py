@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from indis.bench.scaling_report import _runs
-from indis.bench.scaling_runs import pooled_ratio, runs_block, runs_summary, train_seed
+from indis.bench.scaling_runs import pooled_ratio, runs_block, runs_summary
+from indis.training.config import train_seed
 from indis.errors import InputError
 from indis.metrics.stats import ratio_ci
 from indis.teacher import iter_batches

@@ -9,7 +9,8 @@ and the trained ratio (nothing of the bench is retrained):
   `phi_over_bench_god`, and `bench_ratio` (the bench's INDIS / GOD);
 - `best-of-runs`: is keeping the lowest validation loss of several training runs a remedy for unstable training? For
   cells of `--train-runs R`: per run, GOD's and INDIS's validation loss and test teacher-MSE, and the ratio a user
-  gets by keeping the GOD and the INDIS with the lowest validation loss over the R runs.
+  gets by keeping the GOD and the INDIS with the lowest validation loss over the R runs; per run, the share of each
+  test error that its worst 1% of priors carry.
 
     python benchmarks/studies/rescore_cells.py {curve,best-of-runs} OUT/cells/NAME [OUT/cells/NAME ...] [--out FILE.json]
 """
@@ -27,7 +28,7 @@ from indis.bench import scaling as S
 from indis.diagnose_curve import CURVE_LRS, _curve_global, _fit_from, curve_rows
 from indis.losses import mse
 from indis.methods import learned
-from indis.metrics.stats import ratio_ci
+from indis.metrics.stats import ratio_ci, tail_share
 
 
 def curve_on_test(folder: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def best_of_runs(folder: Path, settings: dict[str, Any] | None = None) -> dict[s
             "predicted": res["diagnosis"]["predicted_ratio"],
             "god_val": [r["god_val"] for r in runs], "indis_val": [r["indis_val"] for r in runs],
             "god_test": [float(r["god"].mean()) for r in runs], "indis_test": [float(r["indis"].mean()) for r in runs],
-            "best_god_run": runs.index(g), "best_indis_run": runs.index(i),
+            "god_tail_share": [tail_share(r["god"], 0.01) for r in runs],
+            "indis_tail_share": [tail_share(r["indis"], 0.01) for r in runs], "best_god_run": runs.index(g), "best_indis_run": runs.index(i),
             "best_ratio": float(i["indis"].mean() / g["god"].mean()), "best_ratio_ci": ratio_ci(i["indis"], g["god"])}
 
 

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .scaling_runs import runs_block, train_seed
+from ..training.config import train_seed
+from .scaling_runs import runs_block
 from .scaling_variants import VARIANTS, variant_net
 
 DIMS, COMPONENTS = (2, 8, 64, 256, 1024), (2, 10, 100)
@@ -177,7 +178,7 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], run: int = 0) -
     loss wins; then polished as INDIS is trained (warm-started from it at INDIS_LRS, the same rule), so that INDIS's
     second stage of training is no advantage of its own: the polish is kept where its validation loss is lower, and
     INDIS and the oracle start from the GOD kept. Returns (its spec, GOD, info) (cached). `run`: training run
-    (`scaling_runs.train_seed`; run 0 is the cell's own)."""
+    (`training.config.train_seed`; run 0 is the cell's own)."""
     from ..experiment import best_rate
     from ..methods import global_starts, learned
     from ..solvers import steps_for_nfe

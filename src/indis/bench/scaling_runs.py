@@ -17,17 +17,6 @@ from ..diagnose import RECOMMEND_BELOW
 from ..errors import InputError
 
 
-def train_seed(seed: int, run: int) -> int:
-    """The training seed of run `run` of a cell of seed `seed`: the cell's own seed for run 0 (its cached runs stay
-    valid), else a hash of (seed, run) below 2^63 (torch keeps only part of a large seed, so no seed + run)."""
-    if run < 0 or seed < 0:
-        raise InputError(f"train_seed: seed and run must be >= 0, got seed={seed}, run={run}")
-    if run == 0:
-        return int(seed)
-    hi, lo = np.random.SeedSequence([int(seed), int(run)]).generate_state(2, dtype=np.uint32)
-    return int(((int(hi) << 32) | int(lo)) & (2**63 - 1))
-
-
 def pooled_ratio(indis: np.ndarray, god: np.ndarray, *, replicates: int = 2000, seed: int = 0) -> dict[str, Any]:
     """mean(indis) / mean(god) over runs x priors ([R, P] per-prior errors of the same test priors in every run), with a
     95% percentile interval from a two-level paired bootstrap: runs drawn with replacement, then priors."""

@@ -168,6 +168,7 @@ NUMBER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "bench:indis_lrs": (0, 100, True, False), "bench:blocks": (1, 64, False, False), "height": (8, 16384, False, False),
     "width": (8, 16384, False, False), "frames": (1, 4096, False, False), "zoo:steps": (1, _BIG, False, False), "zoo:minutes": (0, 10**6, True, False),
     "zoo:per_class": (1, 10**5, False, False), "input_basis": (1, 10**5, False, False), "train_runs": (1, 1000, False, False),
+    "train:runs": (1, 1000, False, False),
 }
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from ..methods import LEARNED, global_starts, learned
 from ..solvers import SOLVERS
 from ..teacher import TeacherSet, teacher_info
 from ..training import TrainConfig, train_with_starts
-from ..training.config import LR_SCHEDULES
+from ..training.config import LR_SCHEDULES, split_indices, train_seed
 from .common import add_model_args, check_steps, dtype_of, finite, load
 from .dist import add_dist_args
 from .output import add_json_arg, command_line, emit, fmt_float, model_argv, show_progress, table
@@ -70,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the same projected on --input-basis directions, default 16; all: the four) from the same start and "
                    "validation priors, each into OUT/designs/NAME, and keep the one with the lowest validation loss in "
                    "OUT/best (costs one training per design; see benchmarks/README.md for how often each wins)")
+    p.add_argument("--runs", type=int, default=1, help="train this many times, each run with its own initial weights and "
+                   "batch order (seeds hashed from --seed; run 0 is the plain run) on the same validation priors, each into "
+                   "OUT/runs/K (with --designs: OUT/designs/NAME/runs/K), and keep the lowest validation loss in OUT/best. "
+                   "Training can land far apart from one seed to the next; the table shows how far (default 1)")
     p.add_argument("--shift-bound", type=float, default=0.5)
     p.add_argument("--scale-bound", type=float, default=0.1)
     p.add_argument("--no-shift", action="store_true")
@@ -183,24 +189,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         starts = global_starts(h, n_starts, first=args.init)
 
-    def build(init: str | None, net: dict[str, Any] | None = net or None):
-        torch.manual_seed(args.seed)  # parameter init (e.g. phi's layers) depends only on --seed
+    def build(init: str | None, net: dict[str, Any] | None = net or None, seed: int = args.seed):
+        torch.manual_seed(seed)  # parameter init (e.g. phi's layers) depends only on the run's seed
         d = learned(h, args.method, args.steps, args.solver, afs=args.afs, init=init, space=args.space, free_last=args.free_last,
                     shift_bound=args.shift_bound, scale_bound=args.scale_bound, learn_shift=not args.no_shift,
-                    learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=args.seed, num_points=args.num_points,
+                    learn_scale=not args.no_scale, num_samples=ts.num_samples, seed=seed, num_points=args.num_points,
                     base=args.base, net=net)
         d.extra.update({"model": h.spec, "teacher": str(ts.path), "init": init, "model_info": model_info(h),
                         "teacher_info": teacher_info(ts), "command": "indis " + " ".join(sys.argv[1:])})
         return d
 
-    def fit(builder: Any, out: str | Path) -> tuple[Any, Any]:
-        return train_with_starts(builder, starts, h.denoiser, ts, cfg, probe_iterations=args.probe_iterations, out_dir=out,
-                                 device=args.device, dtype=dtype_of(args), progress=show_progress(args),
+    def fit(builder: Any, out: str | Path, run_cfg: TrainConfig = cfg) -> tuple[Any, Any]:
+        return train_with_starts(builder, starts, h.denoiser, ts, run_cfg, probe_iterations=args.probe_iterations,
+                                 out_dir=out, device=args.device, dtype=dtype_of(args), progress=show_progress(args),
                                  describe=lambda s: str(s or h.default_heuristic))
 
-    designs: list[dict[str, Any]] = []
-    if args.designs:
-        d, res, designs = _train_designs(args, build, fit, math.prod(h.data_shape), save=rank == 0)
+    rows: list[dict[str, Any]] = []
+    if args.designs or args.runs > 1:
+        d, res, rows = _train_many(args, build, fit, cfg, ts.num_samples, math.prod(h.data_shape), save=rank == 0)
     else:
         d, res = fit(build, args.out)
     if rank == 0:
@@ -208,8 +214,8 @@ def run(args: argparse.Namespace) -> int:
                 "iterations": res.iterations, "stop_reason": res.stop_reason, "seconds": round(res.seconds, 1),
                 "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best",
                 "start_val": next((r["val"] for r in res.history if "val" in r), None)}
-        if designs:
-            data.update(designs=designs, seconds=round(sum(r["seconds"] for r in designs), 1))
+        if rows:
+            data.update({"runs" if args.runs > 1 else "designs": rows, "seconds": round(sum(r["seconds"] for r in rows), 1)})
         emit(args, data, lambda: _summary(args, d, data, cfg.loss))
         if res.reused:
             print(f"indis: '{args.out}' already holds this finished run; reused it (raise --iterations to train on)",
@@ -223,10 +229,8 @@ def _summary(args: argparse.Namespace, d: Any, r: dict[str, Any], loss: str) -> 
         r["stop_reason"], r["stop_reason"])
     L = [f"{'Reused the finished' if r['reused'] else 'Trained'} {args.method} for {args.model}: N={d.steps} steps, "
          f"{d.solver}{' + AFS' if d.afs else ''}, {d.nfe} model calls per sample"]
-    if r.get("designs"):
-        rows = [[x["design"], fmt_float(x["best_val"]), f"{x['seconds']:.0f}", "chosen" if x["chosen"] else ""]
-                for x in r["designs"]]
-        L += ["", table(["phi design", f"best validation {loss}", "seconds", ""], rows, [False, True, True, False]), ""]
+    if r.get("designs") or r.get("runs"):
+        L += ["", *_many_lines(r.get("runs") or r["designs"], loss), ""]
     if len(r["starts"]) > 1:
         rows = [[s["start"], fmt_float(s["val"]), "chosen" if s["chosen"] else ""] for s in r["starts"]]
         L += ["", table(["start", f"validation {loss} after the probe", ""], rows, [False, True, False]), ""]
@@ -260,32 +264,98 @@ def _check_phi_flags(args: argparse.Namespace) -> None:
         raise InputError(f"--input-basis must be >= 1, got {args.input_basis}")
     if args.designs and args.input_basis is not None and not {"all", "indis-p", "indis-pd"} & set(args.designs):
         raise InputError("--input-basis sets the projected designs' basis, but --designs names none (indis-p, indis-pd)")
-    out = Path(args.out)
-    single, multi = (out / "train_state.safetensors").is_file(), (out / "designs").is_dir()
-    if (args.designs and single) or (not args.designs and multi):
-        raise InputError(f"--out '{args.out}' holds a training run {'of one design' if single else 'with --designs'}; "
-                         f"{'add' if multi else 'drop'} --designs to resume it, or choose another folder")
+    if args.runs > 1 and args.method == "oracle":
+        raise InputError("--runs applies to methods chosen on validation priors; the oracle is fitted to its own priors")
+    _check_layout(args)
 
 
-def _train_designs(args: argparse.Namespace, build: Any, fit: Any, dim: int, save: bool) -> tuple[Any, Any, list]:
-    """--designs: phi trained in each design into OUT/designs/NAME (resumable each); the one with the lowest best
-    validation loss (the first named on a tie) is saved to OUT/best. Returns it, its run and a row per design."""
-    names = list(DESIGNS) if "all" in args.designs else list(dict.fromkeys(args.designs))
-    runs = []
+def _layout(folder: Path) -> str | None:
+    """What training `folder` holds: "designs", "runs", "single" (one run) or None."""
+    if (folder / "designs").is_dir():
+        return "designs"
+    if (folder / "runs").is_dir():
+        return "runs"
+    return "single" if (folder / "train_state.safetensors").is_file() else None
+
+
+def _check_layout(args: argparse.Namespace) -> None:
+    """Refuse an --out holding a training of another shape (one run, --designs, --runs) than the flags ask for: a
+    resumed run must continue the same trainings."""
+    out, per_run = Path(args.out), "runs" if args.runs > 1 else "single"
+    have = _layout(out)
+    if have is None:
+        return
+    if (have == "designs") != bool(args.designs):
+        raise InputError(f"--out '{args.out}' holds a training run {'with --designs' if have == 'designs' else 'of one design'}"
+                         f"; {'add' if have == 'designs' else 'drop'} --designs to resume it, or choose another folder")
+    inner = [_layout(f) for f in (out / "designs").iterdir()] if have == "designs" else [have]
+    bad = next((k for k in inner if k not in (None, per_run)), None)
+    if bad:
+        raise InputError(f"--out '{args.out}' holds {'several runs (--runs > 1)' if bad == 'runs' else 'one run'} per "
+                         f"training; {'give --runs > 1' if bad == 'runs' else 'drop --runs'} to resume it, or choose "
+                         "another folder")
+
+
+def run_configs(cfg: TrainConfig, n: int, runs: int) -> list[TrainConfig]:
+    """The settings of `runs` training runs on `n` teacher pairs: each its own seed (`train_seed`; run 0 keeps cfg's),
+    all on run 0's train/validation split, so that their validation losses compare on the same priors."""
+    if runs < 1:
+        raise InputError(f"--runs must be >= 1, got {runs}")
+    if runs == 1:
+        return [cfg]
+    tr, va = split_indices(n, cfg.val_fraction, cfg.seed)
+    if len(va) == 0:
+        raise InputError("--runs keeps the run with the lowest validation loss; give --val-fraction > 0")
+    return [replace(cfg, seed=train_seed(cfg.seed, k), train_indices=tr.tolist(), val_indices=va.tolist())
+            for k in range(runs)]
+
+
+def _train_many(args: argparse.Namespace, build: Any, fit: Any, cfg: TrainConfig, n: int, dim: int,
+                save: bool) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """--designs and --runs: phi in each design (OUT/designs/NAME), each trained in --runs runs (.../runs/K), all on the
+    same validation priors and each resumable; the lowest best validation loss (the first on a tie) is saved to
+    OUT/best. Returns it, its run and a row per training."""
+    names = (list(DESIGNS) if "all" in args.designs else list(dict.fromkeys(args.designs))) if args.designs else [None]
+    cfgs, trained = run_configs(cfg, n, args.runs), []
     for name in names:
-        net = design_net(name, dim, args.input_basis or BASIS_K) or None
-        d, res = fit(lambda init, net=net: build(init, net), Path(args.out) / "designs" / name)
-        runs.append((name, d, res))
-    key = [r.best_val if math.isfinite(r.best_val) else math.inf for _, _, r in runs]
-    best = min(range(len(runs)), key=lambda i: (key[i], i))
-    name, d, res = runs[best]
+        net = (design_net(name, dim, args.input_basis or BASIS_K) or None) if name else None
+        base = Path(args.out) / "designs" / name if name else Path(args.out)
+        for k, rc in enumerate(cfgs):
+            if save and show_progress(args):
+                print(f"indis: training {name or args.method}" + (f", run {k + 1} of {len(cfgs)} (seed {rc.seed})"
+                                                                  if len(cfgs) > 1 else ""), file=sys.stderr)
+            builder = (lambda init, net=net, seed=rc.seed: build(init, net, seed)) if name else \
+                (lambda init, seed=rc.seed: build(init, seed=seed))
+            folder = base / "runs" / str(k) if len(cfgs) > 1 else base
+            d, res = fit(builder, folder, rc)
+            label = ({"design": name} if name else {}) | ({"run": k, "seed": rc.seed} if len(cfgs) > 1 else {})
+            trained.append(({**label, "saved": str(folder / "best")}, d, res))
+    key = [r.best_val if math.isfinite(r.best_val) else math.inf for _, _, r in trained]
+    best = min(range(len(trained)), key=lambda i: (key[i], i))
+    label, d, res = trained[best]
     if save:
-        d.extra["design"] = name
+        d.extra.update({k: v for k, v in label.items() if k != "saved"})
         d.save(Path(args.out) / "best")
-    rows = [{"design": n, "best_val": r.best_val, "best_iter": r.best_iter, "seconds": round(r.seconds, 1),
-             "saved": str(Path(args.out) / "designs" / n / "best"), "chosen": i == best}
-            for i, (n, _, r) in enumerate(runs)]
+    rows = [{**lab, "best_val": r.best_val, "best_iter": r.best_iter, "seconds": round(r.seconds, 1), "reused": r.reused,
+             "chosen": i == best}
+            for i, (lab, _, r) in enumerate(trained)]
     return d, res, rows
+
+
+def _many_lines(rows: list[dict[str, Any]], loss: str) -> list[str]:
+    """The table of --designs / --runs trainings and, over runs, how far apart their validation losses landed."""
+    cols = [c for c in ("design", "run", "seed") if c in rows[0]]
+    head = {"design": "phi design", "run": "run", "seed": "seed"}
+    body = [[str(x[c]) for c in cols] + [fmt_float(x["best_val"]), f"{x['seconds']:.0f}", "chosen" if x["chosen"] else ""]
+            for x in rows]
+    L = [table([head[c] for c in cols] + [f"best validation {loss}", "seconds", ""], body,
+               [False] * len(cols) + [True, True, False])]
+    if "run" in rows[0]:
+        v = sorted(x["best_val"] for x in rows)
+        L.append(f"  over the {len(v)} trainings: best {fmt_float(v[0])}, median {fmt_float(statistics.median(v))}, worst "
+                 f"{fmt_float(v[-1])} (worst/best {v[-1] / v[0]:.3g}); where they differ widely one run is a draw: "
+                 "judge the kept one with `indis eval` on held-out priors")
+    return L
 
 
 def _noise_radius(args: argparse.Namespace, data_shape: tuple[int, ...]) -> float:

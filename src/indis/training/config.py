@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -123,6 +124,18 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[Tensor, T
     if val_fraction > 0 and nv == 0 and n > 1:
         nv = 1
     return perm[nv:].sort().values, perm[:nv].sort().values
+
+
+def train_seed(seed: int, run: int) -> int:
+    """The training seed of run `run` of a training of seed `seed` (several runs that differ only in initial weights and
+    batch order): `seed` itself for run 0, else a hash of (seed, run) below 2^63 (torch keeps only part of a large
+    seed, and seed + run would make run 1 of seed 0 run 0 of seed 1)."""
+    if run < 0 or seed < 0:
+        raise InputError(f"train_seed: seed and run must be >= 0, got seed={seed}, run={run}")
+    if run == 0:
+        return int(seed)
+    hi, lo = np.random.SeedSequence([int(seed), int(run)]).generate_state(2, dtype=np.uint32)
+    return int(((int(hi) << 32) | int(lo)) & (2**63 - 1))
 
 
 def lr_factor(cfg: TrainConfig, it: int) -> float:

@@ -1,0 +1,100 @@
+"""`indis train --runs R`: the same training repeated under R seeds on the same validation priors, the run with the
+lowest validation loss kept (training can land far apart from one seed to the next; see benchmarks/README.md)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from indis.commands.train import run_configs
+from indis.discretizations.base import load_discretization
+from indis.errors import InputError
+from indis.losses import mse
+from indis.teacher import TeacherSet
+from indis.training import TrainConfig
+from indis.training.config import split_indices, train_seed
+
+GMM = "python:fake_models:make_gmm"
+SMALL = ["--steps", "3", "--iterations", "6", "--val-every", "2", "--batch-size", "8", "--no-progress"]
+
+
+def test_run_configs_share_the_split_and_differ_in_seed():
+    cfg = TrainConfig(val_fraction=0.2, seed=5)
+    assert run_configs(cfg, 50, 1) == [cfg]
+    cfgs = run_configs(cfg, 50, 4)
+    assert [c.seed for c in cfgs] == [5] + [train_seed(5, k) for k in (1, 2, 3)] and len({c.seed for c in cfgs}) == 4
+    tr, va = split_indices(50, 0.2, seed=5)  # run 0's split: a plain run of --seed 5 validates on these priors
+    for c in cfgs:
+        assert c.val_indices == va.tolist() and c.train_indices == tr.tolist()
+    assert not set(cfgs[0].val_indices) & set(cfgs[0].train_indices)
+    assert sorted(cfgs[0].val_indices + cfgs[0].train_indices) == list(range(50))
+    with pytest.raises(InputError, match="--runs must be >= 1"):
+        run_configs(cfg, 50, 0)
+    with pytest.raises(InputError, match="--val-fraction > 0"):
+        run_configs(TrainConfig(val_fraction=0.0), 50, 2)
+
+
+def _val_loss(path, ts: TeacherSet, val: torch.Tensor) -> float:
+    """Teacher-MSE of a saved schedule on the validation priors, computed here rather than read from the run."""
+    from fake_models import make_gmm
+
+    d = load_discretization(path)
+    idx, x_T, cond, x0 = ts.batch(val, torch.float64, "cpu")
+    with torch.no_grad():
+        return float(mse(d.double().sample(make_gmm().denoiser, x_T, cond, idx), x0).mean())
+
+
+def test_cli_runs_keep_the_lowest_validation_loss_and_extend(tmp_path, capsys):
+    from indis.cli import main
+
+    torch.set_num_threads(1)
+    t = tmp_path / "t"
+    assert main(["teacher", "--model", GMM, "--steps", "8", "--num", "60", "--out", str(t), "--no-progress"]) == 0
+    base = ["train", "--model", GMM, "--teacher", str(t), "--method", "god", "--starts", "1", *SMALL]
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "plain"), "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(base + ["--runs", "3", "--out", str(tmp_path / "g"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["run"] for r in rows] == [0, 1, 2] and sum(r["chosen"] for r in rows) == 1
+    assert rows[0]["seed"] == 0 and len({r["seed"] for r in rows}) == 3
+    # run 0 is the plain run (same seed, same split): same ops in one process and thread, so equal up to rounding
+    assert rows[0]["best_val"] == pytest.approx(plain["best_val"], rel=1e-6)
+    assert len({round(r["best_val"], 12) for r in rows}) > 1  # other batch orders land elsewhere
+    ts = TeacherSet(t)
+    _, val = split_indices(ts.num_samples, 0.1, seed=0)  # --val-fraction 0.1, --seed 0: the priors every run saw
+    losses = [_val_loss(r["saved"], ts, val) for r in rows]
+    for r, v in zip(rows, losses):  # validated in float32 during training, here in float64: float32 rounding apart
+        assert v == pytest.approx(r["best_val"], rel=1e-4)
+    chosen = next(i for i, r in enumerate(rows) if r["chosen"])
+    assert chosen == min(range(3), key=losses.__getitem__)
+    best = load_discretization(tmp_path / "g" / "best")
+    assert best.extra["run"] == chosen and best.extra["seed"] == rows[chosen]["seed"]
+    assert _val_loss(tmp_path / "g" / "best", ts, val) == pytest.approx(losses[chosen], rel=1e-12)
+    assert main(base + ["--runs", "4", "--out", str(tmp_path / "g")]) == 0  # more runs: the first three are reused
+    out = capsys.readouterr().out
+    assert "over the 4 trainings: best" in out and "worst/best" in out
+    assert sorted(p.name for p in (tmp_path / "g" / "runs").iterdir()) == ["0", "1", "2", "3"]
+
+
+def test_cli_runs_refuse_what_does_not_fit(tmp_path, capsys):
+    from indis.cli import main
+
+    t = tmp_path / "t"
+    assert main(["teacher", "--model", GMM, "--steps", "8", "--num", "24", "--out", str(t), "--no-progress"]) == 0
+    base = ["train", "--model", GMM, "--teacher", str(t), *SMALL]
+    assert main(base + ["--method", "god", "--starts", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main(base + ["--method", "god", "--starts", "1", "--runs", "2", "--out", str(tmp_path / "two")]) == 0
+    assert main(base + ["--method", "indis", "--designs", "indis", "--out", str(tmp_path / "des")]) == 0
+    capsys.readouterr()
+    for bad, msg in ((["--method", "god", "--runs", "2", "--out", str(tmp_path / "one")], "drop --runs"),
+                     (["--method", "god", "--out", str(tmp_path / "two")], "give --runs > 1"),
+                     (["--method", "indis", "--designs", "indis", "--runs", "2", "--out", str(tmp_path / "des")],
+                      "drop --runs"),
+                     (["--method", "oracle", "--runs", "2", "--out", str(tmp_path / "o")], "the oracle is fitted"),
+                     (["--method", "god", "--runs", "0", "--out", str(tmp_path / "z")], "--runs"),
+                     (["--method", "god", "--runs", "2", "--val-fraction", "0", "--out", str(tmp_path / "v")],
+                      "--val-fraction > 0")):
+        assert main([*base, *bad]) == 2, bad
+        assert msg in capsys.readouterr().err, bad
