@@ -171,7 +171,9 @@ def diagnose_run(args: argparse.Namespace) -> int:
             *([f"  the global schedule is already exact (teacher-MSE {d.extra['global_over_variance']:.1e} of the endpoints' "
                "variance): nothing is left to gain"] if d.extra["global_over_variance"] < EXACT_BELOW else []),
             f"Recommendation: {d.recommendation}" + (" (a global schedule: indis train --method god)" if d.recommendation == "GOD"
-                                                     else " (indis train --method indis --init <a trained GOD folder>)"),
+                                                     else " (indis train --method indis --init <a trained GOD folder>; "
+                                                     "add --runs 4 to keep the best of four trainings, which can land "
+                                                     "far apart)"),
             f"  (INDIS where the prediction's whole interval lies below {RECOMMEND_BELOW:g}; how often this was right on "
             "exact models: benchmarks/README.md, `indis bench scaling`)"])
 
