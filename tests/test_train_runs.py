@@ -72,9 +72,13 @@ def test_cli_runs_keep_the_lowest_validation_loss_and_extend(tmp_path, capsys):
     best = load_discretization(tmp_path / "g" / "best")
     assert best.extra["run"] == chosen and best.extra["seed"] == rows[chosen]["seed"]
     assert _val_loss(tmp_path / "g" / "best", ts, val) == pytest.approx(losses[chosen], rel=1e-12)
-    assert main(base + ["--runs", "4", "--out", str(tmp_path / "g")]) == 0  # more runs: the first three are reused
-    out = capsys.readouterr().out
-    assert "over the 4 trainings: best" in out and "worst/best" in out
+    assert main(base + ["--runs", "4", "--out", str(tmp_path / "g"), "--json"]) == 0  # more runs: three are reused
+    more = json.loads(capsys.readouterr().out)
+    assert [r["reused"] for r in more["runs"]] == [True, True, True, False] and not more["reused"]
+    assert [r["best_val"] for r in more["runs"][:3]] == [r["best_val"] for r in rows]  # read back from the same files
+    assert main(base + ["--runs", "4", "--out", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr()
+    assert "over the 4 trainings: best" in out.out and "worst/best" in out.out and "reused it" in out.err
     assert sorted(p.name for p in (tmp_path / "g" / "runs").iterdir()) == ["0", "1", "2", "3"]
 
 

@@ -210,14 +210,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         d, res = fit(build, args.out)
     if rank == 0:
+        reused = all(r["reused"] for r in rows) if rows else res.reused  # several trainings: reused only if all were
         data = {"method": args.method, "steps": args.steps, "best_val": res.best_val, "best_iter": res.best_iter,
                 "iterations": res.iterations, "stop_reason": res.stop_reason, "seconds": round(res.seconds, 1),
-                "reused": res.reused, "starts": res.starts, "saved": f"{args.out}/best",
+                "reused": reused, "starts": res.starts, "saved": f"{args.out}/best",
                 "start_val": next((r["val"] for r in res.history if "val" in r), None)}
         if rows:
             data.update({"runs" if args.runs > 1 else "designs": rows, "seconds": round(sum(r["seconds"] for r in rows), 1)})
         emit(args, data, lambda: _summary(args, d, data, cfg.loss))
-        if res.reused:
+        if reused:
             print(f"indis: '{args.out}' already holds this finished run; reused it (raise --iterations to train on)",
                   file=sys.stderr)
     return 0
