@@ -159,6 +159,36 @@ def test_training_runs_add_runs_to_a_finished_cell(study_cell):
         sc.settings_from_args(p.parse_args(["--train-runs", "0"]))
 
 
+def test_full_batch_study_on_a_cell_and_its_summary(study_cell):
+    """benchmarks/studies/full_batch.py: the minibatch side is the cell's own run 0 (same test ratio); the full-batch
+    runs are trained with one batch of every training prior and cached; the summary's counts on hand-made rows."""
+    study = _study("full_batch")
+    root, s, c, r = study_cell
+    row = study.compare(root / sc.cell_name(c), s)
+    assert row["minibatch_ratio"] == pytest.approx(r["ratio"], rel=1e-9)
+    assert row["full_batch_ratio"] == pytest.approx(row["findis"] / row["fgod"], rel=1e-12)
+    assert row["full_batch_god_kept"] == (row["full_batch_god_val"] < row["god_val"])  # kept only where validation says
+    specs = [json.loads((f / "spec.json").read_text())["spec"] for f in (root / sc.cell_name(c) / "runs").iterdir()]
+    assert {sp["method"] for sp in specs if sp.get("fullbatch") == s["train"]} == {"god", "indis"}
+    assert study.compare(root / sc.cell_name(c), s) == row  # cached: nothing retrained
+    ci = [0.5, 0.9]
+    rows = [{"minibatch_ratio": 0.8, "minibatch_ratio_ci": ci, "full_batch_ratio": 0.6, "full_batch_ratio_ci": ci,
+             "god": 1.0, "indis": 0.8, "fgod": 1.0, "findis": 0.6, "full_batch_god_kept": False, "indis_val": 2.0,
+             "full_batch_indis_val": 1.0, "predicted": 0.62},
+            {"minibatch_ratio": 0.9, "minibatch_ratio_ci": [0.95, 1.2], "full_batch_ratio": 1.0,
+             "full_batch_ratio_ci": [1.1, 1.3], "god": 2.0, "indis": 1.8, "fgod": 1.5, "findis": 1.5,
+             "full_batch_god_kept": True, "indis_val": 1.0, "full_batch_indis_val": 3.0, "predicted": 0.9}]
+    out = study.summary(rows)
+    assert out["full_batch_lower_by_0.05"] == 1 and out["full_batch_higher_by_0.05"] == 1
+    assert out["minibatch_below_above_god"] == [1, 0] and out["full_batch_below_above_god"] == [1, 1]
+    # chosen on validation: cell 1 the full-batch INDIS / minibatch GOD (0.6), cell 2 the minibatch INDIS / full-batch
+    # GOD (1.8 / 1.5 = 1.2)
+    assert out["chosen_on_validation_median"] == pytest.approx(0.9)
+    assert out["chosen_lower_higher_than_minibatch_by_0.05"] == [1, 1]
+    assert out["prediction_within_0.05_of_minibatch_full_batch_chosen"] == [1, 1, 1]
+    assert out["god_moved_down_up_5pct"] == [1, 0] and out["indis_moved_down_up_5pct"] == [2, 0]  # 0.75x, 0.83x
+
+
 def test_patience_option_sets_the_budget_of_every_trained_method():
     import argparse
 
