@@ -169,3 +169,15 @@ def wait_for(pred, proc, timeout: float = 60, poll: float = 0.01) -> bool:
 def make_raising() -> ModelHandle:
     """A user factory that fails while building the model."""
     raise RuntimeError("boom: checkpoint path not configured")
+
+
+def gmm_val_loss(path, ts, val: torch.Tensor) -> float:
+    """Teacher-MSE of a schedule saved at `path` for `make_gmm` on the priors `val` of teacher set `ts`, in float64:
+    computed here rather than read from the training run that saved it."""
+    from indis.discretizations.base import load_discretization
+    from indis.losses import mse
+
+    d = load_discretization(path)
+    idx, x_T, cond, x0 = ts.batch(val, torch.float64, "cpu")
+    with torch.no_grad():
+        return float(mse(d.double().sample(make_gmm().denoiser, x_T, cond, idx), x0).mean())

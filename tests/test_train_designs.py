@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from fake_models import gmm_val_loss
 
 from indis.discretizations.base import load_discretization
 from indis.discretizations.prior_net import DESIGNS, design_net
 from indis.errors import InputError
-from indis.losses import mse
 from indis.teacher import TeacherSet
 from indis.training.config import split_indices
 
@@ -27,16 +27,6 @@ def test_design_net_options():
         design_net("indis-x", 3)
     with pytest.raises(InputError, match="basis size must be >= 1"):
         design_net("indis-p", 3, basis=0)
-
-
-def _val_loss(path, ts: TeacherSet, val: torch.Tensor) -> float:
-    """Teacher-MSE of a saved schedule on the validation priors, computed here rather than read from the run."""
-    from fake_models import make_gmm
-
-    d = load_discretization(path)
-    idx, x_T, cond, x0 = ts.batch(val, torch.float64, "cpu")
-    with torch.no_grad():
-        return float(mse(d.double().sample(make_gmm().denoiser, x_T, cond, idx), x0).mean())
 
 
 def test_cli_designs_keeps_the_lowest_validation_loss(tmp_path, capsys):
@@ -60,14 +50,14 @@ def test_cli_designs_keeps_the_lowest_validation_loss(tmp_path, capsys):
         d = load_discretization(r["saved"])
         want = design_net(r["design"], 3, basis=2)
         assert d.phi.input_basis == want.get("input_basis", 0) and d.denoised_input == want.get("denoised_input", False)
-        losses[r["design"]] = _val_loss(r["saved"], ts, val)
+        losses[r["design"]] = gmm_val_loss(r["saved"], ts, val)
         # the run validated in float32, this in float64 on the same priors and weights: agree to float32 rounding
         assert losses[r["design"]] == pytest.approx(r["best_val"], rel=1e-4)
     chosen = next(r["design"] for r in rows if r["chosen"])
     assert chosen == min(losses, key=losses.get)
     best = load_discretization(tmp_path / "ind" / "best")
     assert best.extra["design"] == chosen
-    assert _val_loss(tmp_path / "ind" / "best", ts, val) == pytest.approx(losses[chosen], rel=1e-12)
+    assert gmm_val_loss(tmp_path / "ind" / "best", ts, val) == pytest.approx(losses[chosen], rel=1e-12)
     assert main(args) == 0  # a rerun reuses every finished design and prints the table
     out = capsys.readouterr().out
     assert "phi design" in out and "chosen" in out and "indis-pd" in out

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from fake_models import gmm_val_loss
 
 from indis.commands.train import run_configs
 from indis.discretizations.base import load_discretization
 from indis.errors import InputError
-from indis.losses import mse
 from indis.teacher import TeacherSet
 from indis.training import TrainConfig
 from indis.training.config import split_indices, train_seed
@@ -35,16 +35,6 @@ def test_run_configs_share_the_split_and_differ_in_seed():
         run_configs(TrainConfig(val_fraction=0.0), 50, 2)
 
 
-def _val_loss(path, ts: TeacherSet, val: torch.Tensor) -> float:
-    """Teacher-MSE of a saved schedule on the validation priors, computed here rather than read from the run."""
-    from fake_models import make_gmm
-
-    d = load_discretization(path)
-    idx, x_T, cond, x0 = ts.batch(val, torch.float64, "cpu")
-    with torch.no_grad():
-        return float(mse(d.double().sample(make_gmm().denoiser, x_T, cond, idx), x0).mean())
-
-
 def test_cli_runs_keep_the_lowest_validation_loss_and_extend(tmp_path, capsys):
     from indis.cli import main
 
@@ -64,14 +54,14 @@ def test_cli_runs_keep_the_lowest_validation_loss_and_extend(tmp_path, capsys):
     assert len({round(r["best_val"], 12) for r in rows}) > 1  # other batch orders land elsewhere
     ts = TeacherSet(t)
     _, val = split_indices(ts.num_samples, 0.1, seed=0)  # --val-fraction 0.1, --seed 0: the priors every run saw
-    losses = [_val_loss(r["saved"], ts, val) for r in rows]
+    losses = [gmm_val_loss(r["saved"], ts, val) for r in rows]
     for r, v in zip(rows, losses):  # validated in float32 during training, here in float64: float32 rounding apart
         assert v == pytest.approx(r["best_val"], rel=1e-4)
     chosen = next(i for i, r in enumerate(rows) if r["chosen"])
     assert chosen == min(range(3), key=losses.__getitem__)
     best = load_discretization(tmp_path / "g" / "best")
     assert best.extra["run"] == chosen and best.extra["seed"] == rows[chosen]["seed"]
-    assert _val_loss(tmp_path / "g" / "best", ts, val) == pytest.approx(losses[chosen], rel=1e-12)
+    assert gmm_val_loss(tmp_path / "g" / "best", ts, val) == pytest.approx(losses[chosen], rel=1e-12)
     assert main(base + ["--runs", "4", "--out", str(tmp_path / "g"), "--json"]) == 0  # more runs: three are reused
     more = json.loads(capsys.readouterr().out)
     assert [r["reused"] for r in more["runs"]] == [True, True, True, False] and not more["reused"]
