@@ -82,6 +82,12 @@ def test_cli_runs_refuse_what_does_not_fit(tmp_path, capsys):
     assert main(base + ["--method", "god", "--starts", "1", "--runs", "2", "--out", str(tmp_path / "two")]) == 0
     assert main(base + ["--method", "indis", "--designs", "indis", "--out", str(tmp_path / "des")]) == 0
     capsys.readouterr()
+    assert main(base + ["--method", "indis", "--designs", "indis", "indis-d", "--runs", "2", "--out", str(tmp_path / "dr"),
+                        "--json"]) == 0  # each design in two runs, one kept over all four
+    rows = json.loads(capsys.readouterr().out)["runs"]
+    assert [(r["design"], r["run"]) for r in rows] == [("indis", 0), ("indis", 1), ("indis-d", 0), ("indis-d", 1)]
+    assert sum(r["chosen"] for r in rows) == 1 and rows[0]["seed"] == rows[2]["seed"] == 0
+    assert all((tmp_path / "dr" / "designs" / d / "runs" / k / "best").is_dir() for d in ("indis", "indis-d") for k in "01")
     for bad, msg in ((["--method", "god", "--runs", "2", "--out", str(tmp_path / "one")], "drop --runs"),
                      (["--method", "god", "--out", str(tmp_path / "two")], "give --runs > 1"),
                      (["--method", "indis", "--designs", "indis", "--runs", "2", "--out", str(tmp_path / "des")],
