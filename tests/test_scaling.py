@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from indis.bench import scaling as sc
+from indis.bench import scaling_cli as scli
 from indis.errors import InputError
 from indis.metrics.stats import tail_share
 
@@ -153,10 +154,10 @@ def test_training_runs_add_runs_to_a_finished_cell(study_cell):
     assert bo["best_ratio"] == pytest.approx(bo["indis_test"][bo["best_indis_run"]] / bo["god_test"][bo["best_god_run"]])
     assert bo["indis_test"][0] / bo["god_test"][0] == pytest.approx(r["ratio"], rel=1e-9)  # run 0 is the cell's own
     p = __import__("argparse").ArgumentParser()
-    sc.add_arguments(p)
-    assert sc.settings_from_args(p.parse_args(["--train-runs", "3"]))["train_runs"] == 3
+    scli.add_arguments(p)
+    assert scli.settings_from_args(p.parse_args(["--train-runs", "3"]))["train_runs"] == 3
     with pytest.raises(InputError, match="--train-runs"):
-        sc.settings_from_args(p.parse_args(["--train-runs", "0"]))
+        scli.settings_from_args(p.parse_args(["--train-runs", "0"]))
 
 
 def test_full_batch_study_on_a_cell_and_its_summary(study_cell):
@@ -193,10 +194,10 @@ def test_patience_option_sets_the_budget_of_every_trained_method():
     import argparse
 
     p = argparse.ArgumentParser()
-    sc.add_arguments(p)
-    assert sc.settings_from_args(p.parse_args([]))["patience"] == sc.FULL["patience"]
-    assert sc.settings_from_args(p.parse_args(["--patience", "40"]))["patience"] == 40
-    assert sc.settings_from_args(p.parse_args(["--quick", "--patience", "9"]))["patience"] == 9
+    scli.add_arguments(p)
+    assert scli.settings_from_args(p.parse_args([]))["patience"] == sc.FULL["patience"]
+    assert scli.settings_from_args(p.parse_args(["--patience", "40"]))["patience"] == 40
+    assert scli.settings_from_args(p.parse_args(["--quick", "--patience", "9"]))["patience"] == 9
 
 
 def test_cells_vs_rev_pairs_only_changed_cells(tmp_path):

@@ -39,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     po.set_defaults(func=pool.main)
     sc = bs.add_parser("scaling", help="where instance-awareness pays: INDIS vs GOD on exact Gaussian mixtures over "
                        "dimension, modes, condition and guidance, with the oracle, its reach and the diagnostic's prediction")
-    from ..bench import scaling
+    from ..bench import scaling_cli
 
-    scaling.add_arguments(sc)
-    sc.set_defaults(func=scaling.main)
+    scaling_cli.add_arguments(sc)
+    sc.set_defaults(func=scaling_cli.main)
     pl = bs.add_parser("pipeline", help="Stable Diffusion 1.5, FLUX.1-dev or LTX-Video architectures at their real width "
                        "(random weights): teacher, INDIS training with and without checkpointing, per-instance sampling "
                        "and IndisScheduler in the stock pipeline, with peak memory and seconds")
