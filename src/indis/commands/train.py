@@ -6,6 +6,7 @@ import math
 import statistics
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -325,10 +326,8 @@ def _train_many(args: argparse.Namespace, build: Any, fit: Any, cfg: TrainConfig
             if save and show_progress(args):
                 print(f"indis: training {name or args.method}" + (f", run {k + 1} of {len(cfgs)} (seed {rc.seed})"
                                                                   if len(cfgs) > 1 else ""), file=sys.stderr)
-            builder = (lambda init, net=net, seed=rc.seed: build(init, net, seed)) if name else \
-                (lambda init, seed=rc.seed: build(init, seed=seed))
-            folder = base / "runs" / str(k) if len(cfgs) > 1 else base
-            d, res = fit(builder, folder, rc)
+            folder = base / "runs" / str(k) if len(cfgs) > 1 else base  # without a design, phi reads what the flags say
+            d, res = fit(partial(build, seed=rc.seed, **({"net": net} if name else {})), folder, rc)
             label = ({"design": name} if name else {}) | ({"run": k, "seed": rc.seed} if len(cfgs) > 1 else {})
             trained.append(({**label, "saved": str(folder / "best")}, d, res))
     key = [r.best_val if math.isfinite(r.best_val) else math.inf for _, _, r in trained]
