@@ -270,3 +270,27 @@ def test_report_only_reads_the_cells_there_and_lists_the_missing(tmp_path, capsy
     assert "3 cells of the grid asked for are not computed yet" in (tmp_path / "results.md").read_text()
     assert main([*argv[:3], "8", *argv[4:]]) == 2  # nothing there for d = 8: an error, not an empty report
     assert "--report-only" in capsys.readouterr().err
+
+
+def test_a_schedule_that_kept_its_warm_start_ties_with_it():
+    """INDIS (or a variant) whose best validation is its GOD warm start is GOD's schedule: the ~1e-6 relative
+    round-off a tight paired interval excludes there is neither a win nor a loss; the same interval after training
+    (best_iter > 0) is one."""
+    tight = [0.9999993, 0.9999999]  # the size of the round-off measured on the committed cells (at most 1.2e-6)
+    res = [_cell(2, 0.9999996, tight, _dv(1.0000004, [1.0000001, 1.0000007])),
+           _cell(8, 1.0000004, [1.0000001, 1.0000007], _dv(1.0, tight))]
+    for r in res:
+        r["train"] = {"indis": {"best_iter": 0}}
+        r["per_prior"] = {"median_ratio_ci": tight, "reference_tail_share": 0.0}
+        r["denoised_input"]["train"] = {"best_iter": 0}
+        r["denoised_input"]["per_prior"] = {"median_ratio_ci": tight}
+    s = rep.summarize(res)
+    assert (s["indis_beyond_interval"], s["indis_worse_beyond_interval"]) == (0, 0)
+    assert (s["denoised_input"]["better_than_indis"], s["denoised_input"]["worse_than_indis"]) == (0, 0)
+    assert (s["per_prior"]["indis_median_below"], s["per_prior"]["denoised_median_below"]) == (0, 0)
+    assert s["recommendation_right_where_decided"] == "0/0"
+    res[0]["train"]["indis"]["best_iter"] = 25  # INDIS trained: its interval counts; INDIS-D (at GOD) now loses to it
+    s = rep.summarize(res)
+    assert (s["indis_beyond_interval"], s["indis_worse_beyond_interval"]) == (1, 0)
+    assert s["denoised_input"]["worse_than_indis"] == 1 and s["recommendation_right_where_decided"] == "1/1"
+    assert rep.variant_ci(res[0], "denoised_input", "ratio_ci") == [1.0, 1.0]  # INDIS-D itself is still GOD's

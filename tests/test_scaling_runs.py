@@ -62,6 +62,10 @@ def test_runs_block_and_summary_by_hand():
     assert s == {"cells": 3, "runs": [2, 3], "pairs": 5, "run0_retrained": 0, "pairs_within": 2, "first_within": 2, "pooled_within": 1,
                  "pooled_precise": 2, "pooled_within_precise": 0, "median_within": 1, "pooled_gain": 2, "pooled_loss": 0,
                  "recommendation_right": ["1/2", "1/2"]}  # decided at 1 and at 0.98: the first and third cells
+    cells[0]["training_runs"]["kept_god"] = [True, True, True]  # every run's INDIS is its GOD: a tie, not a gain
+    assert runs_summary(cells, 0.05)["pooled_gain"] == 1
+    cells[0]["training_runs"]["kept_god"] = [True, False, True]  # one run trained: the pooled interval counts
+    assert runs_summary(cells, 0.05)["pooled_gain"] == 2
     cells[1]["training_runs"]["run0_is_result"] = False  # its runs were gone: run 0 retrained
     assert runs_summary(cells, 0.05)["run0_retrained"] == 1
     assert runs_summary([{"prediction_error": 0.0}], 0.05) is None and _runs([{"prediction_error": 0.0}]) is None

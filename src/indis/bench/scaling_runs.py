@@ -42,6 +42,19 @@ def runs_block(indis: np.ndarray, god: np.ndarray, kept_god: list[bool], predict
             "kept_god": [bool(k) for k in kept_god], **pooled, "prediction_error": float(predicted - pooled["ratio"])}
 
 
+def decided_ci(ci: list[float], kept_start: bool) -> list[float]:
+    """A ratio's interval for counting wins and losses: [1, 1] (a tie) where the trained schedule kept its warm start
+    (best validation at iteration 0). It then is its GOD's schedule under another parameterisation, and the difference
+    of at most ~1e-6 relative that a tight paired interval can exclude is float round-off, not a trained difference."""
+    return [1.0, 1.0] if kept_start else list(ci)
+
+
+def pooled_ci(r: dict[str, Any]) -> list[float]:
+    """The pooled interval of a cell trained in several runs, a tie where every run's INDIS kept its GOD start."""
+    t = r["training_runs"]
+    return decided_ci(t["ratio_ci"], bool(t.get("kept_god")) and all(t["kept_god"]))
+
+
 def known_to(ci: list[float], tol: float) -> bool:
     """Whether an interval pins its ratio to +-`tol` (its half-width)."""
     return (ci[1] - ci[0]) / 2 <= tol
@@ -71,8 +84,8 @@ def runs_summary(results: list[dict[str, Any]], tol: float) -> dict[str, Any] | 
             "median_within": int(sum(abs(r["diagnosis"]["predicted_ratio"] - float(np.median(r["training_runs"]["ratios"])))
                                      <= tol for r in rs)),
             "pooled_within_precise": int(sum(h for h, p in zip(pooled_hit, precise) if p)),
-            "pooled_gain": int(sum(b["ratio_ci"][1] < 1.0 for b in blocks)),
-            "pooled_loss": int(sum(b["ratio_ci"][0] > 1.0 for b in blocks))}
+            "pooled_gain": int(sum(pooled_ci(r)[1] < 1.0 for r in rs)),
+            "pooled_loss": int(sum(pooled_ci(r)[0] > 1.0 for r in rs))}
 
 
 def _retrained(t: dict[str, Any]) -> str:
