@@ -160,33 +160,41 @@ def test_training_runs_add_runs_to_a_finished_cell(study_cell):
         scli.settings_from_args(p.parse_args(["--train-runs", "0"]))
 
 
-def test_full_batch_study_on_a_cell_and_its_summary(study_cell):
-    """benchmarks/studies/full_batch.py: the minibatch side is the cell's own run 0 (same test ratio); the full-batch
-    runs are trained with one batch of every training prior and cached; the summary's counts on hand-made rows."""
-    study = _study("full_batch")
+def test_protocol_study_on_a_cell_and_its_summary(study_cell):
+    """benchmarks/studies/protocol.py: the bench's side is the cell's own run 0 (same test ratio); the full-batch runs
+    are trained with one batch of every training prior, the long-patience runs with the longer budget, each cached;
+    the summary's counts on hand-made rows."""
+    study = _study("protocol")
     root, s, c, r = study_cell
-    row = study.compare(root / sc.cell_name(c), s)
-    assert row["minibatch_ratio"] == pytest.approx(r["ratio"], rel=1e-9)
-    assert row["full_batch_ratio"] == pytest.approx(row["findis"] / row["fgod"], rel=1e-12)
-    assert row["full_batch_god_kept"] == (row["full_batch_god_val"] < row["god_val"])  # kept only where validation says
-    specs = [json.loads((f / "spec.json").read_text())["spec"] for f in (root / sc.cell_name(c) / "runs").iterdir()]
+    folder = root / sc.cell_name(c)
+    for protocol in study.PROTOCOLS:
+        row = study.compare(folder, protocol, s)
+        assert row["base_ratio"] == pytest.approx(r["ratio"], rel=1e-9)
+        assert row["alt_ratio"] == pytest.approx(row["alt_indis"] / row["alt_god"], rel=1e-12)
+        assert row["alt_god_kept"] == (row["alt_god_val"] < row["god_val"])  # kept only where validation says
+        assert study.compare(folder, protocol, s) == row  # cached: nothing retrained
+    specs = [json.loads((f / "spec.json").read_text())["spec"] for f in (folder / "runs").iterdir()]
     assert {sp["method"] for sp in specs if sp.get("fullbatch") == s["train"]} == {"god", "indis"}
-    assert study.compare(root / sc.cell_name(c), s) == row  # cached: nothing retrained
+    long = [sp for sp in specs if sp["train"]["patience"] == study.LONG_PATIENCE]
+    assert {sp["method"] for sp in long} == {"god", "indis"}
+    assert all(sp["train"]["cap"] == study.LONG_CAP and "fullbatch" not in sp for sp in long)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        study.compare(folder, "longer", s)
     ci = [0.5, 0.9]
-    rows = [{"minibatch_ratio": 0.8, "minibatch_ratio_ci": ci, "full_batch_ratio": 0.6, "full_batch_ratio_ci": ci,
-             "god": 1.0, "indis": 0.8, "fgod": 1.0, "findis": 0.6, "full_batch_god_kept": False, "indis_val": 2.0,
-             "full_batch_indis_val": 1.0, "predicted": 0.62},
-            {"minibatch_ratio": 0.9, "minibatch_ratio_ci": [0.95, 1.2], "full_batch_ratio": 1.0,
-             "full_batch_ratio_ci": [1.1, 1.3], "god": 2.0, "indis": 1.8, "fgod": 1.5, "findis": 1.5,
-             "full_batch_god_kept": True, "indis_val": 1.0, "full_batch_indis_val": 3.0, "predicted": 0.9}]
+    rows = [{"base_ratio": 0.8, "base_ratio_ci": ci, "alt_ratio": 0.6, "alt_ratio_ci": ci,
+             "god": 1.0, "indis": 0.8, "alt_god": 1.0, "alt_indis": 0.6, "alt_god_kept": False, "indis_val": 2.0,
+             "alt_indis_val": 1.0, "predicted": 0.62},
+            {"base_ratio": 0.9, "base_ratio_ci": [0.95, 1.2], "alt_ratio": 1.0,
+             "alt_ratio_ci": [1.1, 1.3], "god": 2.0, "indis": 1.8, "alt_god": 1.5, "alt_indis": 1.5,
+             "alt_god_kept": True, "indis_val": 1.0, "alt_indis_val": 3.0, "predicted": 0.9}]
     out = study.summary(rows)
-    assert out["full_batch_lower_by_0.05"] == 1 and out["full_batch_higher_by_0.05"] == 1
-    assert out["minibatch_below_above_god"] == [1, 0] and out["full_batch_below_above_god"] == [1, 1]
-    # chosen on validation: cell 1 the full-batch INDIS / minibatch GOD (0.6), cell 2 the minibatch INDIS / full-batch
-    # GOD (1.8 / 1.5 = 1.2)
+    assert out["alt_lower_by_0.05"] == 1 and out["alt_higher_by_0.05"] == 1
+    assert out["base_below_above_god"] == [1, 0] and out["alt_below_above_god"] == [1, 1]
+    # chosen on validation: cell 1 the other protocol's INDIS / the bench's GOD (0.6), cell 2 the bench's INDIS / the
+    # other protocol's GOD (1.8 / 1.5 = 1.2)
     assert out["chosen_on_validation_median"] == pytest.approx(0.9)
-    assert out["chosen_lower_higher_than_minibatch_by_0.05"] == [1, 1]
-    assert out["prediction_within_0.05_of_minibatch_full_batch_chosen"] == [1, 1, 1]
+    assert out["chosen_lower_higher_than_base_by_0.05"] == [1, 1]
+    assert out["prediction_within_0.05_of_base_alt_chosen"] == [1, 1, 1]
     assert out["god_moved_down_up_5pct"] == [1, 0] and out["indis_moved_down_up_5pct"] == [2, 0]  # 0.75x, 0.83x
 
 
