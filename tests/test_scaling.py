@@ -174,10 +174,11 @@ def test_protocol_study_on_a_cell_and_its_summary(study_cell):
         assert row["alt_god_kept"] == (row["alt_god_val"] < row["god_val"])  # kept only where validation says
         assert study.compare(folder, protocol, s) == row  # cached: nothing retrained
     specs = [json.loads((f / "spec.json").read_text())["spec"] for f in (folder / "runs").iterdir()]
-    assert {sp["method"] for sp in specs if sp.get("fullbatch") == s["train"]} == {"god", "indis"}
+    full = [sp for sp in specs if sp["train"]["batch"] == s["train"]]  # one batch of every training prior
     long = [sp for sp in specs if sp["train"]["patience"] == study.LONG_PATIENCE]
-    assert {sp["method"] for sp in long} == {"god", "indis"}
-    assert all(sp["train"]["cap"] == study.LONG_CAP and "fullbatch" not in sp for sp in long)
+    assert {sp["method"] for sp in full} == {sp["method"] for sp in long} == {"god", "indis"}
+    assert all(sp["train"]["cap"] == study.LONG_CAP and sp["train"]["batch"] == s["batch"] for sp in long)
+    assert all(sp["train"]["patience"] == s["patience"] for sp in full)
     with pytest.raises(ValueError, match="protocol must be one of"):
         study.compare(folder, "longer", s)
     ci = [0.5, 0.9]

@@ -12,13 +12,13 @@ bench's INDIS against the other protocol's GOD.
     python benchmarks/studies/protocol.py OUT/cells/NAME [OUT/cells/NAME ...] --protocol P [--out FILE.json]
     python benchmarks/studies/protocol.py --summary FILE.json
 
-The runs are cached in the cell's runs/ folder like the bench's own.
+The runs are the bench's own GOD polish and INDIS runs (`scaling._from_god`) under the changed settings, cached in the
+cell's runs/ folder like the bench's.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,50 +26,32 @@ import numpy as np
 import torch
 
 from indis.bench import scaling as S
-from indis.experiment import best_rate
-from indis.methods import learned
 from indis.metrics.stats import ratio_ci
-from indis.solvers import steps_for_nfe
-from indis.training.config import train_seed
 
 PROTOCOLS = ("full-batch", "patience")
 LONG_PATIENCE, LONG_CAP = 24, 6000  # the `patience` protocol
 
 
-def retrain(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], method: str, warm: dict[str, Any],
-            protocol: str) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """`method` warm-started from the run `warm` under `protocol`, at each of INDIS_LRS; the lowest validation loss
-    wins (cached)."""
-    N, seed = steps_for_nfe("ipndm", c["nfe"], False), train_seed(c["seed"], 0)
-    budget = {**s, "patience": LONG_PATIENCE, "cap": LONG_CAP} if protocol == "patience" else s
-
-    def train(lr: float):
-        sp = {"method": method, "steps": N, "nfe": c["nfe"], "warm": exp.run_dir(warm).name, "lr": lr,
-              "train": S._budget(budget), **({"fullbatch": s["train"]} if protocol == "full-batch" else {}), "run": 0}
-        cfg = S._tcfg(c, budget, lr, 0)
-        if protocol == "full-batch":
-            cfg = replace(cfg, batch_size=s["train"])
-        kw = {"seed": seed} if method == "indis" else {}
-        torch.manual_seed(seed)
-        d, info = exp.train(sp, lambda init: learned(h, method, N, "ipndm", init=init, **kw), cfg,
-                            [str(exp.run_dir(warm) / "disc")])
-        return sp, d, info
-
-    return best_rate(S.INDIS_LRS, train)[:3]
+def alt_settings(s: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """The bench settings `s` changed as `protocol` changes them (module docstring)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "full-batch":
+        return {**s, "batch": s["train"]}
+    return {**s, "patience": LONG_PATIENCE, "cap": LONG_CAP}
 
 
 def compare(folder: Path, protocol: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The bench's protocol and `protocol` on one finished cell (module docstring; `settings`: the bench settings it
     ran under, FULL unless given). Keys: god/indis the bench's run 0, alt_god/alt_indis the other protocol's."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     c, s, h, exp, _ = S.open_cell(folder, settings)
+    alt = alt_settings(s, protocol)
     (gsp, god), ginfo = S._god(exp, h, c, s)
     isp, ind, iinfo = S._indis(exp, h, c, s, gsp)
-    fsp, fgod, finfo = retrain(exp, h, c, s, "god", gsp, protocol)
-    god_val = min(ginfo["best_val"], ginfo["polish"]["best_val"])
+    fsp, fgod, finfo = S._from_god(exp, h, c, alt, gsp, "god")[:3]  # GOD's polish, then INDIS, under `protocol`
+    god_val = S.god_val(ginfo)
     kept = finfo["best_val"] < god_val
-    fisp, find, fiinfo = retrain(exp, h, c, s, "indis", fsp if kept else gsp, protocol)
+    fisp, find, fiinfo = S._from_god(exp, h, c, alt, fsp if kept else gsp, "indis")[:3]
     m = S._test_mse(exp, {"god": (gsp, god), "indis": (isp, ind), "alt_god": (fsp, fgod) if kept else (gsp, god),
                           "alt_indis": (fisp, find)})
     predicted = json.loads((folder / "result.json").read_text())["diagnosis"]["predicted_ratio"]

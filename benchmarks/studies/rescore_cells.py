@@ -74,8 +74,7 @@ def best_of_runs(folder: Path, settings: dict[str, Any] | None = None) -> dict[s
         (gsp, god), ginfo = S._god(exp, h, c, s, run)
         isp, ind, iinfo = S._indis(exp, h, c, s, gsp, run=run)
         m = S._test_mse(exp, {"god": (gsp, god), "indis": (isp, ind)})
-        gval = min(ginfo["best_val"], ginfo["polish"]["best_val"])  # the GOD kept: the polish where validation preferred it
-        runs.append({"god_val": gval, "indis_val": iinfo["best_val"], "god": m["god"], "indis": m["indis"]})
+        runs.append({"god_val": S.god_val(ginfo), "indis_val": iinfo["best_val"], "god": m["god"], "indis": m["indis"]})
     g = min(runs, key=lambda r: r["god_val"])
     i = min(runs, key=lambda r: r["indis_val"])
     return {"cell": res["name"], "ratios": res["training_runs"]["ratios"], "pooled": res["training_runs"]["ratio"],

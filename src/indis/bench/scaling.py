@@ -197,6 +197,11 @@ def _god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], run: int = 0) -
     return (psp, pol) if kept else (gsp, god), {**ginfo, "lr_choice": choice, "polish": polish}
 
 
+def god_val(info: dict[str, Any]) -> float:
+    """The validation loss of the GOD `_god` kept (its polish where validation preferred it), from `_god`'s info."""
+    return min(info["best_val"], info["polish"]["best_val"])
+
+
 def _from_god(exp: Any, h: Any, c: dict[str, Any], s: dict[str, Any], gsp: dict[str, Any], method: str = "indis",
               net: dict[str, Any] | None = None, run: int = 0) -> tuple[dict[str, Any], Any, dict[str, Any], dict[str, float]]:
     """`method` ("indis", or "god": GOD's polish) warm-started from the GOD run `gsp` at each of INDIS_LRS under the
