@@ -199,7 +199,7 @@ def test_report_counts_the_choice_among_every_phi_design_on_validation():
 
 
 def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeypatch):
-    from indis.bench import scaling_report as rep
+    from indis.bench import scaling_plots as sp
 
     def cell(d, K, cond, g, nfe, seed, ratio, god=1e-3):
         return {"cell": {"model": "random", "d": d, "K": K, "condition": cond, "guidance": g, "nfe": nfe, "seed": seed},
@@ -209,14 +209,14 @@ def test_figure_has_a_panel_per_nfe_and_leaves_out_exact_cells(tmp_path, monkeyp
     digits = cell(64, None, "class", 1.0, 3, 0, 1e-5)  # the digits mixture: drawn too (a log axis; its interval below 0)
     digits["cell"]["model"] = "digits-gmm"
     res.insert(3, digits)
-    drawn, lines_of = [], rep._lines
-    monkeypatch.setattr(rep, "_lines", lambda rnd: drawn.append(rnd) or lines_of(rnd))
-    assert rep.figure(res, tmp_path / "s.png") == "s.png" and (tmp_path / "s.png").stat().st_size > 0
+    drawn, lines_of = [], sp._lines
+    monkeypatch.setattr(sp, "_lines", lambda rnd: drawn.append(rnd) or lines_of(rnd))
+    assert sp.figure(res, tmp_path / "s.png") == "s.png" and (tmp_path / "s.png").stat().st_size > 0
     assert len(drawn[0]) == 5  # the cell where GOD is exact is not drawn
     lines = lines_of(drawn[0])
     assert set(lines) == {(3, 2, "none"), (3, None, "class"), (5, 10, "class CFG 4")}  # one per NFE, K and condition
     assert sorted(lines[(3, 2, "none")]) == [2, 64] and len(lines[(3, 2, "none")][64]) == 2  # seeds pooled per d
-    assert rep.figure([res[-1]], tmp_path / "t.png") is None  # nothing to draw: no file
+    assert sp.figure([res[-1]], tmp_path / "t.png") is None  # nothing to draw: no file
 
 
 def test_prediction_figure_adds_the_pooled_panel_only_with_training_runs(tmp_path, monkeypatch):

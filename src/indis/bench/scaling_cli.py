@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     from ..commands.output import emit, show_progress
     from ..io import atomic_write_json, atomic_write_text, ensure_dir
     from . import scaling_report as rep
-    from .scaling_plots import prediction_figure
+    from .scaling_plots import figure, prediction_figure
 
     torch.set_num_threads(args.threads)
     check_device(args.device)
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--report-only: none of the {len(todo)} cells asked for has a result under {out / 'cells'}")
     res = {"benchmark": "scaling", "settings": dict(s), "missing": missing, "cells": results,
            "summary": rep.summarize(results), "wall_s": round(time.time() - t0, 1), "torch": torch.__version__}
-    res["figure"], res["prediction_figure"] = rep.figure(results, out / "scaling.png"), prediction_figure(results, out / "prediction.png")
+    res["figure"], res["prediction_figure"] = figure(results, out / "scaling.png"), prediction_figure(results, out / "prediction.png")
     atomic_write_json(out / "results.json", res)
     atomic_write_text(out / "results.md", rep.to_markdown(res))
     emit(args, res, lambda: (out / "results.md").read_text(), indent=1)
