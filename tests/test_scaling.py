@@ -184,10 +184,11 @@ def test_protocol_study_on_a_cell_and_its_summary(study_cell):
     ci = [0.5, 0.9]
     rows = [{"base_ratio": 0.8, "base_ratio_ci": ci, "alt_ratio": 0.6, "alt_ratio_ci": ci,
              "god": 1.0, "indis": 0.8, "alt_god": 1.0, "alt_indis": 0.6, "alt_god_kept": False, "indis_val": 2.0,
-             "alt_indis_val": 1.0, "predicted": 0.62},
+             "alt_indis_val": 1.0, "predicted": 0.62, "indis_best_iter": 50, "alt_indis_best_iter": 25},
             {"base_ratio": 0.9, "base_ratio_ci": [0.95, 1.2], "alt_ratio": 1.0,
              "alt_ratio_ci": [1.1, 1.3], "god": 2.0, "indis": 1.8, "alt_god": 1.5, "alt_indis": 1.5,
-             "alt_god_kept": True, "indis_val": 1.0, "alt_indis_val": 3.0, "predicted": 0.9}]
+             "alt_god_kept": True, "indis_val": 1.0, "alt_indis_val": 3.0, "predicted": 0.9, "indis_best_iter": 50,
+             "alt_indis_best_iter": 25}]
     out = study.summary(rows)
     assert out["alt_lower_by_0.05"] == 1 and out["alt_higher_by_0.05"] == 1
     assert out["base_below_above_god"] == [1, 0] and out["alt_below_above_god"] == [1, 1]
@@ -197,6 +198,8 @@ def test_protocol_study_on_a_cell_and_its_summary(study_cell):
     assert out["chosen_lower_higher_than_base_by_0.05"] == [1, 1]
     assert out["prediction_within_0.05_of_base_alt_chosen"] == [1, 1, 1]
     assert out["god_moved_down_up_5pct"] == [1, 0] and out["indis_moved_down_up_5pct"] == [2, 0]  # 0.75x, 0.83x
+    rows[1]["alt_indis_best_iter"] = 0  # that INDIS kept its GOD start: its interval above 1 is round-off, a tie
+    assert study.summary(rows)["alt_below_above_god"] == [1, 0]
 
 
 def test_patience_option_sets_the_budget_of_every_trained_method():

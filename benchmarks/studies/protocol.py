@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from indis.bench import scaling as S
+from indis.bench.scaling_runs import decided_ci
 from indis.metrics.stats import ratio_ci
 
 PROTOCOLS = ("full-batch", "patience")
@@ -61,19 +62,22 @@ def compare(folder: Path, protocol: str, settings: dict[str, Any] | None = None)
                alt_ratio=row["alt_indis"] / row["alt_god"], alt_ratio_ci=ratio_ci(m["alt_indis"], m["alt_god"]),
                indis_over_alt_god=row["indis"] / row["alt_god"], alt_god_kept=kept, god_val=god_val,
                alt_god_val=finfo["best_val"], indis_val=iinfo["best_val"], alt_indis_val=fiinfo["best_val"],
-               indis_iterations=iinfo["iterations"], alt_indis_iterations=fiinfo["iterations"],
+               indis_iterations=iinfo["iterations"], indis_best_iter=iinfo["best_iter"],
+               alt_indis_iterations=fiinfo["iterations"],
                alt_indis_best_iter=fiinfo["best_iter"], alt_indis_stop=fiinfo.get("stop_reason"))
     return row
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How the two protocols compare over cells: median ratios, cells where they differ by more than 0.05, INDIS
-    below/above GOD beyond the interval under each, how each method moved, and what choosing on validation gives (the
-    GOD and the INDIS with the lowest validation loss over both protocols)."""
+    below/above GOD beyond the interval under each (a tie where INDIS kept its GOD start), how each method moved, and
+    what choosing on validation gives (the GOD and the INDIS with the lowest validation loss over both protocols)."""
     base, alt = (np.array([r[k] for r in rows]) for k in ("base_ratio", "alt_ratio"))
 
-    def beyond(key: str) -> list[int]:
-        return [sum(r[key][1] < 1 for r in rows), sum(r[key][0] > 1 for r in rows)]
+    def beyond(side: str) -> list[int]:  # an INDIS that kept its GOD start ties with it (`decided_ci`)
+        cis = [decided_ci(r[f"{side}_ratio_ci"], r[("" if side == "base" else "alt_") + "indis_best_iter"] == 0)
+               for r in rows]
+        return [sum(ci[1] < 1 for ci in cis), sum(ci[0] > 1 for ci in cis)]
 
     g_best = [r["alt_god"] if r["alt_god_kept"] else r["god"] for r in rows]
     i_best = [r["alt_indis"] if r["alt_indis_val"] < r["indis_val"] else r["indis"] for r in rows]
@@ -81,7 +85,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     moved = {k: np.array([r["alt_" + k] / r[k] for r in rows]) for k in ("god", "indis")}
     return {"cells": len(rows), "median_base": float(np.median(base)), "median_alt": float(np.median(alt)),
             "alt_lower_by_0.05": int((alt < base - 0.05).sum()), "alt_higher_by_0.05": int((alt > base + 0.05).sum()),
-            "base_below_above_god": beyond("base_ratio_ci"), "alt_below_above_god": beyond("alt_ratio_ci"),
+            "base_below_above_god": beyond("base"), "alt_below_above_god": beyond("alt"),
             **{f"{k}_moved_median": float(np.median(v)) for k, v in moved.items()},
             **{f"{k}_moved_down_up_5pct": [int((v < 0.95).sum()), int((v > 1.05).sum())] for k, v in moved.items()},
             "chosen_on_validation_median": float(np.median(chosen)),
