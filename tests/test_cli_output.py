@@ -95,6 +95,29 @@ def test_eval_table(runs, capsys):
     assert rows[1].rstrip().endswith("*") == diff["significant"]  # the mark follows the interval
 
 
+def test_eval_round_off_is_not_a_difference():
+    """A paired difference whose interval excludes 0 but that is below ROUNDOFF of the reference (one schedule under two
+    parameterisations) is marked ~, not *; a real difference of 10% is *."""
+    import numpy as np
+
+    from indis.commands.evaluate import ROUNDOFF, _table, difference
+
+    ref = np.random.default_rng(0).gamma(2.0, 1.0, 500)
+    same = ref * (1 + 1e-7)  # every prior 1e-7 relative higher: a paired interval excludes 0 by construction
+    d = difference(same, ref, 200)
+    assert d["ci95"][0] > 0 and not d["significant"] and d["within_roundoff"]
+    assert d["diff"] == pytest.approx(1e-7 * ref.mean(), rel=1e-6) and 1e-7 < ROUNDOFF
+    real = difference(ref * 0.9, ref, 200)
+    assert real["significant"] and not real["within_roundoff"]
+    data = {"teacher": "t", "priors": 500, "results": [{"name": n, "nfe": 3, "mse": float(x.mean()), "ci95": [0.0, 9.0]}
+                                                       for n, x in (("god", ref), ("indis", same), ("edm", ref * 0.9))],
+            "differences_vs_first": [{"a": "indis", "b": "god", **d}, {"a": "edm", "b": "god", **real}]}
+    rows = _table(data).splitlines()
+    assert next(r for r in rows if r.startswith("indis")).rstrip().endswith("~")
+    assert next(r for r in rows if r.startswith("edm")).rstrip().endswith("*")
+    assert any("float round-off" in r for r in rows)
+
+
 def test_zoo_list(capsys):
     _human(_run(capsys, "zoo", "list"), "zoo:digits", "zoo:digits-cond", "digits-classifier", "held-out accuracy")
     models = json.loads(_run(capsys, "zoo", "list", "--json"))
