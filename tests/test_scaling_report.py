@@ -293,4 +293,4 @@ def test_a_schedule_that_kept_its_warm_start_ties_with_it():
     s = rep.summarize(res)
     assert (s["indis_beyond_interval"], s["indis_worse_beyond_interval"]) == (1, 0)
     assert s["denoised_input"]["worse_than_indis"] == 1 and s["recommendation_right_where_decided"] == "1/1"
-    assert rep.variant_ci(res[0], "denoised_input", "ratio_ci") == [1.0, 1.0]  # INDIS-D itself is still GOD's
+    assert rep.tied_ci(res[0], "denoised_input") == [1.0, 1.0]  # INDIS-D itself is still GOD's

@@ -74,9 +74,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     what choosing on validation gives (the GOD and the INDIS with the lowest validation loss over both protocols)."""
     base, alt = (np.array([r[k] for r in rows]) for k in ("base_ratio", "alt_ratio"))
 
-    def beyond(side: str) -> list[int]:  # an INDIS that kept its GOD start ties with it (`decided_ci`)
-        cis = [decided_ci(r[f"{side}_ratio_ci"], r[("" if side == "base" else "alt_") + "indis_best_iter"] == 0)
-               for r in rows]
+    def beyond(ci_key: str, iter_key: str) -> list[int]:  # an INDIS that kept its GOD start ties with it
+        cis = [decided_ci(r[ci_key], r[iter_key] == 0) for r in rows]
         return [sum(ci[1] < 1 for ci in cis), sum(ci[0] > 1 for ci in cis)]
 
     g_best = [r["alt_god"] if r["alt_god_kept"] else r["god"] for r in rows]
@@ -85,7 +84,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     moved = {k: np.array([r["alt_" + k] / r[k] for r in rows]) for k in ("god", "indis")}
     return {"cells": len(rows), "median_base": float(np.median(base)), "median_alt": float(np.median(alt)),
             "alt_lower_by_0.05": int((alt < base - 0.05).sum()), "alt_higher_by_0.05": int((alt > base + 0.05).sum()),
-            "base_below_above_god": beyond("base"), "alt_below_above_god": beyond("alt"),
+            "base_below_above_god": beyond("base_ratio_ci", "indis_best_iter"),
+            "alt_below_above_god": beyond("alt_ratio_ci", "alt_indis_best_iter"),
             **{f"{k}_moved_median": float(np.median(v)) for k, v in moved.items()},
             **{f"{k}_moved_down_up_5pct": [int((v < 0.95).sum()), int((v > 1.05).sum())] for k, v in moved.items()},
             "chosen_on_validation_median": float(np.median(chosen)),

@@ -34,29 +34,20 @@ def precise(r: dict[str, Any]) -> bool:
     return known_to(r["ratio_ci"], PREDICTION_TOLERANCE)
 
 
-def kept_god(r: dict[str, Any]) -> bool:
-    """Whether the cell's INDIS run kept its GOD warm start (best validation at iteration 0)."""
-    return (r.get("train", {}).get("indis") or {}).get("best_iter") == 0
+def kept_god(r: dict[str, Any], design: str = "indis") -> bool:
+    """Whether the cell's INDIS run (or that of phi's variant `design`, a result key) kept its GOD warm start (best
+    validation at iteration 0)."""
+    run = r.get("train", {}).get("indis") if design == "indis" else (r.get(design) or {}).get("train")
+    return (run or {}).get("best_iter") == 0
 
 
-def kept_start(r: dict[str, Any], key: str) -> bool:
-    """Whether phi's variant `key` in this cell kept its GOD warm start (best validation at iteration 0)."""
-    return ((r.get(key) or {}).get("train") or {}).get("best_iter") == 0
-
-
-def cell_ci(r: dict[str, Any], key: str = "ratio_ci") -> list[float]:
-    """The cell's INDIS/GOD interval (or `key`'s, e.g. the per-prior median's) for counting wins and losses: a tie
-    where INDIS kept its GOD start (`decided_ci`)."""
-    ci = r["per_prior"]["median_ratio_ci"] if key == "median_ratio_ci" else r[key]
-    return decided_ci(ci, kept_god(r))
-
-
-def variant_ci(r: dict[str, Any], key: str, against: str = "vs_indis_ci") -> list[float]:
-    """Variant `key`'s interval against INDIS ("vs_indis_ci": a tie where both kept their GOD start), against GOD
-    ("ratio_ci") or its per-prior median against GOD ("median_ratio_ci"; both a tie where the variant kept its start)."""
-    v = r[key]
+def tied_ci(r: dict[str, Any], design: str = "indis", against: str = "ratio_ci") -> list[float]:
+    """The interval of `design` (INDIS or a variant's result key) for counting wins and losses: against GOD
+    ("ratio_ci"), its per-prior median against GOD ("median_ratio_ci") or a variant against INDIS ("vs_indis_ci"); a
+    tie (`decided_ci`) where the design kept its GOD start (against INDIS: where both did)."""
+    v = r if design == "indis" else r[design]
     ci = v["per_prior"]["median_ratio_ci"] if against == "median_ratio_ci" else v[against]
-    return decided_ci(ci, kept_start(r, key) and (against != "vs_indis_ci" or kept_god(r)))
+    return decided_ci(ci, kept_god(r, design) and (against != "vs_indis_ci" or kept_god(r)))
 
 
 def cond_label(c: dict[str, Any]) -> str:
@@ -85,11 +76,11 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     err = np.array([abs(r["prediction_error"]) for r in results])
     reach = np.array([abs(r.get("reach_prediction_error", np.nan)) for r in results])
     group = np.array([abs(g - r["ratio"]) for r in results if (g := group_prediction(r)) is not None])
-    wins = [r for r in results if cell_ci(r)[1] < 1.0]
+    wins = [r for r in results if tied_ci(r)[1] < 1.0]
     right, right_gain = rule_right(results, lambda r: r["diagnosis"]["recommendation"] == "INDIS")
     always, always_gain = rule_right(results, lambda r: True)
     told = [r for r in results if r["diagnosis"]["recommendation"] == "INDIS"]
-    losses = [r for r in results if cell_ci(r)[0] > 1.0]
+    losses = [r for r in results if tied_ci(r)[0] > 1.0]
     exact = np.array([precise(r) for r in results])
     inside = np.array([r["ratio_ci"][0] <= r["diagnosis"]["predicted_ratio"] <= r["ratio_ci"][1] for r in results])
     pp = [r for r in results if r.get("per_prior")]
@@ -102,8 +93,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "median_ratio": float(np.median([r["ratio"] for r in results])),
             "per_prior": {"cells": len(pp), "heavy_tail": sum(heavy(r) for r in pp),
                           "gain_by_tail": gain_by_tail(pp),
-                          "indis_median_below": sum(cell_ci(r, "median_ratio_ci")[1] < 1.0 for r in pp),
-                          "denoised_median_below": sum(variant_ci(r, "denoised_input", "median_ratio_ci")[1] < 1.0
+                          "indis_median_below": sum(tied_ci(r, against="median_ratio_ci")[1] < 1.0 for r in pp),
+                          "denoised_median_below": sum(tied_ci(r, "denoised_input", "median_ratio_ci")[1] < 1.0
                                                        for r in dpp)},
             "prediction_within_tolerance": float(np.mean(err <= PREDICTION_TOLERANCE)),
             "precise_cells": int(exact.sum()),
@@ -116,7 +107,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "prediction_mean_abs_error": float(err.mean()), "prediction_max_abs_error": float(err.max()),
             "recommendation_right_where_decided": right, "recommendation_right_at_threshold": right_gain,
             "always_indis_right_where_decided": always, "always_indis_right_at_threshold": always_gain,
-            "indis_recommended": len(told), "indis_recommended_without_gain": sum(cell_ci(r)[1] >= 1.0 for r in told),
+            "indis_recommended": len(told), "indis_recommended_without_gain": sum(tied_ci(r)[1] >= 1.0 for r in told),
             "reach_prediction_within_tolerance": float(np.mean(reach <= PREDICTION_TOLERANCE)),
             "reach_prediction_mean_abs_error": float(np.nanmean(reach)),
             "group_prediction_within_tolerance": float(np.mean(group <= PREDICTION_TOLERANCE)) if len(group) else None,
@@ -171,12 +162,12 @@ def stayed_at_god(results: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def rule_right(results: list[dict[str, Any]], says_indis: Callable[[dict[str, Any]], bool],
-               ci: Callable[[dict[str, Any]], list[float]] = cell_ci) -> tuple[str, str]:
+               ci: Callable[[dict[str, Any]], list[float]] = tied_ci) -> tuple[str, str]:
     """How often a recommendation rule (`says_indis(cell)`: does it name INDIS) is right, as "right/decided": where the
     trained difference is beyond its interval, and asked as the diagnostic asks (does INDIS gain more than
     1 - RECOMMEND_BELOW: decided where the trained interval lies wholly on one side of RECOMMEND_BELOW; a gain of 1e-8
     relative beyond its interval counts in the first as a win a GOD recommendation missed, here as no gain worth
-    INDIS's training). `ci(cell)`: the trained interval judged against (default the cell's own, `cell_ci`)."""
+    INDIS's training). `ci(cell)`: the trained interval judged against (default the cell's own, `tied_ci`)."""
     out = []
     for line in (1.0, RECOMMEND_BELOW):
         decided = [r for r in results if ci(r)[1] < line or ci(r)[0] > line]
@@ -187,13 +178,14 @@ def rule_right(results: list[dict[str, Any]], says_indis: Callable[[dict[str, An
 def variant_counts(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """A phi variant (result key, e.g. "denoised_input") against INDIS over the cells that have it: better and worse
     beyond the interval, the median ratio to INDIS and to GOD."""
-    v = [r[key] for r in results if r.get(key)]
-    cis = [variant_ci(r, key) for r in results if r.get(key)]
+    rs = [r for r in results if r.get(key)]
+    v = [r[key] for r in rs]
+    cis = [tied_ci(r, key, "vs_indis_ci") for r in rs]
     return {"cells": len(v), "better_than_indis": sum(ci[1] < 1.0 for ci in cis),
             "worse_than_indis": sum(ci[0] > 1.0 for ci in cis),
             "median_vs_indis": float(np.median([x["vs_indis"] for x in v])) if v else None,
             **({"median_vs_god": float(np.median([x["ratio"] for x in v])),
-                "median_indis_vs_god": float(np.median([r["ratio"] for r in results if r.get(key)]))} if v else {})}
+                "median_indis_vs_god": float(np.median([r["ratio"] for r in rs]))} if v else {})}
 
 
 def heavy(r: dict[str, Any]) -> bool:
@@ -239,7 +231,7 @@ def validation_choice(results: list[dict[str, Any]], keys: tuple[str, ...]) -> d
         return r["ratio"] if k == "indis" else r[k]["ratio"]
 
     def beyond(r: dict[str, Any], k: str, better: bool) -> bool:
-        lo, hi = variant_ci(r, k)
+        lo, hi = tied_ci(r, k, "vs_indis_ci")
         return hi < 1.0 if better else lo > 1.0
 
     return {"cells": len(rows), "picks": {k: sum(p == k for _, p in rows) for k in ("indis", *keys)},
