@@ -153,11 +153,32 @@ def test_training_runs_add_runs_to_a_finished_cell(study_cell):
     assert bo["best_god_run"] == int(np.argmin(bo["god_val"])) and bo["best_indis_run"] == int(np.argmin(bo["indis_val"]))
     assert bo["best_ratio"] == pytest.approx(bo["indis_test"][bo["best_indis_run"]] / bo["god_test"][bo["best_god_run"]])
     assert bo["indis_test"][0] / bo["god_test"][0] == pytest.approx(r["ratio"], rel=1e-9)  # run 0 is the cell's own
+    ag = _study("rescore_cells").agreement(root / sc.cell_name(c), s)  # per run: ratio, interval, kept start
+    assert ag["ratios"] == pytest.approx(b["ratios"], rel=1e-9) and ag["kept"] == b["kept_god"]
+    assert all(lo <= x <= hi for x, (lo, hi) in zip(ag["ratios"], ag["ratio_cis"]))
     p = __import__("argparse").ArgumentParser()
     scli.add_arguments(p)
     assert scli.settings_from_args(p.parse_args(["--train-runs", "3"]))["train_runs"] == 3
     with pytest.raises(InputError, match="--train-runs"):
         scli.settings_from_args(p.parse_args(["--train-runs", "0"]))
+
+
+def test_agreement_summary_by_hand():
+    """benchmarks/studies/rescore_cells.py agreement --summary: the diagnostic and a cell's other runs as predictors of
+    each run, counted by hand on two made-up cells; a run that kept its GOD start is a tie (decided neither way on the
+    strict question although its interval, [1 + 5e-10, 1 + 2e-7], excludes 1)."""
+    a = {"predicted": 0.52, "recommendation": "INDIS", "ratios": [0.50, 0.53, 0.99],
+         "ratio_cis": [[0.45, 0.55], [0.48, 0.58], [0.97, 1.01]], "kept": [False, False, False]}
+    b = {"predicted": 0.9, "recommendation": "GOD", "ratios": [1.0000001, 0.9],
+         "ratio_cis": [[1.0000000005, 1.0000002], [0.85, 0.95]], "kept": [True, False]}
+    out = _study("rescore_cells").agreement_summary([a, b], tol=0.05)
+    # +-0.05: a's runs 0 and 1 agree with each other and with 0.52, run 2 (0.99) with nothing; b's 0.9 hits run 1 only
+    assert out["within_tolerance"] == {"diagnostic": [3, 5], "another_run": [2, 8], "median_of_others": [0, 5]}
+    # strict: a's runs 0 and 1 decide a gain (run 2's interval holds 1), b's run 1 a gain, b's run 0 is a tie; another
+    # run names INDIS only from an interval wholly below 1 (a's run 2 and b's tied run 0 name GOD)
+    assert out["right_where_decided"] == {"diagnostic": [2, 3], "another_run": [2, 5], "always_indis": [3, 3]}
+    # the 2% question: b's tied run 0 ([1, 1]) decides "no gain worth it", which GOD gets right and INDIS wrong
+    assert out["right_at_threshold"] == {"diagnostic": [3, 4], "another_run": [2, 6], "always_indis": [3, 4]}
 
 
 def test_protocol_study_on_a_cell_and_its_summary(study_cell):

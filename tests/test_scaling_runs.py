@@ -60,6 +60,7 @@ def test_runs_block_and_summary_by_hand():
              {"prediction_error": 0.0}]  # no runs: left out
     s = _runs(cells)  # runs_summary at +-0.05, and the recommendation judged on the pooled intervals at 1 and 0.98
     assert s == {"cells": 3, "runs": [2, 3], "pairs": 5, "run0_retrained": 0, "pairs_within": 2, "first_within": 2, "pooled_within": 1,
+                 "run_predictions": 7, "runs_within": 2,  # 0.5 is within 0.05 of 0.50 and 0.52 only
                  "pooled_precise": 2, "pooled_within_precise": 0, "median_within": 1, "pooled_gain": 2, "pooled_loss": 0,
                  "recommendation_right": ["1/2", "1/2"]}  # decided at 1 and at 0.98: the first and third cells
     cells[0]["training_runs"]["kept_god"] = [True, True, True]  # every run's INDIS is its GOD: a tie, not a gain

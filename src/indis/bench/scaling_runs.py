@@ -77,9 +77,11 @@ def runs_summary(results: list[dict[str, Any]], tol: float) -> dict[str, Any] | 
     blocks = [r["training_runs"] for r in rs]
     precise = [known_to(b["ratio_ci"], tol) for b in blocks]
     pooled_hit = [abs(b["prediction_error"]) <= tol for b in blocks]
+    any_run = [abs(r["diagnosis"]["predicted_ratio"] - x) <= tol for r in rs for x in r["training_runs"]["ratios"]]
     return {"cells": len(rs), "runs": sorted({b["count"] for b in blocks}), "pairs": len(pairs),
             "run0_retrained": sum(not b.get("run0_is_result", True) for b in blocks),
-            "pairs_within": int(sum(pairs)), "first_within": int(sum(abs(r["prediction_error"]) <= tol for r in rs)),
+            "pairs_within": int(sum(pairs)), "run_predictions": len(any_run), "runs_within": int(sum(any_run)),
+            "first_within": int(sum(abs(r["prediction_error"]) <= tol for r in rs)),
             "pooled_within": int(sum(pooled_hit)), "pooled_precise": int(sum(precise)),
             "median_within": int(sum(abs(r["diagnosis"]["predicted_ratio"] - float(np.median(r["training_runs"]["ratios"])))
                                      <= tol for r in rs)),
@@ -101,7 +103,10 @@ def runs_lines(s: dict[str, Any]) -> list[str]:
         return []
     return ["", f"Training runs: {t['cells']} cells were trained {'/'.join(map(str, t['runs']))} times (GOD and INDIS, "
             f"other training seeds, the same test priors{_retrained(t)}). Two runs' ratios lie within +-{tol} of each other in "
-            f"{t['pairs_within']} of {t['pairs']} pairs. The prediction is within +-{tol} of run 0 (the ratio above) in "
+            f"{t['pairs_within']} of {t['pairs']} pairs ({t['pairs_within'] / t['pairs']:.0%}), the prediction lies within "
+            f"+-{tol} of a run's ratio in {t['runs_within']} of {t['run_predictions']} (cell, run) pairs "
+            f"({t['runs_within'] / t['run_predictions']:.0%}; another run of the same cell is the reference a prediction "
+            f"is judged beside). The prediction is within +-{tol} of run 0 (the ratio above) in "
             f"{t['first_within']} of these cells, of the ratio pooled over runs in {t['pooled_within']} and of the median "
             f"run's in {t['median_within']}; the pooled "
             f"ratio is known to +-{tol} (its interval resamples runs and priors) in {t['pooled_precise']}, and the "
