@@ -167,9 +167,9 @@ def test_agreement_summary_by_hand():
     """benchmarks/studies/rescore_cells.py agreement --summary: the diagnostic and a cell's other runs as predictors of
     each run, counted by hand on two made-up cells; a run that kept its GOD start is a tie (decided neither way on the
     strict question although its interval, [1 + 5e-10, 1 + 2e-7], excludes 1)."""
-    a = {"predicted": 0.52, "recommendation": "INDIS", "ratios": [0.50, 0.53, 0.99],
+    a = {"cell": "random-d8-K2-none-nfe3-s0", "predicted": 0.52, "recommendation": "INDIS", "ratios": [0.50, 0.53, 0.99],
          "ratio_cis": [[0.45, 0.55], [0.48, 0.58], [0.97, 1.01]], "kept": [False, False, False]}
-    b = {"predicted": 0.9, "recommendation": "GOD", "ratios": [1.0000001, 0.9],
+    b = {"cell": "digits-gmm-d64-bic-none-nfe3-s0", "predicted": 0.9, "recommendation": "GOD", "ratios": [1.0000001, 0.9],
          "ratio_cis": [[1.0000000005, 1.0000002], [0.85, 0.95]], "kept": [True, False]}
     out = _study("rescore_cells").agreement_summary([a, b], tol=0.05)
     # +-0.05: a's runs 0 and 1 agree with each other and with 0.52, run 2 (0.99) with nothing; b's 0.9 hits run 1 only
@@ -179,6 +179,8 @@ def test_agreement_summary_by_hand():
     assert out["right_where_decided"] == {"diagnostic": [2, 3], "another_run": [2, 5], "always_indis": [3, 3]}
     # the 2% question: b's tied run 0 ([1, 1]) decides "no gain worth it", which GOD gets right and INDIS wrong
     assert out["right_at_threshold"] == {"diagnostic": [3, 4], "another_run": [2, 6], "always_indis": [3, 4]}
+    assert sorted(out["by_group"]) == ["d = 8", "digits mixture"]  # each row of the grid on its own
+    assert out["by_group"]["d = 8"]["within_tolerance"]["diagnostic"] == [2, 3]
 
 
 def test_protocol_study_on_a_cell_and_its_summary(study_cell):

@@ -135,9 +135,18 @@ def agreement_summary(rows: list[dict[str, Any]], tol: float = PREDICTION_TOLERA
                 tally["another_run"] += [(cis[j][1] < line) == gain for j in others]
                 tally["always_indis"].append(gain)
     share = {k: [int(sum(v)), len(v)] for k, v in hit.items()}
-    return {"cells": len(rows), "tolerance": tol, "within_tolerance": share,
-            "right_where_decided": {k: [int(sum(v)), len(v)] for k, v in right[1.0].items()},
-            "right_at_threshold": {k: [int(sum(v)), len(v)] for k, v in right[RECOMMEND_BELOW].items()}}
+    out = {"cells": len(rows), "tolerance": tol, "within_tolerance": share,
+           "right_where_decided": {k: [int(sum(v)), len(v)] for k, v in right[1.0].items()},
+           "right_at_threshold": {k: [int(sum(v)), len(v)] for k, v in right[RECOMMEND_BELOW].items()}}
+    groups = sorted({_group(r["cell"]) for r in rows}, key=lambda g: int(g[4:]) if g.startswith("d = ") else 10**9)
+    if len(groups) > 1:
+        out["by_group"] = {g: agreement_summary([r for r in rows if _group(r["cell"]) == g], tol) for g in groups}
+    return out
+
+
+def _group(cell: str) -> str:
+    """A cell's row of the grid: "d = 8" for random-d8-..., "digits mixture" for the digits-fitted one."""
+    return "digits mixture" if cell.startswith("digits") else "d = " + cell.split("-")[1][1:]
 
 
 STUDIES = {"curve": curve_on_test, "best-of-runs": best_of_runs, "agreement": agreement}
