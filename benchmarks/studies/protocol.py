@@ -27,6 +27,7 @@ import torch
 
 from indis.bench import scaling as S
 from indis.bench.scaling_runs import decided_ci
+from indis.io import atomic_write_json
 from indis.metrics.stats import ratio_ci
 
 PROTOCOLS = ("full-batch", "patience")
@@ -118,6 +119,4 @@ if __name__ == "__main__":
         r = rows[-1]
         print(f"{r['cell']}: INDIS/GOD bench {r['base_ratio']:.3f}, {a.protocol} {r['alt_ratio']:.3f}", flush=True)
         if a.out:
-            tmp = a.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows, indent=1))
-            tmp.replace(a.out)
+            atomic_write_json(a.out, rows)

@@ -33,6 +33,7 @@ from indis.bench.scaling_report import PREDICTION_TOLERANCE
 from indis.bench.scaling_runs import decided_ci
 from indis.diagnose import RECOMMEND_BELOW
 from indis.diagnose_curve import CURVE_LRS, _curve_global, _fit_from, curve_rows
+from indis.io import atomic_write_json
 from indis.losses import mse
 from indis.methods import learned
 from indis.metrics.stats import ratio_ci, tail_share
@@ -172,6 +173,4 @@ if __name__ == "__main__":
         rows.append(STUDIES[a.study](f))
         print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("god_test", "indis_test")}), flush=True)
         if a.out:
-            tmp = a.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows, indent=1))
-            tmp.replace(a.out)
+            atomic_write_json(a.out, rows)
